@@ -1,0 +1,1 @@
+"""Symbolic music: notes, bars, encodings, MIDI files, MusicVAE runner."""

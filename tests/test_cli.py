@@ -1,0 +1,81 @@
+"""The ``encore`` command: export a tiny checkpoint, render from it, refuse bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mido
+import pytest
+import torch
+
+from engine.cli import main
+from export.musicvae import MusicVAE, MusicVAEConfig, save_checkpoint
+
+TINY_TRIO = MusicVAEConfig(name="tiny_trio", parts=("melody", "bass", "drums"), bars=2,
+                           enc_size=8, z_size=4, dec_size=8, dec_layers=2, conductor_size=8,
+                           conductor_layers=2)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    checkpoint = root / "tiny_trio.pt"
+    save_checkpoint(checkpoint, MusicVAE(TINY_TRIO), step=0)
+    assert main(["export", "musicvae", str(checkpoint), str(root / "models")]) == 0
+    return root / "models"
+
+
+def note_ons(path: Path) -> int:
+    return sum(msg.type == "note_on" and msg.velocity > 0 for msg in mido.MidiFile(path))
+
+
+def test_export_writes_both_graphs(model_dir: Path) -> None:
+    assert (model_dir / "tiny_trio.encoder.onnx").is_file()
+    assert (model_dir / "tiny_trio.decoder.onnx").is_file()
+
+
+def test_render_writes_a_song(model_dir: Path, tmp_path: Path, capsys) -> None:
+    code = main(["render", "-o", str(tmp_path), "--bars", "5", "--seed", "3", "--model",
+                 "tiny_trio", "--model-dir", str(model_dir)])
+    assert code == 0
+    song = tmp_path / "song.mid"
+    assert note_ons(song) > 0
+    assert mido.MidiFile(song).length == pytest.approx(5 * 2.0, abs=0.6)  # 5 bars at 120 bpm
+    out = capsys.readouterr().out
+    assert str(song) in out
+    assert "CPUExecutionProvider" in out
+
+
+def test_render_is_seeded(model_dir: Path, tmp_path: Path) -> None:
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        main(["render", "-o", str(tmp_path / name), "--bars", "4", "--seed", seed,
+              "--temperature", "1", "--model", str(model_dir / "tiny_trio.decoder.onnx")])
+    song = {name: (tmp_path / name / "song.mid").read_bytes() for name in "abc"}
+    assert song["a"] == song["b"]
+    assert song["a"] != song["c"]
+
+
+@pytest.mark.parametrize("bars", ["0", "-3", "many"])
+def test_bad_bars_exits_2(bars: str, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["render", "--bars", bars])
+    assert info.value.code == 2
+    assert "--bars" in capsys.readouterr().err
+
+
+def test_missing_model_is_an_error_not_a_traceback(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["render", "-o", str(tmp_path), "--model", "no_such_model", "--model-dir",
+              str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("encore: error: no MusicVAE model 'no_such_model'")
+    assert "Traceback" not in err
+
+
+def test_export_of_missing_checkpoint_exits_2(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["export", "musicvae", str(tmp_path / "none.pt"), str(tmp_path)])
+    assert info.value.code == 2
+    assert "encore: error:" in capsys.readouterr().err
