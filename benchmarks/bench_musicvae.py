@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ class Case:
     label: str
     model: MusicVAE
     decoder: Path
-    weights: str  # "trained" or "random"
+    weights: str  # "checkpoint" or "random"
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
@@ -90,7 +91,7 @@ def checkpoint_case(path: Path, tmp: Path) -> Case:
     model, _ = load_checkpoint(path)
     model.eval()
     decoder = export_decoder(model, tmp / f"{model.cfg.name}.ckpt.decoder.onnx")
-    return Case(f"{model.cfg.name} ({path})", model, decoder, "trained")
+    return Case(f"{model.cfg.name} ({path})", model, decoder, "checkpoint")
 
 
 def random_cases(tmp: Path) -> list[Case]:
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
+    warnings.filterwarnings("ignore", module=r"torch\.")  # the ONNX exporter's tracer notes
 
     print_environment()
     with tempfile.TemporaryDirectory() as tmp_name:

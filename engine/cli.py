@@ -131,9 +131,8 @@ def _cmd_render(args: argparse.Namespace) -> None:
 # ---- PyTorch side (export extra) --------------------------------------------------------
 def _cmd_convert_magenta_js(args: argparse.Namespace) -> None:
     convert = _import_export("export.convert_magenta_js").convert
-    result = convert(args.checkpoint_dir, args.out, name=args.name)
-    if result is not None:
-        print(f"wrote {result}")
+    for path in convert(args.checkpoint_dir, args.out, name=args.name):
+        print(f"wrote {path}")
 
 
 def _cmd_train_musicvae(args: argparse.Namespace) -> None:
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "its shards) into Encore ONNX models.")
     magenta.add_argument("checkpoint_dir", type=Path, metavar="DIR")
     magenta.add_argument("out", type=Path, metavar="OUT")
-    magenta.add_argument("--name", help="model name (default: from the checkpoint)")
+    magenta.add_argument("--name", help="model name (default: the folder's name)")
     magenta.set_defaults(func=_cmd_convert_magenta_js)
 
     train = commands.add_parser("train", help="train a model (needs the export extra)")

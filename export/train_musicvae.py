@@ -27,15 +27,18 @@ from export.musicvae_data import WindowSet, load_windows, make_batch
 from export.musicvae_eval import prior_samples, reconstruction
 
 PRESETS: dict[str, MusicVAEConfig] = {
-    # cat-mel_2bar_small, narrowed to train on 2 CPU cores in about an hour.
+    # cat-mel_2bar_small, narrowed to train on 2 CPU cores in about an hour. Magenta's beta
+    # rate (0.99999) assumes ~200k steps; an hour here is a few thousand, so beta ramps
+    # faster to reach max_beta within the run (otherwise the KL is never paid for and
+    # samples from the prior, which the live walk depends on, are poor).
     "mel_2bar": MusicVAEConfig(name="mel_2bar", parts=("melody",), bars=2, enc_size=256,
                                z_size=128, dec_size=256, dec_layers=2, free_bits=0.0,
-                               max_beta=0.2, sampling_rate=1000.0),
+                               max_beta=0.2, beta_rate=0.9995, sampling_rate=1000.0),
     # hierdec-trio, 4 bars, narrowed likewise; teacher forcing as in Magenta's hierdec configs.
     "trio_4bar": MusicVAEConfig(name="trio_4bar", parts=("melody", "bass", "drums"), bars=4,
-                                enc_size=256, z_size=128, dec_size=192, dec_layers=2,
-                                conductor_size=192, conductor_layers=2, free_bits=48.0,
-                                max_beta=0.2, sampling_rate=0.0),
+                                enc_size=128, z_size=128, dec_size=128, dec_layers=2,
+                                conductor_size=128, conductor_layers=2, free_bits=48.0,
+                                max_beta=0.2, beta_rate=0.999, sampling_rate=0.0),
 }
 PRESET_DATA = {"mel_2bar": "melody_2bar.npz", "trio_4bar": "duet_4bar.npz"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import mido
@@ -10,6 +11,9 @@ import torch
 
 from engine.cli import main
 from export.musicvae import MusicVAE, MusicVAEConfig, save_checkpoint
+
+pytestmark = [pytest.mark.filterwarnings("ignore::Warning:torch"),  # the ONNX exporter notes
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:export")]
 
 TINY_TRIO = MusicVAEConfig(name="tiny_trio", parts=("melody", "bass", "drums"), bars=2,
                            enc_size=8, z_size=4, dec_size=8, dec_layers=2, conductor_size=8,
@@ -79,3 +83,22 @@ def test_export_of_missing_checkpoint_exits_2(tmp_path: Path, capsys) -> None:
         main(["export", "musicvae", str(tmp_path / "none.pt"), str(tmp_path)])
     assert info.value.code == 2
     assert "encore: error:" in capsys.readouterr().err
+
+
+def test_pytorch_commands_without_torch_say_what_to_install(tmp_path: Path, monkeypatch,
+                                                             capsys) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "export.convert_magenta_js", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["convert", "magenta-js", str(tmp_path), str(tmp_path / "out")])
+    assert info.value.code == 2
+    assert "pip install -e '.[export]'" in capsys.readouterr().err
+
+
+def test_train_passes_its_options_through(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["train", "musicvae", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: encore train musicvae")
+    assert "--init" in out and "--preset" in out

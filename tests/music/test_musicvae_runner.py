@@ -21,6 +21,8 @@ from engine.music.notes import STEPS_PER_BAR, Bar
 from export.musicvae import MusicVAE, MusicVAEConfig
 from export.musicvae_onnx import export_all
 
+pytestmark = [pytest.mark.filterwarnings("ignore::Warning:torch"),  # the ONNX exporter notes
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:export")]
 REPO = Path(__file__).resolve().parents[2]
 ORT_VS_TORCH_ATOL = 1e-4
 

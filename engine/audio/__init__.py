@@ -1,0 +1,1 @@
+"""Audio: offline FluidSynth rendering and WAV writing."""

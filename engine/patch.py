@@ -1,0 +1,710 @@
+"""Performance patches: a TOML file, read and validated into frozen dataclasses.
+
+    patch = load_patch("patches/night_drive.toml")    # or load_patch("night_drive")
+    patch.song.tempo, patch.form.sections, patch.parts.drums.channel
+    patch.to_dict()                                   # plain dict, for the event log
+    print(describe_schema())                          # every key: type, default, range, help
+
+Every key is optional; a key left out keeps its default, so ``parse_patch("")`` is the
+default patch. The schema is the dataclasses below and nothing else: one generic reader
+walks their fields and type hints (bool, int, float, str, ``Literal`` choices,
+``tuple[str, ...]``, ``Mapping[str, X]``, nested dataclasses) and the metadata that
+:func:`setting` attaches (range, unit, help). To add a section (midi, osc, voice, lyrics),
+write a frozen dataclass of settings and give :class:`Patch` a field for it; reading,
+error messages, :meth:`Patch.to_dict` and :func:`describe_schema` follow. A section may
+define ``problems()`` for rules that span its keys (see :class:`Form`).
+
+All the problems in a file are reported together, one per line, each naming the key and
+saying how to fix it, so a musician fixes the file in one go::
+
+    patches/x.toml: [walk] temperature = 7.0 is out of range 0.0..2.0; set it between 0.0 and 2.0
+    patches/x.toml: unknown key [walk] temprature; did you mean temperature?
+    patches/x.toml: [song] tempo must be a number, got "fast"; write e.g. tempo = 112.0
+
+``python -m engine.patch [PATCH ...]`` checks patch files; ``--schema`` prints the reference
+and ``--readme patches/README.md`` rewrites the reference in that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import functools
+import json
+import math
+import os
+import re
+import sys
+import tomllib
+import types
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
+
+__all__ = [
+    "Audio",
+    "Form",
+    "Humanize",
+    "Part",
+    "Parts",
+    "Patch",
+    "PatchError",
+    "Song",
+    "Walk",
+    "build_patch",
+    "default_patch_path",
+    "describe_schema",
+    "load_patch",
+    "parse_patch",
+    "patches_dir",
+]
+
+PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
+SOUNDFONT_CANDIDATES = (
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+)
+
+NoteName = Literal[
+    "C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B"
+]
+Mode = Literal["major", "minor"]
+SampleRate = Literal[44100, 48000]
+
+
+class PatchError(ValueError):
+    """A patch that cannot be used. ``problems`` holds one line per problem found."""
+
+    def __init__(self, source: str, problems: Sequence[str]):
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    range: tuple[float | None, float | None] | None = None,
+    unit: str = "",
+    identifier: bool = False,
+    path: bool = False,
+    missing_hint: str = "",
+    default_text: str = "",
+) -> Any:
+    """A dataclass field carrying what the reader and :func:`describe_schema` need.
+
+    ``range`` is inclusive, ``None`` for an open end; on a list or table it applies to
+    each item. ``identifier`` requires names (section names, table keys) to be Python-style
+    identifiers. ``path`` expands ``~``; a ``missing_hint`` makes the path a file that must
+    exist when the patch is loaded with ``validate_files=True``. ``default_text`` replaces
+    the default in the docs (for defaults that depend on the machine).
+    """
+    metadata = {"help": help, "range": range, "unit": unit, "identifier": identifier,
+                "path": path, "missing_hint": missing_hint, "default_text": default_text}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _default_soundfont() -> str:
+    for candidate in SOUNDFONT_CANDIDATES:
+        if Path(candidate).is_file():
+            return candidate
+    return SOUNDFONT_CANDIDATES[-1]
+
+
+# ---- the schema ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Song:
+    """The song: title, tempo, key, the model that plays it and how long it runs."""
+
+    title: str = setting("Encore", "Shown on the tablet and written into the event log.")
+    tempo: float = setting(112.0, "Beats per minute.", range=(40.0, 240.0), unit="BPM")
+    key: NoteName = setting("C", "Key note (tonic) the music is played in.")
+    mode: Mode = setting("major", "Major or minor scale.")
+    seed: int = setting(
+        0, "Seed of all the randomness: the same patch and seed play the same song.",
+        range=(0, None))
+    model: str = setting(
+        "trio_4bar", "Model in models_onnx/ that writes melody, bass and drums.")
+    bars: int = setting(
+        0, "Bars to play, then stop; 0 plays on until stopped (encore render takes --bars).",
+        range=(0, None), unit="bars")
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """How the latent walk moves: each bar is decoded from a point that drifts a little."""
+
+    temperature: float = setting(
+        0.5, "Decoding temperature: 0 always plays the likeliest notes, higher is looser "
+        "and more surprising.", range=(0.0, 2.0))
+    step_size: float = setting(
+        0.12, "Size of one bar's drift step, as a fraction of the prior's radius sqrt(d) "
+        "(d = the latent size).", range=(0.0, 1.0))
+    wander: float = setting(
+        0.3, "Balance between staying near the section's anchor (0) and wandering away "
+        "from it (1).", range=(0.0, 1.0))
+    glide_bars: int = setting(
+        2, "Bars a transition takes to glide from one section's anchor to the next.",
+        range=(1, 16), unit="bars")
+    anchor_drift: float = setting(
+        0.05, "How far a section's anchor moves each time the form comes round, so repeats "
+        "vary.", range=(0.0, 1.0))
+
+
+_DEFAULT_LENGTHS = {"intro": 4, "verse": 8, "chorus": 8, "bridge": 8, "breakdown": 4,
+                    "outro": 4, "solo": 8, "pre_chorus": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """The song form: sections in order, where it loops, and each section's length."""
+
+    sections: tuple[str, ...] = setting(
+        ("intro", "verse", "chorus", "verse", "chorus", "bridge", "chorus", "outro"),
+        "Section names in playing order; any names (letters, digits, _), each with a length.",
+        identifier=True)
+    loop_from: int = setting(
+        1, "Index in sections (0 = the first) where the form restarts after its end; 1 "
+        "skips the intro on repeats.", range=(0, None))
+    lengths: Mapping[str, int] = setting(
+        help="Bars in each section, by name. Merged with the defaults: name only the "
+        "sections you change or add.", factory=lambda: types.MappingProxyType(
+            dict(_DEFAULT_LENGTHS)), range=(1, 64), unit="bars", identifier=True)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """Rules across keys, as (key, what is wrong and how to fix it)."""
+        n = len(self.sections)
+        if n == 0:
+            yield "sections", 'is empty; list at least one, e.g. sections = ["verse", "chorus"]'
+        elif self.loop_from >= n:
+            yield "loop_from", (f"= {self.loop_from} points past the last of the {n} "
+                                f"sections; set it between 0 and {n - 1}")
+        for name in dict.fromkeys(self.sections):
+            if name not in self.lengths:
+                yield "sections", (f'uses "{name}", which has no length; add {name} = 8 '
+                                   "under [form.lengths]")
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One instrument part: where its notes go and how it sounds."""
+
+    program: int = setting(
+        0, "General MIDI program, counted from 0 (0 piano, 33 fingered bass, 80 square "
+        "lead); on the drum channel it picks the kit.", range=(0, 127))
+    channel: int = setting(
+        1, "MIDI channel; 10 is the General MIDI drum channel.", range=(1, 16))
+    velocity: int = setting(
+        100, "How hard notes are played (MIDI velocity) before humanizing.", range=(1, 127))
+    level: float = setting(1.0, "Mix level: scales the velocities, 0 is silent.",
+                           range=(0.0, 1.0))
+    mute: bool = setting(False, "Silence the part (it is still generated, so unmuting is "
+                         "seamless).")
+    octave: int = setting(0, "Transposition in octaves (not applied to drums).",
+                          range=(-3, 3))
+    port: str = setting(
+        "", 'MIDI output port, any part of its name (e.g. "USB MIDI"); "" plays the part '
+        "on the built-in synth only.")
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The parts, each its own table. Parts not named keep their defaults."""
+
+    item: ClassVar[str] = "part"
+
+    melody: Part = setting(help="The lead line.", factory=lambda: Part(program=80, channel=1))
+    bass: Part = setting(help="The bass line.", factory=lambda: Part(program=33, channel=2))
+    drums: Part = setting(help="The drum kit.", factory=lambda: Part(program=0, channel=10))
+    chords: Part = setting(help="Sustained chords under the melody.",
+                           factory=lambda: Part(program=89, channel=3, velocity=80))
+
+    def items(self) -> tuple[tuple[str, Part], ...]:
+        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Humanize:
+    """Small random variations that keep the machine from sounding mechanical."""
+
+    timing_ms: float = setting(6.0, "How far notes are nudged off the grid at random.",
+                               range=(0.0, 50.0), unit="ms")
+    velocity: int = setting(8, "How far note velocities are varied at random.",
+                            range=(0, 40))
+    seed: int = setting(0, "Seed of the humanizing randomness.", range=(0, None))
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """The built-in synth (FluidSynth) and the audio output."""
+
+    soundfont: str = setting(
+        help="General MIDI soundfont (.sf2) the built-in synth plays; ~ is expanded.",
+        factory=_default_soundfont, path=True,
+        missing_hint="apt-get install timgm6mb-soundfont or set [audio] soundfont to a "
+        ".sf2 file you have",
+        default_text="TimGM6mb.sf2 if installed, else FluidR3_GM.sf2, in /usr/share/sounds/sf2/")
+    sample_rate: SampleRate = setting(44100, "Audio sample rate.", unit="Hz")
+    gain: float = setting(0.8, "Output gain of the built-in synth.", range=(0.0, 2.0))
+    reverb: bool = setting(True, "Reverb on the built-in synth.")
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """A whole performance patch: one field per [section] of the TOML file."""
+
+    item: ClassVar[str] = "section"
+
+    song: Song = setting(factory=Song)
+    walk: Walk = setting(factory=Walk)
+    form: Form = setting(factory=Form)
+    parts: Parts = setting(factory=Parts)
+    humanize: Humanize = setting(factory=Humanize)
+    audio: Audio = setting(factory=Audio)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts, lists and scalars (JSON and TOML ready); ``build_patch`` reads it back."""
+        return _plain(self)
+
+
+# ---- reading ------------------------------------------------------------------------------
+def patches_dir() -> Path:
+    """The repository's ``patches/`` folder (next to the ``engine`` package)."""
+    return PATCHES_DIR
+
+
+def default_patch_path() -> Path:
+    return PATCHES_DIR / "default.toml"
+
+
+def load_patch(path: str | PathLike[str], *, validate_files: bool = False) -> Patch:
+    """Read a patch file. A bare name such as ``"night_drive"`` means a shipped patch.
+
+    With ``validate_files`` the files a patch names (the soundfont) must exist. Every
+    problem, a missing or unreadable file included, raises :class:`PatchError`.
+    """
+    source = os.fspath(path)
+    p = Path(os.path.expanduser(source))
+    if not p.exists() and p.suffix == "" and len(p.parts) == 1:
+        shipped = PATCHES_DIR / f"{p.name}.toml"
+        if shipped.is_file():
+            p, source = shipped, str(shipped)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        names = ", ".join(sorted(q.stem for q in PATCHES_DIR.glob("*.toml"))) or "none"
+        raise PatchError(source, [f"no such patch file; the shipped patches ({names}) are "
+                                  f"in {PATCHES_DIR}"]) from None
+    except UnicodeDecodeError as err:
+        raise PatchError(source, [f"is not UTF-8 text ({err.reason} at byte {err.start}); "
+                                  "save it as UTF-8"]) from None
+    except OSError as err:
+        raise PatchError(source, [f"cannot be read: {err.strerror or err}"]) from None
+    return parse_patch(text, source=source, validate_files=validate_files)
+
+
+def parse_patch(text: str, source: str = "<string>", *, validate_files: bool = False) -> Patch:
+    """Read a patch from TOML text; ``source`` names it in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise PatchError(source, [f"is not valid TOML: {err}; check the quotes, brackets "
+                                  "and = signs there"]) from None
+    return build_patch(data, source, validate_files=validate_files)
+
+
+def build_patch(data: Mapping[str, Any], source: str = "<dict>", *,
+                validate_files: bool = False) -> Patch:
+    """Validate a dict as ``tomllib`` returns it (or as ``Patch.to_dict`` writes it)."""
+    reader = _Reader(validate_files)
+    if not isinstance(data, Mapping):
+        raise PatchError(source, [f"a patch must be a table of sections, got {_show(data)}"])
+    patch = reader.section(Patch, data, Patch(), ())
+    if reader.problems:
+        raise PatchError(source, reader.problems)
+    return patch
+
+
+_BAD = object()  # a value that was refused; the default stays
+
+
+class _Reader:
+    """Walks a dataclass schema and a raw table side by side, collecting problems."""
+
+    def __init__(self, validate_files: bool):
+        self.validate_files = validate_files
+        self.problems: list[str] = []
+
+    def section(self, cls: type, raw: Any, base: Any, where: tuple[str, ...]) -> Any:
+        if not isinstance(raw, Mapping):
+            header = _header(where)
+            self.problems.append(f"{header} must be a table, got {_show(raw)}; write it as "
+                                 f"a {header} section with key = value lines under it")
+            return base
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = _hints(cls)
+        values = {}
+        before = len(self.problems)
+        for key, value in raw.items():
+            f = fields.get(key)
+            if f is None:
+                self.problems.append(_unknown(cls, where, key))
+                continue
+            value = self.value(hints[key], value, f, getattr(base, key), where, key)
+            if value is not _BAD:
+                values[key] = value
+        result = dataclasses.replace(base, **values)
+        if len(self.problems) == before and hasattr(result, "problems"):
+            for key, text in result.problems():
+                self.problems.append(f"{_header(where)} {key} {text}")
+        return result
+
+    def value(self, hint: Any, raw: Any, f: dataclasses.Field, default: Any,
+              where: tuple[str, ...], key: str) -> Any:
+        if dataclasses.is_dataclass(hint):
+            return self.section(hint, raw, default, (*where, key))
+        origin, args = get_origin(hint), get_args(hint)
+        if origin is tuple:
+            if not isinstance(raw, list | tuple):
+                self._wrong_type(hint, raw, f, where, key)
+                return _BAD
+            items = [self.scalar(args[0], item, f, where, f"{key}[{i}]")
+                     for i, item in enumerate(raw)]
+            return _BAD if _BAD in items else tuple(items)
+        if origin in (dict, Mapping):
+            if not isinstance(raw, Mapping):
+                self._wrong_type(hint, raw, f, where, key)
+                return _BAD
+            merged = dict(default)
+            ok = True
+            for name, item in raw.items():
+                if f.metadata["identifier"] and not self._is_name(name, (*where, key), None):
+                    ok = False
+                    continue
+                item = self.scalar(args[1], item, f, (*where, key), name)
+                ok = ok and item is not _BAD
+                merged[name] = item
+            return types.MappingProxyType(merged) if ok else _BAD
+        return self.scalar(hint, raw, f, where, key, example=default)
+
+    def scalar(self, hint: Any, raw: Any, f: dataclasses.Field, where: tuple[str, ...],
+               key: str, example: Any = _BAD) -> Any:
+        head = f"{_header(where)} {_key(key)}" if where else _key(key)
+        if get_origin(hint) is Literal:
+            return self._choice(get_args(hint), raw, head)
+        if not _is_type(hint, raw):
+            self._wrong_type(hint, raw, f, where, key, example)
+            return _BAD
+        if hint is float:
+            try:
+                raw = float(raw)
+            except OverflowError:  # an int too big for a float
+                raw = math.inf if raw > 0 else -math.inf
+            if not math.isfinite(raw):
+                self.problems.append(f"{head} = {_show(raw)} must be a finite number"
+                                     + _range_fix(f.metadata["range"]))
+                return _BAD
+        if hint in (int, float) and f.metadata["range"] is not None:
+            lo, hi = f.metadata["range"]
+            if (lo is not None and raw < lo) or (hi is not None and raw > hi):
+                span = f" {lo!r}..{hi!r}" if lo is not None and hi is not None else ""
+                self.problems.append(f"{head} = {_show(raw)} is out of range{span}"
+                                     f"{_range_fix(f.metadata['range'])}")
+                return _BAD
+        if hint is str:
+            if f.metadata["identifier"] and not self._is_name(raw, where, key):
+                return _BAD
+            if f.metadata["path"]:
+                raw = os.path.expanduser(raw)
+                if self.validate_files and f.metadata["missing_hint"] and not Path(raw).is_file():
+                    self.problems.append(f"{head} = {_show(raw)}: no such file; "
+                                         f"{f.metadata['missing_hint']}")
+                    return _BAD
+        return raw
+
+    def _choice(self, choices: tuple[Any, ...], raw: Any, head: str) -> Any:
+        for choice in choices:
+            if type(choice) is type(raw) and choice == raw:
+                return choice
+        listed = ", ".join(_show(c) for c in choices)
+        message = f"{head} = {_show(raw)} must be one of {listed}"
+        if isinstance(raw, str):
+            words = [c for c in choices if isinstance(c, str)]
+            same_case = [c for c in words if c.lower() == raw.lower()]
+            close = same_case or difflib.get_close_matches(raw, words, n=1)
+            if close:
+                message += f"; did you mean {_show(close[0])}?"
+        self.problems.append(message)
+        return _BAD
+
+    def _is_name(self, name: Any, where: tuple[str, ...], key: str | None) -> bool:
+        if isinstance(name, str) and name.isidentifier():
+            return True
+        head = f"{_header(where)} {_key(key)} = " if key is not None else f"{_header(where)} "
+        fix = re.sub(r"\W+", "_", str(name)).strip("_")
+        fix = f' (e.g. "{fix}")' if fix.isidentifier() else ""
+        self.problems.append(f"{head}{_show(name)} is not a name; use letters, digits and _, "
+                             f"not starting with a digit{fix}")
+        return False
+
+    def _wrong_type(self, hint: Any, raw: Any, f: dataclasses.Field, where: tuple[str, ...],
+                    key: str, example: Any = _BAD) -> None:
+        head = f"{_header(where)} {_key(key)}" if where else _key(key)
+        message = f"{head} must be {_type_noun(hint, f)}, got {_show(raw)}"
+        if example is not _BAD:
+            message += f"; write e.g. {_key(key)} = {_show(example)}"
+        self.problems.append(message)
+
+
+def _is_type(hint: Any, raw: Any) -> bool:
+    if hint is bool:
+        return isinstance(raw, bool)
+    if hint is int:
+        return isinstance(raw, int) and not isinstance(raw, bool)
+    if hint is float:
+        return isinstance(raw, int | float) and not isinstance(raw, bool)
+    if hint is str:
+        return isinstance(raw, str)
+    raise TypeError(f"patch schema: no reader for type {hint!r}")
+
+
+def _unknown(cls: type, where: tuple[str, ...], key: str) -> str:
+    names = [f.name for f in dataclasses.fields(cls)]
+    item = getattr(cls, "item", None)
+    if item is not None:  # a table of tables: [song], [parts.melody] ...
+        this = _header((*where, key))
+        homes = _homes().get(key, [])
+        if homes and not where:
+            return f"{_key(key)} is outside any section; put it under {' or '.join(homes)}"
+        close = difflib.get_close_matches(key, names, n=1) if isinstance(key, str) else []
+        if close:
+            return f"unknown {item} {this}; did you mean {_header((*where, close[0]))}?"
+        known = ", ".join(_header((*where, n)) for n in names)
+        return f"unknown {item} {this}; the {item}s are {known}"
+    this = f"{_header(where)} {_key(key)}"
+    close = difflib.get_close_matches(key, names, n=1) if isinstance(key, str) else []
+    if close:
+        return f"unknown key {this}; did you mean {close[0]}?"
+    homes = _homes().get(key, [])
+    if homes:
+        return f"unknown key {this}; it belongs under {' or '.join(homes)}"
+    return f"unknown key {this}; the keys here are {', '.join(names)}"
+
+
+@functools.cache
+def _homes() -> dict[str, list[str]]:
+    """Key name -> the headers of the sections that have it, for misplaced keys."""
+    homes: dict[str, list[str]] = {}
+
+    def walk(cls: type, where: tuple[str, ...]) -> None:
+        hints = _hints(cls)
+        container = getattr(cls, "item", None) is not None and bool(where)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                if container:
+                    walk(hint, (*where, "<name>"))
+                    break  # every field of a container has the same type
+                walk(hint, (*where, f.name))
+            elif not homes.get(f.name) or _header(where) not in homes[f.name]:
+                homes.setdefault(f.name, []).append(_header(where))
+
+    walk(Patch, ())
+    return homes
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=True)
+
+
+def _header(where: tuple[str, ...]) -> str:
+    return "[" + ".".join(_key(k) for k in where) + "]"
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_<>-]+(\[\d+\])?", key):
+        return key
+    return _show(str(key))
+
+
+def _show(value: Any, depth: int = 0) -> str:
+    """A value as it would be written in TOML, shortened."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, int | float):
+        text = repr(value)
+    elif isinstance(value, Mapping):
+        text = "a table" if value else "an empty table"
+    elif isinstance(value, list | tuple):
+        if depth >= 2:
+            text = "[...]"
+        else:
+            text = "[" + ", ".join(_show(v, depth + 1) for v in value[:8])
+            text += ", ...]" if len(value) > 8 else "]"
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _range_text(bounds: tuple[float | None, float | None]) -> str:
+    lo, hi = bounds
+    if lo is not None and hi is not None:
+        return f"{lo!r}..{hi!r}"
+    return f">= {lo!r}" if lo is not None else f"<= {hi!r}"
+
+
+def _range_fix(bounds: tuple[float | None, float | None] | None) -> str:
+    if bounds is None:
+        return ""
+    lo, hi = bounds
+    if lo is not None and hi is not None:
+        return f"; set it between {lo!r} and {hi!r}"
+    return f"; set it to {lo!r} or more" if lo is not None else f"; set it to {hi!r} or less"
+
+
+def _type_noun(hint: Any, f: dataclasses.Field | None = None) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(_show(c) for c in args)
+    if origin is tuple:
+        noun = "names" if f is not None and f.metadata["identifier"] else "strings"
+        return f"a list of {noun}" if args[0] is str else f"a list of {_type_noun(args[0])}s"
+    if origin in (dict, Mapping):
+        return f"a table of name = {_type_noun(args[1]).removeprefix('a ')}"
+    if dataclasses.is_dataclass(hint):
+        return "a table"
+    return {bool: "true or false", int: "a whole number", float: "a number",
+            str: "a string (in quotes)"}[hint]
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ---- the reference ------------------------------------------------------------------------
+def describe_schema() -> str:
+    """Every key of a patch, with type, default, allowed values and help, as Markdown."""
+    out: list[str] = []
+    default = Patch()
+    for f in dataclasses.fields(Patch):
+        cls = _hints(Patch)[f.name]
+        instance = getattr(default, f.name)
+        if getattr(cls, "item", None) is not None:  # [parts.<name>]
+            members = [(g.name, getattr(instance, g.name)) for g in dataclasses.fields(cls)]
+            names = ", ".join(f"`{name}`" for name, _ in members)
+            member_cls = _hints(cls)[members[0][0]]
+            intro = f"{_doc(cls)} `<name>` is one of {names}."
+            _describe(member_cls, members, f"[{f.name}.<name>]", intro, out)
+        else:
+            _describe(cls, [("", instance)], f"[{f.name}]", _doc(cls), out)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _describe(cls: type, members: list[tuple[str, Any]], header: str, intro: str,
+              out: list[str]) -> None:
+    out += [f"### `{header}`", "", intro, "",
+            "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        meta = f.metadata
+        if meta["default_text"]:
+            default = meta["default_text"]
+        else:
+            values = [(name, getattr(inst, f.name)) for name, inst in members]
+            if all(v == values[0][1] for _, v in values):
+                default = _doc_value(values[0][1])
+            else:
+                default = ", ".join(f"{_doc_value(v)} ({name})" for name, v in values)
+        allowed = []
+        if get_origin(hint) is Literal:
+            allowed.append(", ".join(f"`{_show(c)}`" for c in get_args(hint)))
+        if meta["range"] is not None:
+            allowed.append(_range_text(meta["range"]))
+        if meta["unit"]:
+            allowed.append(meta["unit"])
+        if meta["range"] is not None and get_origin(hint) in (tuple, dict, Mapping):
+            allowed.append("each")
+        allowed = [" ".join(allowed)] if allowed else []
+        if meta["identifier"]:
+            allowed.append("names: letters, digits, _")
+        kind = "choice" if get_origin(hint) is Literal else _type_noun(hint, f)
+        kind = kind.removeprefix("a ").removesuffix(" (in quotes)")
+        row = [f"`{f.name}`", kind, default, "; ".join(allowed), meta["help"]]
+        out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    out.append("")
+
+
+def _doc(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").split())
+
+
+def _doc_value(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} = {v}" for k, v in value.items())
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return f"`{_show(value)}`"
+
+
+SCHEMA_BEGIN = "<!-- schema:begin (generated by python -m engine.patch --readme) -->"
+SCHEMA_END = "<!-- schema:end -->"
+
+
+def _update_readme(path: Path) -> bool:
+    """Replace the reference between the schema markers; True when the file changed."""
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index(SCHEMA_BEGIN) + len(SCHEMA_BEGIN), text.index(SCHEMA_END)
+    new = text[:start] + "\n\n" + describe_schema() + "\n" + text[end:]
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.patch",
+                                     description="Check patch files, or print the reference.")
+    parser.add_argument("patches", nargs="*", help="patch files or shipped names "
+                        "(default: the default patch)")
+    parser.add_argument("--schema", action="store_true", help="print the key reference")
+    parser.add_argument("--readme", type=Path, help="rewrite the reference in this file")
+    parser.add_argument("--files", action="store_true", help="also check the soundfont exists")
+    args = parser.parse_args(argv)
+    if args.schema:
+        sys.stdout.write(describe_schema())
+        return 0
+    if args.readme:
+        print(f"{args.readme}: {'updated' if _update_readme(args.readme) else 'up to date'}")
+        return 0
+    status = 0
+    for name in args.patches or [str(default_patch_path())]:
+        try:
+            patch = load_patch(name, validate_files=args.files)
+        except PatchError as err:
+            print(err, file=sys.stderr)
+            status = 1
+        else:
+            song = patch.song
+            print(f"{name}: ok ({song.title!r}, {song.tempo:g} BPM, {song.key} {song.mode}, "
+                  f"{len(patch.form.sections)} sections)")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
