@@ -20,8 +20,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 EXPORT_EXTRA_MESSAGE = "the converter needs the export extra: pip install -e '.[export]'"
 _EXPORT_EXTRA_MODULES = {"torch", "onnx", "music21", "tqdm"}
 
@@ -72,60 +70,33 @@ def _temperature(text: str) -> float:
 
 
 # ---- render ---------------------------------------------------------------------------
-def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1)."""
-    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)
-    omega = math.acos(float(np.clip(cos, -1.0, 1.0)))
-    if math.sin(omega) < 1e-6:
-        return ((1.0 - t) * a + t * b).astype(np.float32)
-    s = math.sin(omega)
-    return (math.sin((1.0 - t) * omega) / s * a + math.sin(t * omega) / s * b).astype(np.float32)
-
-
-def simple_latent_walk(z_size: int, n_segments: int, rng: np.random.Generator,
-                       segments_per_leg: int = 4) -> np.ndarray:
-    """(n_segments, Z): a slerp through prior samples, a new one every ``segments_per_leg``.
-
-    A stand-in for the song conductor's walker, enough to hear a model.
-    """
-    legs = math.ceil(n_segments / segments_per_leg)
-    anchors = rng.standard_normal((legs + 1, z_size)).astype(np.float32)
-    return np.stack([slerp(anchors[i // segments_per_leg], anchors[i // segments_per_leg + 1],
-                           (i % segments_per_leg) / segments_per_leg)
-                     for i in range(n_segments)])
-
-
-def render_latent_walk(out_dir: Path, *, bars: int, seed: int, bpm: float, model: str,
-                       model_dir: Path | None, temperature: float, threads: int = 1) -> Path:
-    """Decode ``bars`` bars along :func:`simple_latent_walk` and write ``out_dir/song.mid``."""
-    from engine.music.midi_io import write_midi
-    from engine.music.musicvae_runner import load_model
-    from engine.music.notes import join_bars
-
-    runner = load_model(model, model_dir=model_dir, threads=threads)
-    rng = np.random.default_rng(seed)
-    n_segments = math.ceil(bars / runner.bars)
-    zs = simple_latent_walk(runner.z_size, n_segments, rng)  # (S, Z)
-    decoded = []
-    for start in range(0, n_segments, 16):  # bounded batches: noise is (B, T, D)
-        decoded += runner.decode(zs[start:start + 16], temperature,
-                                 seed=int(rng.integers(2**31)))
-    decoded = decoded[:bars]
-    parts = {part: join_bars([bar.notes(part) for bar in decoded]) for part in runner.parts}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "song.mid"
-    write_midi(path, parts, bpm=bpm)
-    counts = ", ".join(f"{len(notes)} {part}" for part, notes in parts.items())
-    print(f"wrote {path}: {bars} bars at {bpm:g} bpm ({counts} notes) from {runner.name} "
-          f"({runner.decoder_path}), temperature {temperature:g}, seed {seed}")
-    print(f"onnxruntime provider: {runner.provider}")
-    return path
-
-
 def _cmd_render(args: argparse.Namespace) -> None:
-    render_latent_walk(args.out, bars=args.bars, seed=args.seed, bpm=args.bpm, model=args.model,
-                       model_dir=args.model_dir, temperature=args.temperature,
-                       threads=args.threads)
+    from engine.patch import load_patch
+    from engine.song.render import render_song
+
+    patch = load_patch(args.patch, validate_files=not args.no_audio)
+    bars = args.bars or patch.song.bars or DEFAULT_RENDER_BARS
+    if args.model:
+        patch = _with_model(patch, args.model)
+    result = render_song(patch, args.out, bars=bars, seed=args.seed, audio=not args.no_audio,
+                         model_dir=args.model_dir)
+    written = ", ".join(str(p) for p in (result.midi, result.wav, result.log) if p)
+    print(f"wrote {written}")
+    print(f"{result.bars} bars, {result.audio_seconds:.1f} s of music in "
+          f"{result.wall_seconds:.2f} s ({result.speed:.0f}x real time); "
+          f"onnxruntime provider: {result.provider}")
+
+
+def _with_model(patch, model: str):
+    import dataclasses
+
+    return dataclasses.replace(patch, song=dataclasses.replace(patch.song, model=model))
+
+
+def _cmd_stats(args: argparse.Namespace) -> None:
+    from engine.song.stats import format_stats, song_stats
+
+    print(format_stats(song_stats(args.log)))
 
 
 # ---- PyTorch side (export extra) --------------------------------------------------------
@@ -156,30 +127,39 @@ def _cmd_export_musicvae(args: argparse.Namespace) -> None:
 
 
 # ---- the parser ----------------------------------------------------------------------
+DEFAULT_RENDER_BARS = 64
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="encore",
                                      description="Encore: a generative music engine.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     render = commands.add_parser(
-        "render", help="render a song offline to DIR/song.mid",
-        description="Decode N bars from a MusicVAE along a seeded latent walk (a slerp "
-                    "between prior samples) and write DIR/song.mid.")
-    render.add_argument("-o", "--out", type=Path, default=Path("."), metavar="DIR",
-                        help="output folder (default: the current one)")
-    render.add_argument("--bars", type=_positive_int, default=32, help="bars (default 32)")
-    render.add_argument("--seed", type=int, default=0)
-    render.add_argument("--bpm", type=_positive_float, default=120.0)
-    render.add_argument("--model", default="trio_4bar",
-                        help="model name (NAME.decoder.onnx in --model-dir, $ENCORE_MODELS or "
-                             "models_onnx/) or a path to a .decoder.onnx (default trio_4bar)")
+        "render", help="render a song offline to DIR/song.mid, song.wav and song.jsonl",
+        description="Play a patch's endless song through the conductor on a virtual clock "
+                    "and write DIR/song.mid (a track per part), DIR/song.wav (the built-in "
+                    "FluidSynth) and DIR/song.jsonl (the event log), as fast as it can.")
+    render.add_argument("--patch", default="default", metavar="PATCH",
+                        help="a patch file or the name of one in patches/ (default: default)")
+    render.add_argument("-o", "--out", type=Path, default=Path("out"), metavar="DIR",
+                        help="output folder (default: out)")
+    render.add_argument("--bars", type=_positive_int, default=None,
+                        help=f"bars to render (default: the patch's [song] bars, else "
+                             f"{DEFAULT_RENDER_BARS})")
+    render.add_argument("--seed", type=int, default=None,
+                        help="song seed (default: the patch's [song] seed)")
+    render.add_argument("--model", help="override the patch's model (a name or a "
+                                        ".decoder.onnx path)")
     render.add_argument("--model-dir", type=Path, metavar="DIR",
                         help="look for models here first")
-    render.add_argument("--temperature", type=_temperature, default=0.5,
-                        help="sampling temperature, 0 = argmax (default 0.5)")
-    render.add_argument("--threads", type=_positive_int, default=1,
-                        help="ONNX Runtime intra-op threads (default 1)")
+    render.add_argument("--no-audio", action="store_true",
+                        help="write only the MIDI file and the event log")
     render.set_defaults(func=_cmd_render)
+
+    stats = commands.add_parser("stats", help="musical figures of a render's event log")
+    stats.add_argument("log", type=Path, metavar="LOG", help="a song.jsonl")
+    stats.set_defaults(func=_cmd_stats)
 
     convert = commands.add_parser("convert", help="convert weights you bring to Encore models")
     convert_kinds = convert.add_subparsers(dest="kind", metavar="KIND", required=True)

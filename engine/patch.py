@@ -424,7 +424,7 @@ class _Reader:
             if f.metadata["path"]:
                 raw = os.path.expanduser(raw)
                 if self.validate_files and f.metadata["missing_hint"] and not Path(raw).is_file():
-                    self.problems.append(f"{head} = {_show(raw)}: no such file; "
+                    self.problems.append(f"{head} = {json.dumps(raw)}: no such file; "
                                          f"{f.metadata['missing_hint']}")
                     return _BAD
         return raw
@@ -553,7 +553,7 @@ def _show(value: Any, depth: int = 0) -> str:
             text += ", ...]" if len(value) > 8 else "]"
     else:
         text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _range_text(bounds: tuple[float | None, float | None]) -> str:

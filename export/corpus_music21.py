@@ -120,7 +120,8 @@ def windows(piece: Piece, bars: int) -> Iterator[np.ndarray]:
             break
         encoded = []
         for line in piece.lines:
-            shifted = [n.shifted(-start) for n in line if n.end > start and n.start < start + length]
+            shifted = [n.shifted(-start) for n in line
+                       if n.end > start and n.start < start + length]
             clipped = [Note(max(n.start, 0), n.pitch, n.end, n.velocity) for n in shifted
                        if n.end > 0]
             encoded.append(encode_melody(clipped, length))

@@ -21,8 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.musicvae import MusicVAE, MusicVAEConfig, learning_rate, load_checkpoint, \
-    save_checkpoint
+from export.musicvae import (
+    MusicVAE,
+    MusicVAEConfig,
+    learning_rate,
+    load_checkpoint,
+    save_checkpoint,
+)
 from export.musicvae_data import WindowSet, load_windows, make_batch
 from export.musicvae_eval import prior_samples, reconstruction
 

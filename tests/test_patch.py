@@ -265,8 +265,13 @@ _values = st.recursive(
     max_leaves=20)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(_keys, _values, max_size=6))
+_tables = st.dictionaries(_keys, _values, max_size=6)
+_patches = _tables | st.fixed_dictionaries(
+    {}, optional={name: _tables for name in Patch().to_dict()})  # known sections, random inside
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_patches)
 def test_random_tables_only_ever_raise_patch_error(data):
     try:
         patch = build_patch(data)

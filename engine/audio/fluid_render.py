@@ -107,6 +107,9 @@ _KINDS = {"program": 0, "cc": 1, "pitch_bend": 1, "note_off": 2, "note_on": 3}
 """Kinds of event, with their order among events at the same sample: programs, then
 controllers, then note-offs (so a re-struck note ends before it starts again), then
 note-ons."""
+_DATA_RANGES = {"note_on": (0, 127, 0, 127), "note_off": (0, 127, 0, 127),
+                "cc": (0, 127, 0, 127), "program": (0, 127, -1, 16383),
+                "pitch_bend": (-8192, 8191, 0, 0)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,10 @@ class SynthEvent:
             raise ValueError(f"event time must be a finite number >= 0, got {self.time!r}")
         if not 0 <= self.channel <= 15:
             raise ValueError(f"channel must be 0..15, got {self.channel}")
+        low1, high1, low2, high2 = _DATA_RANGES[self.kind]
+        if not (low1 <= self.data1 <= high1 and low2 <= self.data2 <= high2):
+            raise ValueError(f"{self.kind} data out of range: {self.data1}, {self.data2} "
+                             f"(want {low1}..{high1}, {low2}..{high2})")
 
     @classmethod
     def note_on(cls, time: float, channel: int, pitch: int, velocity: int) -> SynthEvent:
@@ -266,8 +273,13 @@ class FluidRenderer:
 
         ``bank`` None means the channel's default: 128 (the drum kits) on channel 9, 0
         elsewhere. Bank 128 on another channel makes it a drum channel, a melodic bank on
-        channel 9 makes that melodic. The choice is kept across renders.
+        channel 9 makes that melodic. The choice is kept across renders (a ``program``
+        event inside a render lasts for that render only).
         """
+        self._select(channel, program, bank)
+        self._programs[channel] = (program, -1 if bank is None else bank)
+
+    def _select(self, channel: int, program: int, bank: int | None) -> None:
         synth = self._live()
         if not 0 <= channel <= 15:
             raise ValueError(f"channel must be 0..15, got {channel}")
@@ -281,7 +293,6 @@ class FluidRenderer:
         if synth.program_select(channel, self._sfid, bank, program) != 0:
             raise ValueError(f"{self.soundfont.name} has no preset bank {bank} program "
                              f"{program} (channel {channel})")
-        self._programs[channel] = (program, bank)
 
     def _send(self, event: SynthEvent) -> None:
         synth = self._synth
@@ -295,7 +306,7 @@ class FluidRenderer:
         elif event.kind == "cc":
             synth.cc(event.channel, event.data1, event.data2)
         elif event.kind == "program":
-            self.program(event.channel, event.data1, event.data2)
+            self._select(event.channel, event.data1, event.data2)
         elif event.kind == "pitch_bend":
             synth.pitch_bend(event.channel, event.data1)
 
@@ -308,9 +319,8 @@ class FluidRenderer:
         """
         self._live()
         self._new_synth()
-        saved, self._programs = self._programs, {}
-        for channel, (program, bank) in sorted(saved.items()):
-            self.program(channel, program, bank)
+        for channel, (program, bank) in sorted(self._programs.items()):
+            self._select(channel, program, bank)
 
     # -- rendering
 
@@ -363,26 +373,27 @@ class FluidRenderer:
 # --------------------------------------------------------------------------- WAV
 
 
-def soft_clip(audio: np.ndarray, knee: float = 0.9) -> np.ndarray:
+def soft_clip(audio: np.ndarray, knee: float = 0.9, ceiling: float = 0.98) -> np.ndarray:
     """Leave ``|x| <= knee`` untouched; above it bend smoothly (tanh, slope 1 at the knee)
-    towards, never reaching, full scale. Peak-safe for any input; float32 out."""
-    if not 0.0 < knee < 1.0:
-        raise ValueError(f"knee must be in (0, 1), got {knee}")
+    towards, never past, ``ceiling`` (0.98 = -0.18 dBFS). Peak-safe for any input; float32."""
+    if not 0.0 < knee < ceiling <= 1.0:
+        raise ValueError(f"need 0 < knee < ceiling <= 1, got knee={knee} ceiling={ceiling}")
     x = np.asarray(audio, dtype=np.float64)
     magnitude = np.abs(x)
-    over = magnitude > knee
-    head = 1.0 - knee
+    head = ceiling - knee
     bent = knee + head * np.tanh((magnitude - knee) / head)
-    return np.where(over, np.sign(x) * bent, x).astype(np.float32)
+    return np.where(magnitude > knee, np.sign(x) * bent, x).astype(np.float32)
 
 
 def write_wav(path: StrPath, audio: np.ndarray, sample_rate: int, *,
-              subtype: str = "PCM_16", knee: float = 0.9) -> None:
+              subtype: str = "PCM_16", knee: float = 0.9, ceiling: float = 0.98) -> None:
     """Write ``audio`` (``(frames,)`` or ``(frames, channels)`` float) as a WAV file.
 
-    Peak safety: a soft clipper (:func:`soft_clip`, knee 0.9 of full scale) is applied
-    before quantisation: samples within +-0.9 are written unchanged, louder ones are bent
-    smoothly below 1.0, so nothing wraps or hard-clips. Non-finite samples raise.
+    Peak safety: a soft clipper (:func:`soft_clip`), not a limiter, is applied before
+    quantisation: samples within +-``knee`` (0.9) are written unchanged, louder ones are
+    bent smoothly to stay below ``ceiling`` (0.98), so nothing wraps or hard-clips. It is
+    memoryless (no gain riding); keep the mix's level sensible (FluidRenderer's ``gain``)
+    so that it only catches peaks. Non-finite samples raise.
     ``subtype`` is soundfile's (PCM_16 default; PCM_24, FLOAT, ...).
     """
     import soundfile
@@ -392,6 +403,6 @@ def write_wav(path: StrPath, audio: np.ndarray, sample_rate: int, *,
         raise ValueError(f"audio must be (frames,) or (frames, channels), got {data.shape}")
     if not np.isfinite(data).all():
         raise ValueError("audio holds NaN or infinite samples")
-    soundfile.write(str(path), soft_clip(data, knee), int(sample_rate), subtype=subtype,
+    soundfile.write(str(path), soft_clip(data, knee, ceiling), int(sample_rate), subtype=subtype,
                     format="WAV")
 

@@ -397,10 +397,10 @@ _W_BASS = 1.0
 _W_MELODY = 1.0
 _W_CLASH = 0.6
 _W_STAY = 0.1
-_FUNCTION_PRIOR = {0: 0.15, 3: 0.1, 4: 0.1, -1: 0.0}  # I, IV, V: a nudge for ties
+_FUNCTION_PRIOR = {0: 0.15, 3: 0.1, 4: 0.1, -1: 0.1}  # I, IV, V: a nudge for ties
 _DIM_PENALTY = 0.25
 _SEVENTH_PENALTY = 0.15
-_BORROWED_PENALTY = 0.1
+_BORROWED_PENALTY = 0.05
 
 
 def _score(chord: Chord, bass_root: int | None, bass_hist: np.ndarray, mel_hist: np.ndarray,

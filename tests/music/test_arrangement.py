@@ -175,7 +175,7 @@ def test_sevenths_and_minor_key():
     assert [s.chord.name for s in choose_chords(melody, bass, 0, "major")] == ["G"]
     # A minor: i - iv - V (harmonic-minor dominant, the melody has G#) - i
     bass = [Note(0, 45, 16), Note(16, 38, 32), Note(32, 40, 48), Note(48, 45, 64)]
-    melody = line([72, 76, 74, 77, 71, 68, 69], [8, 8, 8, 8, 8, 8, 16])
+    melody = line([72, 76, 74, 77, 68, 71, 69], [8, 8, 8, 8, 8, 8, 16])
     assert [s.chord.name for s in choose_chords(melody, bass, 9, "minor")] == [
         "Am", "Dm", "E", "Am"]
 

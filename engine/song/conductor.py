@@ -1,0 +1,201 @@
+"""The conductor: song form and latent walk -> one plan per bar -> arranged music.
+
+Two halves, so the live engine can run them in different places:
+
+- :class:`Conductor` plans. It owns the form, the section anchors and the latent walker,
+  and turns each bar index into a :class:`BarPlan` (section, z, motion, temperature, the
+  noise seed). It is cheap and deterministic for a patch and seed; the live loop runs it.
+- :class:`Composer` realises a plan into an :class:`ArrangedBar`: it decodes the plan's z
+  with the MusicVAE runner (the segment's bar at the bar's place in its 4-bar phrase),
+  moves the material into the patch's key (one shift per section pass, measured on the
+  section's anchor), snaps stray notes to the scale, derives a chord part and sets
+  velocities. It is a pure function of the plan, so it can run in a worker process, and
+  offline render and live play give the same notes.
+
+Noise seeds depend on the song seed, the section name and the bar's place in the section,
+not on the pass: a chorus that comes back decodes from nearly the same z with the same
+noise, so it comes back recognisably, while its anchor's slow drift lets it evolve.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.music.arrangement import (
+    apply_velocity,
+    derive_chords,
+    detect_key,
+    snap_to_scale,
+    transposition_interval,
+)
+from engine.music.latent_walk import LatentWalker, WalkSettings
+from engine.music.musicvae_runner import MusicVAERunner
+from engine.music.notes import BASS, DRUMS, MELODY, STEPS_PER_BAR, Note, join_bars
+from engine.music.song_form import Anchors, FormPosition, SectionWalk, SongForm
+from engine.patch import Patch
+
+CHORDS = "chords"
+PARTS = (MELODY, BASS, DRUMS, CHORDS)
+KEY_NAMES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6,
+             "Gb": 6, "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
+REGISTERS = {MELODY: (60, 84), BASS: (28, 52)}
+SNAP_STRENGTH = 0.5
+
+
+@dataclass(frozen=True)
+class BarPlan:
+    """What bar ``index`` should be: everything the composer needs, nothing it must know."""
+
+    index: int
+    position: FormPosition
+    z: np.ndarray = field(compare=False)
+    anchor: np.ndarray = field(compare=False)
+    motion: str
+    temperature: float
+    noise_seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bar": self.index, "section": self.position.section,
+                "pass": self.position.pass_number,
+                "bar_in_section": self.position.bar_in_section, "motion": self.motion,
+                "temperature": self.temperature, "noise_seed": self.noise_seed,
+                "z": [round(float(v), 6) for v in self.z],
+                "anchor": [round(float(v), 6) for v in self.anchor]}
+
+
+@dataclass(frozen=True)
+class ArrangedBar:
+    """One bar of every part, bar-relative grid notes, ready to play or write."""
+
+    index: int
+    section: str
+    parts: dict[str, tuple[Note, ...]]
+    key_shift: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_shift": self.key_shift,
+                "notes": {p: [[n.pitch, n.velocity, n.start, n.end] for n in notes]
+                          for p, notes in self.parts.items()}}
+
+    @classmethod
+    def from_dict(cls, index: int, section: str, data: dict[str, Any]) -> ArrangedBar:
+        parts = {p: tuple(Note(s, pitch, e, v) for pitch, v, s, e in notes)
+                 for p, notes in data["notes"].items()}
+        return cls(index, section, parts, int(data.get("key_shift", 0)))
+
+
+def _seed(*items: object) -> int:
+    return zlib.crc32(repr(items).encode()) & 0x7FFFFFFF
+
+
+class Conductor:
+    """Plans the song bar by bar from a patch: form, anchors, walk."""
+
+    def __init__(self, patch: Patch, z_size: int, *, seed: int | None = None) -> None:
+        self.patch = patch
+        self.seed = patch.song.seed if seed is None else seed
+        form = patch.form
+        self.form = SongForm([(name, form.lengths[name]) for name in form.sections],
+                             loop_from=form.loop_from)
+        self.anchors = Anchors(z_size, self.seed, drift=patch.walk.anchor_drift)
+        self.settings = WalkSettings(temperature=patch.walk.temperature,
+                                     step_size=patch.walk.step_size, wander=patch.walk.wander,
+                                     glide_bars=patch.walk.glide_bars)
+        self.walker = LatentWalker(z_size, self.settings, seed=self.seed)
+        self.section_walk = SectionWalk(self.form, self.anchors, self.walker)
+        self.next_bar = 0
+
+    def plan(self) -> BarPlan:
+        """The plan of the next bar (call once per bar, in order)."""
+        index = self.next_bar
+        z, position, motion = self.section_walk.z_for_bar(index)
+        self.next_bar += 1
+        anchor = self.anchors.anchor(position.section, position.pass_number)
+        return BarPlan(index, position, z.astype(np.float32), anchor.astype(np.float32),
+                       motion, self.walker.settings.temperature,
+                       _seed(self.seed, position.section, position.bar_in_section))
+
+
+class Composer:
+    """Realises bar plans into arranged bars with the model (pure given the plan)."""
+
+    def __init__(self, runner: MusicVAERunner, patch: Patch) -> None:
+        missing = [p for p in (MELODY, BASS, DRUMS) if p not in runner.parts]
+        if missing:
+            raise ValueError(f"model {runner.name} has parts {runner.parts}; the song needs "
+                             f"a trio model (melody, bass, drums); missing {missing}")
+        self.runner = runner
+        self.patch = patch
+        self.tonic = KEY_NAMES[patch.song.key]
+        self.mode = patch.song.mode
+        self._shifts: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+
+    def _decode_bar(self, z: np.ndarray, temperature: float, seed: int, bar: int
+                    ) -> dict[str, list[Note]]:
+        bars = self.runner.decode(z, temperature=temperature, seed=seed)
+        chosen = bars[bar % self.runner.bars]
+        return {p: list(chosen.notes(p)) for p in self.runner.parts}
+
+    def _section_shift(self, plan: BarPlan) -> tuple[int, dict[str, int]]:
+        """Key shift and per-part octave shift of a section pass, measured on its anchor."""
+        key = (plan.position.section, plan.position.pass_number)
+        if key not in self._shifts:
+            bars = self.runner.decode(plan.anchor, temperature=0.0, seed=plan.noise_seed)
+            melody = join_bars([b.notes(MELODY) for b in bars])
+            bass = join_bars([b.notes(BASS) for b in bars])
+            found = detect_key(melody + bass)
+            shift = transposition_interval(found, (self.tonic, self.mode))
+            octaves = {}
+            for part, notes in ((MELODY, melody), (BASS, bass)):
+                low, high = REGISTERS[part]
+                if notes:
+                    centre = float(np.median([n.pitch for n in notes])) + shift
+                    octaves[part] = int(round(((low + high) / 2 - centre) / 12)) * 12
+                else:
+                    octaves[part] = 0
+            self._shifts[key] = (shift, octaves)
+        return self._shifts[key]
+
+    def realize(self, plan: BarPlan) -> ArrangedBar:
+        parts = self._decode_bar(plan.z, plan.temperature, plan.noise_seed,
+                                 plan.position.bar_in_section)
+        shift, octaves = self._section_shift(plan)
+        rng = np.random.default_rng(plan.noise_seed + plan.index)
+        out: dict[str, tuple[Note, ...]] = {}
+        for part in (MELODY, BASS):
+            low, high = REGISTERS[part]
+            moved = [Note(n.start, _fold(n.pitch + shift + octaves[part], low, high), n.end,
+                          n.velocity) for n in parts[part]]
+            moved = snap_to_scale(moved, self.tonic, self.mode, SNAP_STRENGTH, rng)
+            out[part] = tuple(moved)
+        out[DRUMS] = tuple(parts[DRUMS])
+        chords = derive_chords(list(out[MELODY]), list(out[BASS]), self.tonic, self.mode,
+                               n_bars=1)
+        out[CHORDS] = tuple(chords)
+        for part, notes in out.items():
+            settings = getattr(self.patch.parts, part)
+            octave = 0 if part == DRUMS else settings.octave * 12
+            levelled = apply_velocity(notes, base=settings.velocity)
+            out[part] = tuple(_level(n, octave, settings.level) for n in levelled)
+        for part, notes in out.items():
+            out[part] = tuple(n for n in notes if n.start < STEPS_PER_BAR)
+        return ArrangedBar(plan.index, plan.position.section, out, shift)
+
+
+def _fold(pitch: int, low: int, high: int) -> int:
+    """Move ``pitch`` by octaves into ``low..high`` (a range of at least an octave)."""
+    while pitch < low:
+        pitch += 12
+    while pitch > high:
+        pitch -= 12
+    return pitch
+
+
+def _level(note: Note, octave: int, level: float) -> Note:
+    velocity = max(1, min(127, round(note.velocity * level)))
+    pitch = max(0, min(127, note.pitch + octave))
+    return Note(note.start, pitch, note.end, velocity)

@@ -1,0 +1,166 @@
+"""Offline render: the conductor plays a whole set into song.mid, song.wav and song.jsonl.
+
+The same Conductor and Composer as the live engine, on a virtual clock: nothing waits.
+Audio is rendered by FluidSynth in-process, streamed to the WAV in 64-frame-aligned
+chunks as bars are composed, so memory stays flat however long the set.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from engine.audio.fluid_render import FluidRenderer, SynthEvent, note_events, soft_clip
+from engine.music.arrangement import humanize
+from engine.music.midi_io import write_midi
+from engine.music.musicvae_runner import MusicVAERunner, load_model
+from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from engine.patch import Patch
+from engine.song.conductor import PARTS, ArrangedBar, Composer, Conductor
+from engine.song.event_log import EventLog
+
+CHUNK_FRAMES = 64 * 64  # 4096 frames: a multiple of FluidSynth's 64-frame block
+TAIL_SECONDS = 2.0  # let the last notes and the reverb ring out
+SAFETY_SECONDS = 0.1  # humanized notes may start this much before their bar line
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    midi: Path
+    wav: Path | None
+    log: Path
+    bars: int
+    audio_seconds: float
+    wall_seconds: float
+    provider: str
+
+    @property
+    def speed(self) -> float:
+        """How many times faster than real time the render ran."""
+        return self.audio_seconds / max(self.wall_seconds, 1e-9)
+
+
+class _StreamingAudio:
+    """FluidSynth rendered chunk by chunk into a WAV file as events become known."""
+
+    def __init__(self, path: Path, patch: Patch) -> None:
+        audio = patch.audio
+        self.rate = audio.sample_rate
+        self.synth = FluidRenderer(audio.soundfont, sample_rate=self.rate, gain=audio.gain,
+                                   reverb=audio.reverb)
+        for _name, part in patch.parts.items():
+            self.synth.program(part.channel - 1, part.program)
+        self.file = sf.SoundFile(str(path), "w", samplerate=self.rate, channels=2,
+                                 subtype="PCM_16")
+        self.pending: list[tuple[int, int, SynthEvent]] = []  # (sample, order, event)
+        self.position = 0
+        self.order = 0
+        self.first = True
+
+    def add(self, events: list[SynthEvent]) -> None:
+        for event in events:
+            self.pending.append((round(event.time * self.rate), self.order, event))
+            self.order += 1
+
+    def render_until(self, seconds: float) -> None:
+        target = int(seconds * self.rate) // CHUNK_FRAMES * CHUNK_FRAMES
+        if target <= self.position:
+            return
+        self.pending.sort(key=lambda item: item[:2])
+        split = 0
+        while split < len(self.pending) and self.pending[split][0] < target:
+            split += 1
+        due, self.pending = self.pending[:split], self.pending[split:]
+        events = [SynthEvent(max(0, sample - self.position) / self.rate, e.kind, e.channel,
+                             e.data1, e.data2) for sample, _order, e in due]
+        block = self.synth.render(events, (target - self.position) / self.rate,
+                                  reset=self.first)
+        self.first = False
+        self.file.write(soft_clip(block))
+        self.position = target
+
+    def close(self, end_seconds: float) -> None:
+        end = end_seconds + TAIL_SECONDS
+        self.render_until(end + CHUNK_FRAMES / self.rate)
+        self.file.close()
+        self.synth.close()
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    filled = int(width * done / max(total, 1))
+    rate = done / max(time.perf_counter() - started, 1e-9)
+    sys.stderr.write(f"\rrender [{'#' * filled}{'.' * (width - filled)}] {done}/{total} bars "
+                     f"{rate:5.1f} bars/s")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | None = None,
+                runner: MusicVAERunner | None = None, audio: bool = True,
+                model_dir: str | Path | None = None) -> RenderResult:
+    """Render ``bars`` bars of ``patch`` into ``out_dir`` (song.mid, song.wav, song.jsonl)."""
+    if bars < 1:
+        raise ValueError(f"bars must be at least 1, got {bars}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    runner = runner or load_model(patch.song.model, model_dir=model_dir)
+    conductor = Conductor(patch, runner.z_size, seed=seed)
+    composer = Composer(runner, patch)
+    bpm = patch.song.tempo
+    bar_seconds = 60.0 / bpm * STEPS_PER_BAR / STEPS_PER_QUARTER
+    midi_notes: dict[str, list[Note]] = {p: [] for p in PARTS}
+    stream = _StreamingAudio(out / "song.wav", patch) if audio else None
+    log_path = out / "song.jsonl"
+    with EventLog(log_path) as log:
+        log.header(patch=patch.to_dict(), seed=conductor.seed, model=runner.name,
+                   model_bars=runner.bars, z_size=runner.z_size, bars=bars, bpm=bpm,
+                   provider=runner.provider)
+        for _ in range(bars):
+            plan = conductor.plan()
+            arranged = composer.realize(plan)
+            log.write({"type": "bar"} | plan.to_dict() | arranged.to_dict())
+            _collect(arranged, patch, midi_notes)
+            if stream is not None:
+                stream.add(_synth_events(arranged, patch, bar_seconds))
+                stream.render_until((plan.index + 1) * bar_seconds - SAFETY_SECONDS)
+            _progress(plan.index + 1, bars, started)
+    if stream is not None:
+        stream.close(bars * bar_seconds)
+    programs = {name: part.program for name, part in patch.parts.items()}
+    channels = {name: part.channel for name, part in patch.parts.items()}
+    audible = {p: notes for p, notes in midi_notes.items()
+               if not getattr(patch.parts, p).mute}
+    write_midi(out / "song.mid", audible, bpm=bpm, programs=programs, channels=channels)
+    return RenderResult(out / "song.mid", out / "song.wav" if audio else None, log_path, bars,
+                        bars * bar_seconds, time.perf_counter() - started, runner.provider)
+
+
+def _collect(arranged: ArrangedBar, patch: Patch, into: dict[str, list[Note]]) -> None:
+    offset = arranged.index * STEPS_PER_BAR
+    for part, notes in arranged.parts.items():
+        into[part].extend(n.shifted(offset) for n in notes)
+
+
+def _synth_events(arranged: ArrangedBar, patch: Patch, bar_seconds: float
+                  ) -> list[SynthEvent]:
+    events: list[SynthEvent] = []
+    rng = np.random.default_rng([patch.humanize.seed, arranged.index])
+    for part, notes in arranged.parts.items():
+        settings = getattr(patch.parts, part)
+        if settings.mute or not notes:
+            continue
+        human = humanize(notes, patch.humanize.timing_ms, patch.humanize.velocity,
+                         patch.song.tempo, rng)
+        events += note_events(human, patch.song.tempo, settings.channel - 1,
+                              start_s=arranged.index * bar_seconds)
+    return events
