@@ -1,0 +1,12 @@
+"""The live engine: clock, MIDI out, built-in synth + audio, OSC control, the show loop.
+
+Threads and processes (see DESIGN.md):
+- the asyncio loop (``engine.live.show``) runs the conductor's plans, the OSC server and
+  the health reports; it never does model work;
+- worker processes realise bar plans (model decoding, arrangement) at least a bar ahead;
+- one MIDI sender thread (``engine.live.midi_sender``) waits for absolute deadlines and
+  sends; nothing else runs on it;
+- the audio callback (``engine.live.audio_out``) renders FluidSynth into preallocated
+  buffers, mixes the vocal ring buffer and limits; it never allocates, locks or raises.
+One clock (``engine.live.clock``) maps beats <-> monotonic nanoseconds <-> sample frames.
+"""

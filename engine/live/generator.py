@@ -1,0 +1,152 @@
+"""Bar generation in a worker process, ahead of the music, with a fallback.
+
+The show loop hands each :class:`~engine.song.conductor.BarPlan` to a worker process that
+runs the :class:`~engine.song.conductor.Composer` (model decoding and arrangement: the
+CPU-heavy part, kept out of the process whose threads keep time, since any pure-Python
+work there costs the MIDI thread ~5 ms through the GIL). Results come back as
+:class:`~engine.song.conductor.ArrangedBar`.
+
+When a worker raises, hangs past its time limit, or dies, the caller gets the last good
+material instead (the previous bar re-stamped), the failure is counted and reported, and
+a fresh worker is started. The music never waits for a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.patch import Patch, build_patch
+from engine.song.conductor import ArrangedBar, BarPlan, Composer
+
+log = logging.getLogger(__name__)
+
+_COMPOSER: Composer | None = None
+
+
+def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
+                 threads: int) -> None:
+    """Runs once in each worker process: load the patch and the model there."""
+    global _COMPOSER
+    from engine.music.musicvae_runner import load_model
+
+    patch = build_patch(patch_dict, "<worker>")
+    runner = load_model(model, model_dir=model_dir, threads=threads)
+    _COMPOSER = Composer(runner, patch)
+
+
+def _realize(plan: BarPlan) -> tuple[ArrangedBar, float]:
+    if _COMPOSER is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("worker not initialised")
+    started = time.perf_counter()
+    bar = _COMPOSER.realize(plan)
+    return bar, time.perf_counter() - started
+
+
+@dataclasses.dataclass
+class GeneratorHealth:
+    realized: int = 0
+    fallbacks: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    last_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class BarGenerator:
+    """Realises bar plans in a worker process; ``await realize(plan)`` never fails."""
+
+    def __init__(self, patch: Patch, *, model_dir: str | Path | None = None,
+                 timeout_s: float = 2.0, threads: int = 1) -> None:
+        self.patch = patch
+        self.model_dir = str(model_dir) if model_dir else None
+        self.timeout_s = timeout_s
+        self.threads = threads
+        self.health = GeneratorHealth()
+        self._last_good: ArrangedBar | None = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the worker (it loads the model: call this before the show starts)."""
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=context, initializer=_init_worker,
+                initargs=(self.patch.to_dict(), self.patch.song.model, self.model_dir,
+                          self.threads))
+
+    def warm_up(self, plan: BarPlan) -> ArrangedBar:
+        """Realise one plan synchronously (loads the model in the worker); raises on error."""
+        self.start()
+        assert self._pool is not None
+        bar, seconds = self._pool.submit(_realize, plan).result(timeout=120)
+        self._last_good = bar
+        self.health.last_seconds = seconds
+        return bar
+
+    def _restart(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            for process in _processes(pool):
+                process.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.health.restarts += 1
+        self.start()
+
+    def fallback(self, plan: BarPlan) -> ArrangedBar | None:
+        """The last good material, re-stamped as bar ``plan.index`` (None before any)."""
+        self.health.fallbacks += 1
+        if self._last_good is None:
+            return None
+        return dataclasses.replace(self._last_good, index=plan.index,
+                                   section=plan.position.section)
+
+    async def realize(self, plan: BarPlan) -> tuple[ArrangedBar | None, bool]:
+        """(bar, fresh): the realised bar, or the fallback with fresh=False."""
+        self.start()
+        assert self._pool is not None
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self._pool, _realize, plan)
+            bar, seconds = await asyncio.wait_for(future, self.timeout_s)
+        except TimeoutError:
+            self.health.timeouts += 1
+            self.health.last_error = f"bar {plan.index}: worker took over {self.timeout_s} s"
+            log.warning("generation: %s; restarting it", self.health.last_error)
+            self._restart()
+            return self.fallback(plan), False
+        except Exception as err:  # noqa: BLE001 - any worker failure falls back
+            self.health.errors += 1
+            self.health.last_error = f"bar {plan.index}: {type(err).__name__}: {err}"
+            log.warning("generation failed: %s", self.health.last_error)
+            if isinstance(err, concurrent.futures.process.BrokenProcessPool):
+                self._restart()
+            return self.fallback(plan), False
+        self.health.realized += 1
+        self.health.last_seconds = seconds
+        self._last_good = bar
+        return bar, True
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            processes = _processes(pool)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+
+
+def _processes(pool: concurrent.futures.ProcessPoolExecutor) -> list:
+    """The pool's worker processes (a private attribute: there is no public way)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
