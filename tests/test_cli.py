@@ -7,9 +7,11 @@ from pathlib import Path
 
 import mido
 import pytest
+import soundfile as sf
 import torch
 
 from engine.cli import main
+from engine.patch import load_patch
 from export.musicvae import MusicVAE, MusicVAEConfig, save_checkpoint
 
 pytestmark = [pytest.mark.filterwarnings("ignore::Warning:torch"),  # the ONNX exporter notes
@@ -45,19 +47,36 @@ def test_render_writes_a_song(model_dir: Path, tmp_path: Path, capsys) -> None:
     assert code == 0
     song = tmp_path / "song.mid"
     assert note_ons(song) > 0
-    assert mido.MidiFile(song).length == pytest.approx(5 * 2.0, abs=0.6)  # 5 bars at 120 bpm
+    bar_s = 4 * 60.0 / load_patch("default").song.tempo  # the default patch: 112 bpm
+    # held notes of the last bar may ring on to the end of their 2-bar model segment
+    assert 4 * bar_s < mido.MidiFile(song).length <= (5 + 2) * bar_s
+    assert sf.info(str(tmp_path / "song.wav")).duration >= 5 * bar_s
+    assert len((tmp_path / "song.jsonl").read_text().splitlines()) == 1 + 5
     out = capsys.readouterr().out
-    assert str(song) in out
+    for name in ("song.mid", "song.wav", "song.jsonl"):
+        assert str(tmp_path / name) in out
+    assert "5 bars" in out
     assert "CPUExecutionProvider" in out
 
 
 def test_render_is_seeded(model_dir: Path, tmp_path: Path) -> None:
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
-        main(["render", "-o", str(tmp_path / name), "--bars", "4", "--seed", seed,
-              "--temperature", "1", "--model", str(model_dir / "tiny_trio.decoder.onnx")])
-    song = {name: (tmp_path / name / "song.mid").read_bytes() for name in "abc"}
-    assert song["a"] == song["b"]
-    assert song["a"] != song["c"]
+        assert main(["render", "-o", str(tmp_path / name), "--bars", "4", "--seed", seed,
+                     "--no-audio", "--model", str(model_dir / "tiny_trio.decoder.onnx")]) == 0
+    for file in ("song.mid", "song.jsonl"):
+        song = {name: (tmp_path / name / file).read_bytes() for name in "abc"}
+        assert song["a"] == song["b"], file
+        assert song["a"] != song["c"], file
+    assert not (tmp_path / "a" / "song.wav").exists()
+
+
+def test_render_of_an_unknown_patch_exits_2(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["render", "-o", str(tmp_path), "--patch", "no_such_patch"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("encore: error: no_such_patch: no such patch file")
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("bars", ["0", "-3", "many"])

@@ -103,13 +103,27 @@ def _import_fluidsynth() -> Any:
 
 # --------------------------------------------------------------------------- events
 
-_KINDS = {"program": 0, "cc": 1, "pitch_bend": 1, "note_off": 2, "note_on": 3}
+EVENT_ORDER = {"program": 0, "cc": 1, "pitch_bend": 1, "note_off": 2, "note_on": 3}
 """Kinds of event, with their order among events at the same sample: programs, then
 controllers, then note-offs (so a re-struck note ends before it starts again), then
-note-ons."""
+note-ons. (Shared with the live engine, :mod:`engine.live.audio_out`.)"""
+_KINDS = EVENT_ORDER
 _DATA_RANGES = {"note_on": (0, 127, 0, 127), "note_off": (0, 127, 0, 127),
                 "cc": (0, 127, 0, 127), "program": (0, 127, -1, 16383),
                 "pitch_bend": (-8192, 8191, 0, 0)}
+
+
+def check_message(kind: str, channel: int, data1: int, data2: int) -> None:
+    """Raise ValueError unless ``kind`` / ``channel`` / data make a valid synth message
+    (the rules of :class:`SynthEvent`, without its time)."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown event kind {kind!r}; one of {sorted(_KINDS)}")
+    if not 0 <= channel <= 15:
+        raise ValueError(f"channel must be 0..15, got {channel}")
+    low1, high1, low2, high2 = _DATA_RANGES[kind]
+    if not (low1 <= data1 <= high1 and low2 <= data2 <= high2):
+        raise ValueError(f"{kind} data out of range: {data1}, {data2} "
+                         f"(want {low1}..{high1}, {low2}..{high2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +147,7 @@ class SynthEvent:
             raise ValueError(f"unknown event kind {self.kind!r}; one of {sorted(_KINDS)}")
         if not (math.isfinite(self.time) and self.time >= 0):
             raise ValueError(f"event time must be a finite number >= 0, got {self.time!r}")
-        if not 0 <= self.channel <= 15:
-            raise ValueError(f"channel must be 0..15, got {self.channel}")
-        low1, high1, low2, high2 = _DATA_RANGES[self.kind]
-        if not (low1 <= self.data1 <= high1 and low2 <= self.data2 <= high2):
-            raise ValueError(f"{self.kind} data out of range: {self.data1}, {self.data2} "
-                             f"(want {low1}..{high1}, {low2}..{high2})")
+        check_message(self.kind, self.channel, self.data1, self.data2)
 
     @classmethod
     def note_on(cls, time: float, channel: int, pitch: int, velocity: int) -> SynthEvent:
@@ -248,6 +257,15 @@ class FluidRenderer:
         """True when samples come from ``fluid_synth_write_float`` (else int16 / 32768)."""
         return self._write_float is not None
 
+    @property
+    def synth(self) -> Any:
+        """The live pyfluidsynth ``Synth`` (RuntimeError once closed)."""
+        return self._live()
+
+    def active_voices(self) -> int:
+        """How many voices are sounding (or releasing) now."""
+        return int(self._live().get_active_voice_count())
+
     # -- lifecycle
 
     def close(self) -> None:
@@ -295,20 +313,26 @@ class FluidRenderer:
                              f"{program} (channel {channel})")
 
     def _send(self, event: SynthEvent) -> None:
+        self.send(event.kind, event.channel, event.data1, event.data2)
+
+    def send(self, kind: str, channel: int, data1: int, data2: int = 0) -> None:
+        """Send one message now, unchecked (see :func:`check_message`): ``kind`` and data
+        as in :class:`SynthEvent`. Used between blocks by :meth:`render` and by the live
+        audio callback."""
         synth = self._synth
-        if event.kind == "note_on":
-            if event.data2 > 0:
-                synth.noteon(event.channel, event.data1, event.data2)
+        if kind == "note_on":
+            if data2 > 0:
+                synth.noteon(channel, data1, data2)
             else:
-                synth.noteoff(event.channel, event.data1)
-        elif event.kind == "note_off":
-            synth.noteoff(event.channel, event.data1)
-        elif event.kind == "cc":
-            synth.cc(event.channel, event.data1, event.data2)
-        elif event.kind == "program":
-            self._select(event.channel, event.data1, event.data2)
-        elif event.kind == "pitch_bend":
-            synth.pitch_bend(event.channel, event.data1)
+                synth.noteoff(channel, data1)
+        elif kind == "note_off":
+            synth.noteoff(channel, data1)
+        elif kind == "cc":
+            synth.cc(channel, data1, data2)
+        elif kind == "program":
+            self._select(channel, data1, data2)
+        elif kind == "pitch_bend":
+            synth.pitch_bend(channel, data1)
 
     def reset(self) -> None:
         """Start again from a fresh synth (nothing sounding, controllers and effects at
@@ -324,13 +348,19 @@ class FluidRenderer:
 
     # -- rendering
 
+    def render_into(self, address: int, start: int, frames: int) -> None:
+        """Render the next ``frames`` frames into the C-contiguous ``(n, 2)`` float32
+        buffer at memory ``address`` (``array.ctypes.data``), from frame ``start``.
+        Unchecked and allocation-free: for the live audio callback. Needs
+        :attr:`float_output`."""
+        self._write_float(self._synth.synth, frames, address, 2 * start, 2, address,
+                          2 * start + 1, 2)
+
     def _write(self, out: np.ndarray, start: int, frames: int) -> None:
         if frames <= 0:
             return
         if self._write_float is not None:
-            base = out.ctypes.data
-            self._write_float(self._synth.synth, frames, base, 2 * start, 2, base,
-                              2 * start + 1, 2)
+            self.render_into(out.ctypes.data, start, frames)
         else:  # pragma: no cover - every FluidSynth 2.x has write_float
             samples = self._synth.get_samples(frames).reshape(frames, 2)
             out[start:start + frames] = samples.astype(np.float32) / 32768.0

@@ -171,7 +171,10 @@ class Composer:
             moved = [Note(n.start, _fold(n.pitch + shift + octaves[part], low, high), n.end,
                           n.velocity) for n in parts[part]]
             moved = snap_to_scale(moved, self.tonic, self.mode, SNAP_STRENGTH, rng)
-            out[part] = tuple(moved)
+            # a snap moves a semitone and may step out of the register: fold it back (an
+            # octave keeps the pitch class, so the note stays in key)
+            out[part] = tuple(sorted(Note(n.start, _fold(n.pitch, low, high), n.end,
+                                          n.velocity) for n in moved))
         out[DRUMS] = tuple(parts[DRUMS])
         chords = derive_chords(list(out[MELODY]), list(out[BASS]), self.tonic, self.mode,
                                n_bars=1)

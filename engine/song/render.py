@@ -137,7 +137,7 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
     if stream is not None:
         stream.close(bars * bar_seconds)
     programs = {name: part.program for name, part in patch.parts.items()}
-    channels = {name: part.channel for name, part in patch.parts.items()}
+    channels = {name: part.channel - 1 for name, part in patch.parts.items()}  # 0-based
     audible = {p: notes for p, notes in midi_notes.items()
                if not getattr(patch.parts, p).mute}
     write_midi(out / "song.mid", audible, bpm=bpm, programs=programs, channels=channels)

@@ -48,7 +48,7 @@ program = 48
 channel = 5
 """
 
-RENDER_BARS = 6
+RENDER_BARS = 8
 RENDER_SEED = 11
 
 

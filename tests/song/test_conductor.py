@@ -20,7 +20,7 @@ from engine.music.arrangement import in_key_ratio
 from engine.music.encoding import DRUM_PITCHES
 from engine.music.musicvae_runner import load_model
 from engine.music.notes import STEPS_PER_BAR
-from engine.patch import Patch, load_patch, parse_patch
+from engine.patch import Patch, Walk, load_patch, parse_patch
 from engine.song.conductor import CHORDS, KEY_NAMES, PARTS, ArrangedBar, Composer, Conductor
 
 Z = 16
@@ -94,7 +94,7 @@ def test_sections_of_a_custom_form() -> None:
 
 @pytest.mark.parametrize("walk", [
     "",  # the default walk
-    "[walk]\nstep_size = 1.0\nwander = 1.0\nglide_bars = 1\nanchor_drift = 1.0\n",
+    "[walk]\nstep_size = 1.0\nwander = 1.0\nglide_bars = 1\nanchor_drift = 0.5\n",
     "[walk]\nstep_size = 0.0\nwander = 0.0\nglide_bars = 16\nanchor_drift = 0.0\n",
 ])
 def test_zs_stay_in_the_typical_set(walk: str) -> None:
@@ -105,6 +105,26 @@ def test_zs_stay_in_the_typical_set(walk: str) -> None:
             assert np.linalg.norm(plan.z) == pytest.approx(math.sqrt(z_size), rel=1e-4)
             assert np.linalg.norm(plan.anchor) == pytest.approx(math.sqrt(z_size), rel=1e-4)
             assert np.isfinite(plan.z).all()
+
+
+WALK_RANGES = {f.name: f.metadata["range"] for f in dataclasses.fields(Walk)
+               if f.metadata["range"]}
+
+
+@pytest.mark.parametrize("end", [
+    pytest.param(0, marks=pytest.mark.xfail(
+        strict=True, raises=ValueError,
+        reason="engine bug: the patch allows [walk] temperature = 0 (argmax, as the runner "
+               "does) but latent_walk.WalkSettings requires temperature > 0")),
+    pytest.param(1, marks=pytest.mark.xfail(
+        strict=True, raises=ValueError,
+        reason="engine bug: the patch allows [walk] anchor_drift up to 1.0, "
+               "song_form.Anchors only up to MAX_ANCHOR_DRIFT = 0.5")),
+], ids=["lowest", "highest"])
+def test_every_walk_the_patch_schema_allows_plans(end: int) -> None:
+    values = {name: bounds[end] for name, bounds in WALK_RANGES.items()}
+    patch = parse_patch("[walk]\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items()))
+    assert len(plans(patch, 20)) == 20
 
 
 def test_noise_seeds_repeat_for_the_same_place_in_a_section() -> None:
@@ -252,15 +272,18 @@ def test_part_settings_shape_the_notes(tiny_trio) -> None:
                    for na, nb in zip(a.parts["drums"], b.parts["drums"], strict=True))
 
 
-def test_a_model_without_drums_is_refused(tiny_model_dir: Path, tmp_path: Path,
+def test_a_model_without_drums_is_refused(tiny_mel_dir: Path, tmp_path: Path,
                                           capsys) -> None:
-    duo = load_model("tiny_duo", model_dir=tiny_model_dir)
-    with pytest.raises(ValueError, match=r"trio model.*missing \['drums'\]"):
-        Composer(duo, load_patch("default"))
+    melody_only = load_model("tiny_mel", model_dir=tiny_mel_dir)
+    with pytest.raises(ValueError, match=r"trio model \(melody, bass, drums\); missing "
+                                         r"\['bass', 'drums'\]"):
+        Composer(melody_only, load_patch("default"))
     with pytest.raises(SystemExit) as info:
         main(["render", "-o", str(tmp_path), "--bars", "2", "--no-audio", "--model",
-              "tiny_duo", "--model-dir", str(tiny_model_dir)])
+              "tiny_mel", "--model-dir", str(tiny_mel_dir)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("encore: error: model tiny_duo has parts ('melody', 'bass')")
+    assert err.startswith("encore: error: model tiny_mel has parts ('melody',); the song "
+                          "needs a trio model")
     assert "Traceback" not in err
+    assert not (tmp_path / "song.mid").exists()

@@ -1,0 +1,226 @@
+"""One clock for the whole show: beats <-> monotonic nanoseconds <-> audio sample frames.
+
+Time is :func:`time.monotonic_ns` (the MIDI sender's deadlines are in it). Beat 0, the
+first beat of bar 0, falls at ``start_ns``; there are 4 beats to a bar and 4 sixteenth
+steps to a beat (the 16-step grid of :mod:`engine.music.notes`).
+
+Tempo is piecewise constant. Each change lands on a bar line, and only on a bar that has
+not started yet, so the time of everything already under way never moves: a bar's start
+depends only on the tempi of the bars before it. Negative beats (a count-in) extend the
+first tempo backwards.
+
+Thread safety: the tempo map is an immutable tuple that :meth:`Clock.set_tempo` replaces
+in one assignment, so the MIDI sender thread reads it without a lock while the show loop
+changes tempo. Callers that have already turned beats into deadlines keep those deadlines:
+change the tempo of a bar before scheduling its notes (the conductor works a bar ahead).
+
+Everything time-dependent takes the clock's ``now_ns`` (a parameter), so tests pass a fake
+one; :class:`VirtualClock` is the offline clock, whose time moves only when told.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+NS_PER_S = 1_000_000_000
+BEATS_PER_BAR = 4
+STEPS_PER_BEAT = 4
+MIN_BPM = 1.0
+MAX_BPM = 999.0
+
+
+@dataclass(frozen=True, slots=True)
+class TempoSegment:
+    """From bar ``bar`` (beat ``bar * 4``, at ``start_ns``) on, ``bpm`` beats a minute."""
+
+    bar: int
+    bpm: float
+    start_ns: int
+
+    @property
+    def beat(self) -> int:
+        return self.bar * BEATS_PER_BAR
+
+    @property
+    def ns_per_beat(self) -> float:
+        return 60 * NS_PER_S / self.bpm
+
+
+def _check_bpm(bpm: float) -> float:
+    if isinstance(bpm, bool) or not isinstance(bpm, (int, float)):
+        raise TypeError(f"bpm must be a number, got {type(bpm).__name__}")
+    if not (math.isfinite(bpm) and MIN_BPM <= bpm <= MAX_BPM):
+        raise ValueError(f"bpm must be between {MIN_BPM:g} and {MAX_BPM:g}, got {bpm}")
+    return float(bpm)
+
+
+def _check_int(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    return value
+
+
+class Clock:
+    """Beats, bars and 16th steps <-> ``time.monotonic_ns`` <-> audio sample frames.
+
+    ``start_ns`` is when beat 0 sounds (default: now). ``start_frame`` is the audio frame
+    that plays at ``start_ns``; :meth:`sync_frames` re-anchors frames when the audio side
+    learns better (the sound card's clock drifts from the monotonic one by a few ppm).
+    """
+
+    def __init__(self, bpm: float, *, start_ns: int | None = None, sample_rate: int = 48000,
+                 start_frame: int = 0,
+                 now_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        if not callable(now_ns):
+            raise TypeError(f"now_ns must be a callable returning ns, got {now_ns!r}")
+        self.now_ns = now_ns
+        start = now_ns() if start_ns is None else _check_int(start_ns, "start_ns")
+        sample_rate = _check_int(sample_rate, "sample_rate")
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self.sample_rate = sample_rate
+        self.start_ns = start
+        # Replaced whole, never mutated: readers on other threads need no lock.
+        first = TempoSegment(0, _check_bpm(bpm), start)
+        self._map: tuple[tuple[TempoSegment, ...], tuple[int, ...]] = ((first,), (0,))
+        self._frame_anchor: tuple[int, int] = (_check_int(start_frame, "start_frame"), start)
+
+    # -- the tempo map -------------------------------------------------------------------
+
+    @property
+    def tempo_map(self) -> tuple[TempoSegment, ...]:
+        return self._map[0]
+
+    @property
+    def bpm(self) -> float:
+        """The tempo now."""
+        return self.bpm_at(self.now_beat())
+
+    def bpm_at(self, beat: float) -> float:
+        return self._segment_at_beat(beat).bpm
+
+    def set_tempo(self, bpm: float, at_bar: int) -> None:
+        """Play ``bpm`` from bar ``at_bar`` on (until a later change, which is kept).
+
+        Refuses a bar that has already started: a change lands on a bar line still ahead.
+        """
+        bpm = _check_bpm(bpm)
+        at_bar = _check_int(at_bar, "at_bar")
+        if at_bar < 0:
+            raise ValueError(f"at_bar must be >= 0, got {at_bar}")
+        now = self.now_ns()
+        started = self.bar_start_ns(at_bar)
+        if started <= now:
+            raise ValueError(
+                f"bar {at_bar} started {(now - started) / NS_PER_S:.3f} s ago; tempo "
+                f"changes land on a bar line still ahead: use bar {self.next_bar(now)} or later")
+        changes = {seg.bar: seg.bpm for seg in self._map[0]}
+        changes[at_bar] = bpm
+        segments = [TempoSegment(0, changes.pop(0), self.start_ns)]
+        for bar in sorted(changes):
+            prev = segments[-1]
+            start = prev.start_ns + round((bar - prev.bar) * BEATS_PER_BAR * prev.ns_per_beat)
+            segments.append(TempoSegment(bar, changes[bar], start))
+        self._map = (tuple(segments), tuple(seg.beat for seg in segments))
+
+    def _segment_at_beat(self, beat: float) -> TempoSegment:
+        segments, beats = self._map  # one read: a consistent map even if set_tempo runs now
+        return segments[max(bisect.bisect_right(beats, beat) - 1, 0)]
+
+    def _segment_at_ns(self, ns: int) -> TempoSegment:
+        segments = self._map[0]
+        for seg in reversed(segments):  # the changes still ahead are few: scan back
+            if seg.start_ns <= ns:
+                return seg
+        return segments[0]
+
+    # -- beats <-> ns --------------------------------------------------------------------
+
+    def beat_to_ns(self, beat: float) -> int:
+        seg = self._segment_at_beat(beat)
+        return seg.start_ns + round((beat - seg.beat) * seg.ns_per_beat)
+
+    def ns_to_beat(self, ns: int) -> float:
+        seg = self._segment_at_ns(ns)
+        return seg.beat + (ns - seg.start_ns) / seg.ns_per_beat
+
+    def bar_start_ns(self, bar: int) -> int:
+        return self.beat_to_ns(bar * BEATS_PER_BAR)
+
+    def step_to_ns(self, bar: int, step16: float) -> int:
+        """When 16th step ``step16`` of ``bar`` sounds (steps past 15 run into later bars)."""
+        return self.beat_to_ns(bar * BEATS_PER_BAR + step16 / STEPS_PER_BEAT)
+
+    def now_beat(self) -> float:
+        return self.ns_to_beat(self.now_ns())
+
+    def now_bar(self) -> int:
+        """The bar playing now (negative during a count-in)."""
+        return math.floor(self.now_beat() / BEATS_PER_BAR)
+
+    def next_bar(self, now_ns: int | None = None) -> int:
+        """The first bar that has not started yet: the earliest a change can land."""
+        now = self.now_ns() if now_ns is None else now_ns
+        bar = math.floor(self.ns_to_beat(now) / BEATS_PER_BAR) + 1
+        while self.bar_start_ns(bar - 1) > now:  # float rounding at the bar line
+            bar -= 1
+        while self.bar_start_ns(bar) <= now:
+            bar += 1
+        return bar
+
+    # -- ns <-> audio frames -------------------------------------------------------------
+
+    def sync_frames(self, frame: int, ns: int) -> None:
+        """Audio frame ``frame`` plays at ``ns``: re-anchor the frame mapping there."""
+        self._frame_anchor = (_check_int(frame, "frame"), _check_int(ns, "ns"))
+
+    def ns_to_frame(self, ns: int) -> int:
+        frame0, ns0 = self._frame_anchor
+        return frame0 + round((ns - ns0) * self.sample_rate / NS_PER_S)
+
+    def frame_to_ns(self, frame: int) -> int:
+        frame0, ns0 = self._frame_anchor
+        return ns0 + round((frame - frame0) * NS_PER_S / self.sample_rate)
+
+    def beat_to_frame(self, beat: float) -> int:
+        return self.ns_to_frame(self.beat_to_ns(beat))
+
+    def __repr__(self) -> str:
+        tempi = ", ".join(f"bar {s.bar}: {s.bpm:g}" for s in self._map[0])
+        return f"{type(self).__name__}({tempi}; start_ns={self.start_ns})"
+
+
+class VirtualClock(Clock):
+    """A clock for offline rendering: time stands still until :meth:`advance` moves it."""
+
+    def __init__(self, bpm: float, *, start_ns: int = 0, sample_rate: int = 48000,
+                 start_frame: int = 0) -> None:
+        self._now = _check_int(start_ns, "start_ns")
+        super().__init__(bpm, start_ns=start_ns, sample_rate=sample_rate,
+                         start_frame=start_frame, now_ns=self._virtual_now)
+
+    def _virtual_now(self) -> int:
+        return self._now
+
+    def advance(self, ns: int) -> int:
+        """Move time forward by ``ns``; returns the new now."""
+        if _check_int(ns, "ns") < 0:
+            raise ValueError(f"a virtual clock only moves forward, got {ns} ns")
+        self._now += ns
+        return self._now
+
+    def advance_to_ns(self, ns: int) -> int:
+        if _check_int(ns, "ns") < self._now:
+            raise ValueError(f"a virtual clock only moves forward: now {self._now}, asked {ns}")
+        self._now = ns
+        return ns
+
+    def advance_to_beat(self, beat: float) -> int:
+        return self.advance_to_ns(self.beat_to_ns(beat))
+
+    def advance_to_bar(self, bar: int) -> int:
+        return self.advance_to_ns(self.bar_start_ns(bar))

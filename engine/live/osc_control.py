@@ -1,0 +1,612 @@
+"""OSC control from a tablet: datagrams in, validated commands out, the state echoed back.
+
+    dispatcher = OscDispatcher.from_settings(settings, show.apply, state=show.osc_state)
+    server = OscServer(settings, dispatcher)
+    await server.start()                    # listens on settings.host:settings.port
+    ...
+    server.send_feedback(show.osc_state())  # every registered tablet's faders show the truth
+    server.close()
+
+:class:`OscDispatcher` takes bytes and a sender and never touches a socket, so tests feed
+it raw datagram byte literals. It parses messages and bundles (nested; timetags are read
+and ignored: a command lands when the table says, ``now``, next ``beat`` or next ``bar``),
+checks each message against :data:`~engine.live.osc_table.TABLE`, and calls
+``apply(Command)`` for each one that passes, on the caller's thread (the asyncio loop's, in
+the show). It never raises: what it refuses is counted in :attr:`OscDispatcher.stats`, one
+count per datagram for ``not_allowed``, ``too_large``, ``too_many_elements`` and
+``bad_parse`` (nothing of such a datagram is applied), one per message for ``good``,
+``released`` (a button let go), ``unknown_address``, ``bad_types`` and ``out_of_range``;
+:attr:`OscDispatcher.problems` keeps the last few refusals in words, for the health view.
+
+The parser here is our own and strict (python-osc 1.10's bundle parser logs a warning per
+junk element, loops forever on a negative element size and recurses without limit):
+lengths must be multiples of 4, every size must fit, bundles nest at most
+:data:`MAX_DEPTH` deep and a datagram holds at most ``max_elements`` messages and bundles.
+
+Tablets register for feedback by sending anything that parses (``/encore/hello`` is the
+polite way); the client set is bounded, least recently heard from dropped first. Feedback
+goes to the port each tablet sent from, or to ``reply_port`` when set (TouchOSC listens on
+a port of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import ipaddress
+import logging
+import math
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.live.osc_table import (
+    TABLE,
+    CommandError,
+    Control,
+    Lands,
+    OscTable,
+    osc_map_markdown,
+    osc_table_json,
+)
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "MAX_DEPTH",
+    "MAX_ELEMENTS",
+    "Command",
+    "Message",
+    "OscDispatcher",
+    "OscParseError",
+    "OscServer",
+    "OscSettings",
+    "encode_message",
+    "feedback_messages",
+    "osc_map_markdown",
+    "osc_table_json",
+    "parse_datagram",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 65536   # bytes; bigger datagrams are dropped unread
+MAX_ELEMENTS = 128     # messages and bundles in one datagram
+MAX_DEPTH = 8          # bundles inside bundles
+MAX_CLIENTS = 8        # tablets that get feedback
+MAX_PROBLEMS = 16      # refusals kept in words
+
+STATS_KEYS = ("good", "released", "bad_parse", "unknown_address", "bad_types",
+              "out_of_range", "not_allowed", "too_large", "too_many_elements",
+              "apply_errors", "feedback_errors", "internal_errors")
+
+_BUNDLE = b"#bundle\x00"
+
+
+# ---- settings -------------------------------------------------------------------------
+def _setting(default: Any = dataclasses.MISSING, help: str = "", *,
+             range: tuple[float | None, float | None] | None = None) -> Any:
+    """A field with the metadata :func:`engine.patch.setting` gives, so the patch reader
+    and ``describe_schema`` read this section like any other (engine.patch imports this
+    module, so this module cannot import it)."""
+    return field(default=default, metadata={
+        "help": help, "range": range, "unit": "", "identifier": False, "path": False,
+        "missing_hint": "", "default_text": ""})
+
+
+@dataclass(frozen=True, slots=True)
+class OscSettings:
+    """OSC control from a tablet (TouchOSC, Open Stage Control): where the engine listens."""
+
+    host: str = _setting(
+        "127.0.0.1", 'Address to listen on: "127.0.0.1" takes only this computer, '
+        '"0.0.0.0" every network (then name the tablets in allow).')
+    port: int = _setting(9000, "UDP port to listen on (the tablet's outgoing port); 0 picks a "
+                         "free one.", range=(0, 65535))
+    allow: tuple[str, ...] = _setting(
+        (), 'IP addresses (or networks, e.g. "192.168.1.0/24") of the tablets that may play; '
+        "empty allows every sender that reaches host.")
+    feedback: bool = _setting(
+        True, "Echo every control's value back to the tablets that have spoken, so their "
+        "faders show the truth.")
+    reply_port: int = _setting(
+        0, "Port the tablets listen on for feedback (TouchOSC's incoming port); 0 answers "
+        "the port each message came from.", range=(0, 65535))
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """Rules across keys, as (key, what is wrong and how to fix it)."""
+        if self.host != "localhost":
+            try:
+                ipaddress.ip_address(self.host)
+            except ValueError:
+                yield "host", (f'= "{self.host}" is not an IP address; use "0.0.0.0" for '
+                               'every network or "127.0.0.1" for this computer only')
+        for entry in self.allow:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                yield "allow", (f'has "{entry}", which is not an IP address or network; '
+                                'write e.g. "192.168.1.20" or "192.168.1.0/24"')
+
+
+# ---- OSC bytes ------------------------------------------------------------------------
+class OscParseError(ValueError):
+    """A datagram that is not well-formed OSC."""
+
+
+class _TooManyError(OscParseError):
+    """A datagram with more elements (or deeper bundles) than allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One parsed OSC message: ``args`` has one value per type tag (None where a tag
+    carries none: N, I, [ and ])."""
+
+    address: str
+    tags: str
+    args: tuple[Any, ...]
+
+
+def parse_datagram(data: bytes, *, max_elements: int = MAX_ELEMENTS,
+                   max_depth: int = MAX_DEPTH) -> list[Message]:
+    """Every message in a datagram, bundles flattened in order (timetags ignored).
+
+    Raises :class:`OscParseError` for anything malformed (nothing partial comes back).
+    """
+    out: list[Message] = []
+    _packet(bytes(data), 0, len(data), 0, out, [max_elements], max_depth)
+    return out
+
+
+def _packet(data: bytes, start: int, end: int, depth: int, out: list[Message],
+            budget: list[int], max_depth: int) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooManyError("more elements than allowed")
+    if (end - start) % 4:
+        raise OscParseError(f"a packet of {end - start} bytes; OSC sizes are multiples of 4")
+    if not data.startswith(_BUNDLE, start, end):
+        out.append(_message(data, start, end))
+        return
+    if depth >= max_depth:
+        raise _TooManyError(f"bundles nested more than {max_depth} deep")
+    if end - start < 16:
+        raise OscParseError("a bundle shorter than its 16-byte header")
+    i = start + 16  # "#bundle\0" and the timetag, which only says when: ignored
+    while i < end:
+        if end - i < 4:
+            raise OscParseError("a bundle element cut short before its size")
+        (size,) = struct.unpack_from(">i", data, i)
+        i += 4
+        if size <= 0 or size % 4 or size > end - i:
+            raise OscParseError(f"a bundle element of size {size} with {end - i} bytes left")
+        _packet(data, i, i + size, depth + 1, out, budget, max_depth)
+        i += size
+
+
+def _message(data: bytes, start: int, end: int) -> Message:
+    address, i = _string(data, start, end)
+    if not address.startswith("/"):
+        raise OscParseError(f"address {address[:40]!r} does not start with /")
+    if i == end:  # very old senders leave out the type tags: no arguments
+        return Message(address, "", ())
+    if data[i] != 0x2C:  # ","
+        raise OscParseError(f"{address}: no type tag string after the address")
+    tags, i = _string(data, i, end)
+    tags = tags[1:]
+    args = []
+    depth = 0
+    for tag in tags:
+        if tag in "ifcrm":
+            if end - i < 4:
+                raise OscParseError(f"{address}: argument {tag!r} cut short")
+            fmt = {"i": ">i", "f": ">f", "c": ">I", "r": ">I", "m": ">I"}[tag]
+            (value,) = struct.unpack_from(fmt, data, i)
+            if tag == "f":
+                value = _float32(value)
+            i += 4
+        elif tag in "hdt":
+            if end - i < 8:
+                raise OscParseError(f"{address}: argument {tag!r} cut short")
+            (value,) = struct.unpack_from({"h": ">q", "d": ">d", "t": ">Q"}[tag], data, i)
+            i += 8
+        elif tag in "sS":
+            value, i = _string(data, i, end)
+        elif tag == "b":
+            if end - i < 4:
+                raise OscParseError(f"{address}: blob size cut short")
+            (size,) = struct.unpack_from(">i", data, i)
+            if size < 0 or size > end - i - 4:
+                raise OscParseError(f"{address}: blob of {size} bytes with {end - i - 4} left")
+            value = data[i + 4:i + 4 + size]
+            i += 4 + (size + 3) // 4 * 4
+        elif tag in "TFNI[]":
+            value = True if tag == "T" else False if tag == "F" else None
+            depth += (tag == "[") - (tag == "]")
+            if depth < 0:
+                raise OscParseError(f"{address}: ] before [ in the type tags")
+        else:
+            raise OscParseError(f"{address}: unknown type tag {tag!r}")
+        args.append(value)
+    if depth:
+        raise OscParseError(f"{address}: [ without ] in the type tags")
+    if i != end:
+        raise OscParseError(f"{address}: {end - i} bytes left after the arguments")
+    return Message(address, tags, tuple(args))
+
+
+def _string(data: bytes, i: int, end: int) -> tuple[str, int]:
+    """A NUL-terminated string padded to 4 bytes, and the index after it."""
+    nul = data.find(b"\x00", i, end)
+    if nul < 0:
+        raise OscParseError("a string without its terminating NUL")
+    try:
+        text = data[i:nul].decode("utf-8")
+    except UnicodeDecodeError:
+        raise OscParseError("a string that is not UTF-8") from None
+    after = i + (nul - i) // 4 * 4 + 4
+    if after > end:
+        raise OscParseError("a string's padding runs past the end")
+    return text, after
+
+
+def _float32(x: float) -> float:
+    """The shortest decimal that is the same float32 (0.3, not 0.30000001192092896)."""
+    if not math.isfinite(x):
+        return x
+    for digits in (6, 7, 8):
+        short = float(f"{x:.{digits}g}")
+        if struct.unpack(">f", struct.pack(">f", short))[0] == x:
+            return short
+    return x
+
+
+def _pad(raw: bytes) -> bytes:
+    return raw + b"\x00" * (4 - len(raw) % 4)
+
+
+def encode_message(address: str, tags: str, args: Sequence[Any]) -> bytes:
+    """One OSC message. ``tags`` uses i, f, h, d, s and b, one per argument.
+
+    Raises ValueError for a NUL in a string, a number out of its type's range, or an
+    unknown tag; TypeError for an argument of the wrong kind.
+    """
+    if len(tags) != len(args):
+        raise ValueError(f"{address}: {len(tags)} type tags but {len(args)} arguments")
+    for text in (address, *(a for t, a in zip(tags, args, strict=True) if t == "s")):
+        if not isinstance(text, str):
+            raise TypeError(f"{address}: OSC strings are str, got {text!r}")
+        if "\x00" in text:
+            raise ValueError(f"{address}: OSC strings cannot hold NUL, got {text!r}")
+    out = [_pad(address.encode()), _pad(b"," + tags.encode("ascii"))]
+    for tag, value in zip(tags, args, strict=True):
+        try:
+            if tag in "ifhd":
+                out.append(struct.pack({"i": ">i", "f": ">f", "h": ">q", "d": ">d"}[tag],
+                                       value))
+            elif tag == "s":
+                out.append(_pad(value.encode()))
+            elif tag == "b":
+                out.append(struct.pack(">i", len(value)) + bytes(value)
+                           + b"\x00" * (-len(value) % 4))
+            else:
+                raise ValueError(f"{address}: cannot encode type tag {tag!r}; use i f h d s b")
+        except struct.error as err:
+            raise ValueError(f"{address}: {value!r} does not fit type {tag!r}: {err}") from None
+    return b"".join(out)
+
+
+# ---- commands and feedback ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A validated change for the show to apply: ``values`` as the table's types say
+    (floats, ints, strings; ``()`` for a button press)."""
+
+    target: str
+    values: tuple[Any, ...]
+    lands: Lands
+    address: str
+    received_ns: int
+
+
+def feedback_messages(state: Mapping[str, Any], table: Iterable[Control] = TABLE,
+                      errors: list[str] | None = None) -> list[bytes]:
+    """Each control's current value under its own address, as OSC messages.
+
+    ``state`` maps targets to values: ``{"song.tempo": 112.0, "walk.xy": (0.4, 0.6),
+    "parts.bass.mute": False, "status.bar": 17, "status.section": "chorus", ...}``.
+    Controls without a value in ``state`` (and buttons) are left out; a value that does
+    not fit its control is left out and described in ``errors``.
+    """
+    out = []
+    for control in table:
+        if not control.has_state or control.target not in state:
+            continue
+        value = state[control.target]
+        try:
+            values = tuple(value) if len(control.types) > 1 else (value,)
+            if len(values) != len(control.types):
+                raise ValueError(f"needs {len(control.types)} values")
+            args = [_feedback_value(tag, v) for tag, v in zip(control.types, values,
+                                                               strict=True)]
+            out.append(encode_message(control.address, control.types, args))
+        except (TypeError, ValueError, OverflowError) as err:
+            if errors is not None:
+                errors.append(f"feedback {control.target} = {value!r:.60} for "
+                              f"{control.address}: {err}")
+    return out
+
+
+def _feedback_value(tag: str, value: Any) -> Any:
+    if tag == "f":
+        return float(value)
+    if tag == "i":
+        return int(value)
+    return str(value).replace("\x00", "")[:128]
+
+
+# ---- the dispatcher -------------------------------------------------------------------
+class OscDispatcher:
+    """Datagrams in, :class:`Command` out: parse, check against the table, apply, count.
+
+    ``apply`` is called once per accepted message (and per control an address pattern
+    selects). ``state`` (optional) returns the show's state for the replies to
+    ``/encore/status`` and ``/encore/hello``. ``allow`` lists client IP addresses or
+    networks; empty allows everyone. ``now_ns`` stamps ``received_ns`` (a fake clock in
+    tests). Not thread-safe: call it from one thread (the asyncio loop's).
+    """
+
+    def __init__(self, table: OscTable | Iterable[Control] = TABLE,
+                 apply: Callable[[Command], None] = lambda command: None, *,
+                 state: Callable[[], Mapping[str, Any]] | None = None,
+                 allow: Iterable[str] = (), reply_port: int = 0,
+                 max_clients: int = MAX_CLIENTS, max_datagram: int = MAX_DATAGRAM,
+                 max_elements: int = MAX_ELEMENTS,
+                 now_ns: Callable[[], int] = time.monotonic_ns):
+        self.table = table if isinstance(table, OscTable) else OscTable(table)
+        self.apply = apply
+        self.state = state
+        self.allow = tuple(ipaddress.ip_network(entry, strict=False) for entry in allow)
+        self.reply_port = reply_port
+        self.max_clients = max_clients
+        self.max_datagram = max_datagram
+        self.max_elements = max_elements
+        self.now_ns = now_ns
+        self.stats: dict[str, int] = dict.fromkeys(STATS_KEYS, 0)
+        self.problems: collections.deque[str] = collections.deque(maxlen=MAX_PROBLEMS)
+        self._clients: collections.OrderedDict[tuple[str, int], None] = \
+            collections.OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: OscSettings, apply: Callable[[Command], None], *,
+                      table: OscTable | Iterable[Control] = TABLE,
+                      state: Callable[[], Mapping[str, Any]] | None = None,
+                      **kwargs: Any) -> OscDispatcher:
+        return cls(table, apply, state=state, allow=settings.allow,
+                   reply_port=settings.reply_port, **kwargs)
+
+    @property
+    def clients(self) -> tuple[tuple[str, int], ...]:
+        """Where feedback goes: the registered tablets, least recently heard from first."""
+        return tuple(self._clients)
+
+    def reply_address(self, sender: tuple[str, int]) -> tuple[str, int]:
+        return (sender[0], self.reply_port or sender[1])
+
+    def is_allowed(self, host: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.allow)
+
+    def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
+        """Handle one datagram from ``sender`` (host, port); returns the replies to send
+        back to :meth:`reply_address` of the sender. Never raises."""
+        try:
+            return self._handle(data, sender)
+        except Exception as err:  # a bug here must not stop the show: count it
+            self._refuse("internal_errors", sender, f"internal error: {err!r}")
+            log.exception("OSC: error handling a datagram from %s", sender)
+            return []
+
+    def feedback_messages(self, state: Mapping[str, Any]) -> list[bytes]:
+        """:func:`feedback_messages` over this dispatcher's table; values that do not fit
+        are counted (``feedback_errors``) and described in :attr:`problems`."""
+        errors: list[str] = []
+        out = feedback_messages(state, self.table, errors)
+        self.stats["feedback_errors"] += len(errors)
+        self.problems.extend(errors)
+        return out
+
+    def _handle(self, data: bytes, sender: tuple[str, int]) -> list[bytes]:
+        host = str(sender[0])
+        if not self.is_allowed(host):
+            self._refuse("not_allowed", sender, "not in [osc] allow; add its address there")
+            return []
+        if len(data) > self.max_datagram:
+            self._refuse("too_large", sender, f"a datagram of {len(data)} bytes; the limit is "
+                         f"{self.max_datagram}")
+            return []
+        try:
+            messages = parse_datagram(data, max_elements=self.max_elements)
+        except _TooManyError as err:
+            self._refuse("too_many_elements", sender, f"{err}; the limit is "
+                         f"{self.max_elements} elements, {MAX_DEPTH} deep")
+            return []
+        except OscParseError as err:
+            self._refuse("bad_parse", sender, f"not OSC: {err}")
+            return []
+        self._register(sender)
+        received_ns = self.now_ns()
+        reply = False
+        for message in messages:
+            reply |= self._message(message, sender, received_ns)
+        return self._state_messages() if reply else []
+
+    def _message(self, message: Message, sender: tuple[str, int], received_ns: int) -> bool:
+        """Apply one message; True when the sender asked for the state."""
+        controls = self.table.match(message.address)
+        if not controls:
+            self._refuse("unknown_address", sender, f"unknown address {message.address[:80]}; "
+                         "`encore osc-map` lists them")
+            return False
+        reply = False
+        for control in controls:
+            try:
+                values = control.accept(message.tags, message.args)
+            except CommandError as refused:
+                self._refuse(refused.reason, sender, str(refused))
+                continue
+            if values is None:
+                self.stats["released"] += 1
+                continue
+            self.stats["good"] += 1
+            if control.replies:
+                reply = True
+                continue
+            command = Command(control.target, values, control.lands, control.address,
+                              received_ns)
+            try:
+                self.apply(command)
+            except Exception as err:
+                self._refuse("apply_errors", sender, f"applying {command}: {err!r}")
+                log.exception("OSC: applying %s failed", command)
+        return reply
+
+    def _state_messages(self) -> list[bytes]:
+        if self.state is None:
+            return []
+        try:
+            state = self.state()
+        except Exception as err:
+            self._refuse("feedback_errors", None, f"reading the state for a reply: {err!r}")
+            return []
+        return self.feedback_messages(state)
+
+    def _register(self, sender: tuple[str, int]) -> None:
+        client = self.reply_address((str(sender[0]), int(sender[1])))
+        self._clients[client] = None
+        self._clients.move_to_end(client)
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)
+
+    def _refuse(self, reason: str, sender: tuple[str, int] | None, text: str) -> None:
+        self.stats[reason] += 1
+        where = f"from {_who(sender)}: " if sender is not None else ""
+        self.problems.append(f"{where}{text}")
+        log.debug("OSC %s %s%s", reason, where, text)
+
+
+def _who(sender: Any) -> str:
+    try:
+        return f"{sender[0]}:{sender[1]}"
+    except Exception:
+        return repr(sender)[:80]
+
+
+# ---- the server -----------------------------------------------------------------------
+class OscServer:
+    """The dispatcher on a UDP socket: an asyncio datagram endpoint on host:port.
+
+    Replies (to ``/encore/status`` and ``/encore/hello``) go back to the sender;
+    :meth:`send_feedback` sends the state to every registered tablet (unless the settings
+    turn feedback off). Send errors are counted in :attr:`stats`, never raised.
+    """
+
+    def __init__(self, settings: OscSettings, dispatcher: OscDispatcher):
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("received", "sent", "send_errors", "receive_errors"), 0)
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and start receiving; returns the bound (host, port)."""
+        if self._transport is not None:
+            raise RuntimeError("the OSC server is already started")
+        loop = asyncio.get_running_loop()
+        where = f"{self.settings.host}:{self.settings.port}"
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(self.settings.host, self.settings.port))
+        except OSError as err:
+            raise OSError(err.errno, f"cannot listen for OSC on {where}: {err.strerror or err}; "
+                          "is another Encore running? set [osc] port to a free port, or "
+                          "[osc] host to an address of this computer") from err
+        self._transport = transport
+        host, port = self.address or (self.settings.host, self.settings.port)
+        allowed = ", ".join(self.settings.allow) or "every sender"
+        log.info("OSC listening on %s:%d (allowed: %s)", host, port, allowed)
+        return host, port
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound (host, port), or None before :meth:`start`."""
+        if self._transport is None:
+            return None
+        sockname = self._transport.get_extra_info("sockname")
+        return (sockname[0], sockname[1]) if sockname else None
+
+    def close(self) -> None:
+        """Stop listening; safe to call twice."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def __aenter__(self) -> OscServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_feedback(self, state: Mapping[str, Any]) -> int:
+        """Send the state to every registered tablet; returns the datagrams sent."""
+        if not self.settings.feedback or self._transport is None:
+            return 0
+        clients = self.dispatcher.clients
+        if not clients:
+            return 0
+        messages = self.dispatcher.feedback_messages(state)
+        return sum(self._send(m, client) for client in clients for m in messages)
+
+    def _received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.stats["received"] += 1
+        sender = (str(addr[0]), int(addr[1]))
+        replies = self.dispatcher.handle_datagram(data, sender)
+        target = self.dispatcher.reply_address(sender)
+        for reply in replies:
+            self._send(reply, target)
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> int:
+        if self._transport is None or self._transport.is_closing():
+            return 0
+        try:
+            self._transport.sendto(data, addr)
+        except (OSError, ValueError) as err:
+            self.stats["send_errors"] += 1
+            log.debug("OSC: sending to %s failed: %s", addr, err)
+            return 0
+        self.stats["sent"] += 1
+        return 1
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: OscServer):
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.server._received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # e.g. ICMP port unreachable after feedback to a tablet that has gone away
+        self.server.stats["receive_errors"] += 1
+        log.debug("OSC socket error: %s", exc)

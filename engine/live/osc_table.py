@@ -1,0 +1,488 @@
+"""THE table of Encore's OSC address space: every address a tablet may send or be sent.
+
+    from engine.live.osc_table import TABLE
+    TABLE["/encore/tempo"]          # Control(address="/encore/tempo", types="f", ...)
+    TABLE.match("/encore/part/*/mute")  # the four mute toggles (OSC address patterns)
+    TABLE["/encore/tempo"].accept("f", (128.0,))   # -> (128.0,), or raises CommandError
+
+Dispatch (:mod:`engine.live.osc_control`), validation (:meth:`Control.accept`), feedback
+(the show's state echoed under each control's address), the generated documentation
+(:func:`osc_map_markdown`, for ``encore osc-map`` and the README) and tablet layouts
+(:func:`osc_table_json`) all derive from :data:`TABLE`; to add a control, add a row.
+
+A :class:`Control` names what it sets (``target``: the patch key where there is one, such
+as ``song.tempo`` or ``parts.bass.level``, else an action such as ``walk.jump``), when the
+show lets the change take effect (``lands``: ``now``, on the next ``beat`` or the next
+``bar``), and how a tablet should draw it (``widget``). Conventions, as TouchOSC and Open
+Stage Control send them:
+
+- a float argument also takes an int (some apps send ints); an int argument also takes a
+  whole float (TouchOSC toggles send 1.0 and 0.0) and True/False;
+- a ``button`` takes no argument, or one number: 1 on press, 0 on release (TouchOSC push
+  buttons); it acts on the press only;
+- NaN and infinity are refused, so are strings where numbers are expected, arrays, and
+  a wrong number of arguments;
+- a ``label`` is read-only: the engine sends it (bar, section, health), tablets show it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "PARTS",
+    "TABLE",
+    "CommandError",
+    "Control",
+    "Lands",
+    "OscTable",
+    "Widget",
+    "address_matches",
+    "osc_map_markdown",
+    "osc_table_json",
+]
+
+Lands = Literal["now", "beat", "bar"]
+Widget = Literal["fader", "xy", "button", "toggle", "label", "radio"]
+Range = tuple[float, float] | None
+
+PARTS = ("melody", "bass", "drums", "chords")  # as [parts.<name>] in a patch
+MAX_STRING = 64        # characters in a string argument (a form's name)
+MAX_PATTERN = 256      # characters in an address pattern with wildcards
+MAX_ALTERNATIVES = 64  # spellings a {a,b,...} pattern may expand to
+
+_NUMBER_TAGS = "ifhd"  # int32, float32, int64, float64
+_WILDCARDS = frozenset("*?[]{}")
+_TYPE_NAMES = {"f": "a number", "i": "a whole number", "s": "a string"}
+_TAG_NAMES = {"i": "int", "f": "float", "h": "int64", "d": "double", "s": "string",
+              "S": "symbol", "b": "blob", "t": "timetag", "c": "char", "r": "colour",
+              "m": "MIDI message", "T": "true", "F": "false", "N": "nil", "I": "impulse"}
+
+
+class CommandError(ValueError):
+    """A message a control does not take. ``reason`` is a stats key, ``bad_types`` or
+    ``out_of_range``; the text says what was expected, what came and how to fix it."""
+
+    def __init__(self, reason: str, text: str):
+        self.reason = reason
+        super().__init__(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """One OSC address: its arguments' OSC type tags and ranges, what it sets, when."""
+
+    address: str
+    types: str                    # OSC type tags of the arguments: "f", "ff", "i", "s", ""
+    ranges: tuple[Range, ...]     # inclusive (low, high) per argument; None for strings
+    target: str                   # what the show applies: a patch key or an action name
+    lands: Lands                  # when it takes effect: now, next beat, next bar
+    help: str
+    widget: Widget                # how a tablet draws it
+    replies: bool = False         # the sender is answered with the whole state
+
+    def __post_init__(self) -> None:
+        where = f"OSC table: {self.address!r}"
+        if not self.address.startswith("/") or _WILDCARDS & set(self.address) or \
+                " " in self.address or "#" in self.address:
+            raise ValueError(f"{where} is not an OSC address; write e.g. /encore/tempo")
+        if set(self.types) - set(_TYPE_NAMES):
+            raise ValueError(f"{where}: types {self.types!r} may use only f, i and s")
+        if len(self.ranges) != len(self.types):
+            raise ValueError(f"{where}: {len(self.types)} types but {len(self.ranges)} ranges")
+        for tag, bounds in zip(self.types, self.ranges, strict=True):
+            if (tag == "s") != (bounds is None) or (bounds is not None and
+                                                   not bounds[0] <= bounds[1]):
+                raise ValueError(f"{where}: a number needs a (low, high) range, a string None")
+        if self.lands not in get_args(Lands):
+            raise ValueError(f"{where}: lands {self.lands!r} is not one of {get_args(Lands)}")
+        if self.widget not in get_args(Widget):
+            raise ValueError(f"{where}: widget {self.widget!r} is not one of "
+                             f"{get_args(Widget)}")
+        if self.is_button and self.types:
+            raise ValueError(f"{where}: a button takes no arguments (types='')")
+
+    @property
+    def is_button(self) -> bool:
+        """Acts once per press: no argument, or 1 on press and 0 on release."""
+        return self.widget == "button"
+
+    @property
+    def is_input(self) -> bool:
+        """Tablets may send it (everything but labels)."""
+        return self.widget != "label"
+
+    @property
+    def has_state(self) -> bool:
+        """Has a current value the engine echoes back (everything but buttons)."""
+        return not self.is_button
+
+    def accept(self, tags: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+        """The values a message with these OSC type tags and arguments sets.
+
+        ``args`` holds one value per tag (``None`` for the tags that carry none: N, I, [, ]).
+
+        Floats come back as ``float``, ints as ``int``, strings as ``str``; a button's press
+        gives ``()`` and its release ``None`` (nothing to do). Raises :class:`CommandError`.
+        """
+        if not self.is_input:
+            raise CommandError("bad_types", f"{self.address} is read-only: the engine sends it")
+        if "[" in tags or "]" in tags:
+            raise CommandError("bad_types", f"{self.address} takes {self.expects()}, got an array")
+        if self.is_button:
+            return self._press(tags, args)
+        if len(tags) != len(self.types):
+            raise CommandError("bad_types", f"{self.address} takes {self.expects()}, got "
+                          f"{_describe(tags, args)}")
+        values = []
+        for n, (want, tag, value, bounds) in enumerate(
+                zip(self.types, tags, args, self.ranges, strict=True)):
+            values.append(self._one(n, want, tag, value, bounds))
+        return tuple(values)
+
+    def expects(self) -> str:
+        """The arguments in words, for error messages and documentation."""
+        if self.is_button:
+            return "no argument, or 1 on press and 0 on release"
+        if not self.types:
+            return "no argument"
+        words = []
+        for tag, bounds in zip(self.types, self.ranges, strict=True):
+            word = _TYPE_NAMES[tag]
+            if bounds is not None:
+                word += f" {_number(bounds[0])}..{_number(bounds[1])}"
+            words.append(word)
+        return " and ".join(words) if len(words) <= 2 else ", ".join(words)
+
+    def _press(self, tags: str, args: Sequence[Any]) -> tuple[()] | None:
+        if not tags or tags == "I":
+            return ()
+        if len(tags) == 1 and tags in "TF":
+            return () if tags == "T" else None
+        if len(tags) == 1 and tags in _NUMBER_TAGS:
+            value = args[0]
+            if not math.isfinite(value):
+                raise CommandError("out_of_range", f"{self.address} = {value!r} is not a finite "
+                              "number; send 1 on press and 0 on release")
+            return () if value != 0 else None
+        raise CommandError("bad_types", f"{self.address} takes {self.expects()}, got "
+                      f"{_describe(tags, args)}")
+
+    def _one(self, n: int, want: str, tag: str, value: Any, bounds: Range) -> Any:
+        which = f"{self.address} argument {n + 1}" if len(self.types) > 1 else self.address
+        wanted = _TYPE_NAMES[want]
+        if want == "s":
+            if tag not in "sS":
+                raise CommandError("bad_types", f"{which} must be {wanted}, got "
+                              f"{_describe(tag, (value,))}")
+            if not value or len(value) > MAX_STRING or not value.isprintable():
+                raise CommandError("out_of_range", f"{which} = {value[:MAX_STRING]!r} must be 1 to "
+                              f"{MAX_STRING} printable characters")
+            return value
+        if tag in "TF" and want == "i":
+            value = int(tag == "T")
+        elif tag not in _NUMBER_TAGS:
+            raise CommandError("bad_types", f"{which} must be {wanted}, got "
+                          f"{_describe(tag, (value,))}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CommandError("out_of_range", f"{which} = {value!r} is not a finite number; "
+                          f"send {wanted}")
+        if want == "f":
+            value = float(value)
+        elif isinstance(value, float):
+            if not value.is_integer():
+                raise CommandError("bad_types", f"{which} = {value!r} must be {wanted} "
+                              "(0.0 and 1.0 are taken, not fractions)")
+            value = int(value)
+        assert bounds is not None
+        low, high = bounds
+        if not low <= value <= high:
+            raise CommandError("out_of_range", f"{which} = {_number(value)} is out of range "
+                          f"{_number(low)}..{_number(high)}; send a value between them")
+        return value
+
+
+class OscTable(Sequence[Control]):
+    """The controls in order, looked up by exact address or by OSC address pattern."""
+
+    def __init__(self, controls: Iterable[Control]):
+        self._controls = tuple(controls)
+        self._by_address: dict[str, Control] = {}
+        for control in self._controls:
+            if control.address in self._by_address:
+                raise ValueError(f"OSC table: {control.address} is listed twice")
+            self._by_address[control.address] = control
+        self._inputs = tuple(c for c in self._controls if c.is_input)
+
+    def __len__(self) -> int:
+        return len(self._controls)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._by_address[key]
+        return self._controls[key]
+
+    def __iter__(self) -> Iterator[Control]:
+        return iter(self._controls)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_address or key in self._controls
+
+    def __repr__(self) -> str:
+        return f"OscTable({len(self)} controls)"
+
+    def get(self, address: str) -> Control | None:
+        return self._by_address.get(address)
+
+    def match(self, pattern: str) -> list[Control]:
+        """The controls an incoming address selects: itself, or every input matching an
+        OSC address pattern (``*``, ``?``, ``[a-z]``, ``[!a]``, ``{melody,bass}``)."""
+        if not _WILDCARDS & set(pattern):
+            control = self._by_address.get(pattern)
+            return [control] if control is not None else []
+        return [c for c in self._inputs if address_matches(pattern, c.address)]
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(c.address for c in self._controls)
+
+
+# ---- the address space ----------------------------------------------------------------
+def _controls() -> Iterator[Control]:
+    def fader(address: str, low: float, high: float, target: str, lands: Lands,
+              help: str) -> Control:
+        return Control(address, "f", ((low, high),), target, lands, help, "fader")
+
+    def button(address: str, target: str, lands: Lands, help: str,
+               replies: bool = False) -> Control:
+        return Control(address, "", (), target, lands, help, "button", replies)
+
+    def toggle(address: str, target: str, lands: Lands, help: str) -> Control:
+        return Control(address, "i", ((0, 1),), target, lands, help, "toggle")
+
+    def label(address: str, target: str, help: str) -> Control:
+        return Control(address, "s", (None,), target, "now", help, "label")
+
+    yield fader("/encore/tempo", 40.0, 240.0, "song.tempo", "bar",
+                "Tempo in beats per minute.")
+    yield fader("/encore/walk/speed", 0.0, 1.0, "walk.step_size", "bar",
+                "How far the latent walk moves each bar (its step size).")
+    yield fader("/encore/walk/temperature", 0.0, 2.0, "walk.temperature", "bar",
+                "Decoding temperature: 0 plays the likeliest notes, higher is looser.")
+    yield fader("/encore/walk/wander", 0.0, 1.0, "walk.wander", "bar",
+                "Stay near the section's anchor (0) or wander away from it (1).")
+    yield button("/encore/walk/drift", "walk.drift", "bar",
+                 "Back to the slow drift around the section's anchor.")
+    yield button("/encore/walk/glide", "walk.glide", "bar",
+                 "Glide to a fresh point over the next few bars.")
+    yield button("/encore/walk/jump", "walk.jump", "bar",
+                 "Jump to a fresh point at the next bar.")
+    yield toggle("/encore/walk/freeze", "walk.freeze", "bar",
+                 "1 holds the walk where it is (the bar's point repeats); 0 lets it move.")
+    yield Control("/encore/xy", "ff", ((0.0, 1.0), (0.0, 1.0)), "walk.xy", "bar",
+                  "X/Y pad over two latent directions; (0.5, 0.5) is the anchor itself.",
+                  "xy")
+    yield button("/encore/section/next", "section.next", "bar",
+                 "Go to the next section of the form.")
+    yield button("/encore/section/previous", "section.previous", "bar",
+                 "Go back to the previous section of the form.")
+    yield Control("/encore/form", "s", (None,), "form", "bar",
+                  "Choose a form by name (e.g. \"long\"); the engine echoes the one playing.",
+                  "radio")
+    for part in PARTS:
+        yield toggle(f"/encore/part/{part}/mute", f"parts.{part}.mute", "bar",
+                     f"1 mutes the {part} (it is still generated, so unmuting is seamless).")
+        yield fader(f"/encore/part/{part}/level", 0.0, 1.0, f"parts.{part}.level", "beat",
+                    f"Mix level of the {part}; 0 is silent.")
+    yield fader("/encore/master/level", 0.0, 1.0, "master.level", "now",
+                "Master output level.")
+    yield button("/encore/panic", "panic", "now",
+                 "All notes off on every output, now.")
+    yield button("/encore/status", "status", "now",
+                 "Asks for the state: every control's value and the labels come back.",
+                 replies=True)
+    yield button("/encore/hello", "hello", "now",
+                 "Registers this tablet for feedback (so does any message) and answers "
+                 "with the state.", replies=True)
+    yield label("/encore/status/bar", "status.bar", "The bar playing, counted from 1.")
+    yield label("/encore/status/section", "status.section", "The section playing.")
+    yield label("/encore/status/health", "status.health",
+                "Timing health: ok, or what went wrong (late events, underruns).")
+
+
+TABLE = OscTable(_controls())
+
+
+# ---- OSC address patterns -------------------------------------------------------------
+def address_matches(pattern: str, address: str) -> bool:
+    """Whether an OSC 1.0 address pattern selects ``address``.
+
+    ``?`` is one character, ``*`` any run of characters, ``[abc]``/``[a-z]``/``[!a]`` one of
+    (or none of) a set, ``{melody,bass}`` one of the strings; none of them crosses a ``/``.
+    Matching is linear in the lengths (no backtracking blow-up); malformed or overlong
+    patterns match nothing.
+    """
+    if len(pattern) > MAX_PATTERN:
+        return False
+    pattern_parts, address_parts = pattern.split("/"), address.split("/")
+    if len(pattern_parts) != len(address_parts):
+        return False
+    for part, text in zip(pattern_parts, address_parts, strict=True):
+        spellings = _expand(part)
+        if spellings is None:
+            return False
+        if not any(_glob(tokens, text) for tokens in spellings):
+            return False
+    return True
+
+
+_STAR = ("*",)
+_ANY = ("?",)
+
+
+def _expand(part: str) -> list[list[tuple[Any, ...]]] | None:
+    """A path segment's spellings (``{a,b}`` expanded), each a list of tokens."""
+    spellings: list[list[tuple[Any, ...]]] = [[]]
+    i = 0
+    while i < len(part):
+        ch = part[i]
+        if ch == "{":
+            end = part.find("}", i)
+            if end < 0 or "{" in part[i + 1:end]:
+                return None
+            choices = part[i + 1:end].split(",")
+            if len(spellings) * len(choices) > MAX_ALTERNATIVES:
+                return None
+            spellings = [s + [("=", c) for c in choice] for s in spellings
+                         for choice in choices]
+            i = end + 1
+            continue
+        if ch == "[":
+            end = part.find("]", i + 1)
+            if end < 0:
+                return None
+            token: tuple[Any, ...] = _char_class(part[i + 1:end])
+            i = end + 1
+        elif ch in "}]":
+            return None
+        else:
+            token = _STAR if ch == "*" else _ANY if ch == "?" else ("=", ch)
+            i += 1
+        for s in spellings:
+            if not (token is _STAR and s and s[-1] is _STAR):  # ** is *
+                s.append(token)
+    return spellings
+
+
+def _char_class(body: str) -> tuple[Any, ...]:
+    negate = body.startswith("!")
+    if negate:
+        body = body[1:]
+    spans = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            spans.append((body[i], body[i + 2]))
+            i += 3
+        else:
+            spans.append((body[i], body[i]))
+            i += 1
+    return ("[", negate, tuple(spans))
+
+
+def _one_char(token: tuple[Any, ...], ch: str) -> bool:
+    if token[0] == "=":
+        return token[1] == ch
+    if token is _ANY:
+        return True
+    _, negate, spans = token
+    return any(low <= ch <= high for low, high in spans) != negate
+
+
+def _glob(tokens: list[tuple[Any, ...]], text: str) -> bool:
+    """Two-pointer wildcard match: O(len(tokens) * len(text)) at worst."""
+    t = s = 0
+    star, mark = -1, 0
+    while s < len(text):
+        if t < len(tokens) and tokens[t] is _STAR:
+            star, mark = t, s
+            t += 1
+        elif t < len(tokens) and _one_char(tokens[t], text[s]):
+            t += 1
+            s += 1
+        elif star >= 0:
+            t, mark = star + 1, mark + 1
+            s = mark
+        else:
+            return False
+    while t < len(tokens) and tokens[t] is _STAR:
+        t += 1
+    return t == len(tokens)
+
+
+# ---- documentation and layouts --------------------------------------------------------
+def osc_map_markdown(table: Iterable[Control] = TABLE) -> str:
+    """The address space as Markdown: for ``encore osc-map`` and the README."""
+    out = [
+        "### OSC map",
+        "",
+        "Send to the port in the patch's `[osc]` section (default 9000). A change lands "
+        "`now`, on the next `beat` or at the next `bar`. Floats also take ints, toggles "
+        "take 0/1 as ints or floats, buttons take no argument or TouchOSC's 1 (press) / "
+        "0 (release) and act on the press. Address patterns work: "
+        "`/encore/part/*/mute 1` mutes every part. Every tablet that has sent anything "
+        "gets each control's value echoed back under its own address, so faders show "
+        "the truth; `/encore/status` asks for it now.",
+        "",
+        "| address | arguments | lands | widget | target | what it does |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in table:
+        args = "(sent by the engine): a string" if not c.is_input else c.expects()
+        does = c.help + (" Replies with the state." if c.replies and "state" not in c.help
+                         else "")
+        out.append(f"| `{c.address}` | {args} | {c.lands} | {c.widget} | `{c.target}` | "
+                   f"{does.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
+
+
+def osc_table_json(table: Iterable[Control] = TABLE) -> str:
+    """The address space as JSON, for building tablet layouts (TouchOSC, Open Stage
+    Control): ``{"version": 1, "controls": [{address, types, ranges, target, lands,
+    widget, help, input, feedback, replies}, ...]}``."""
+    controls = [{
+        "address": c.address,
+        "types": c.types,
+        "ranges": [list(r) if r is not None else None for r in c.ranges],
+        "target": c.target,
+        "lands": c.lands,
+        "widget": c.widget,
+        "help": c.help,
+        "input": c.is_input,
+        "feedback": c.has_state,
+        "replies": c.replies,
+    } for c in table]
+    return json.dumps({"version": 1, "controls": controls}, indent=2) + "\n"
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _describe(tags: str, args: Sequence[Any]) -> str:
+    if not tags:
+        return "no argument"
+    words = []
+    for tag, value in zip(tags, args, strict=True):  # one value per tag, None if none
+        if tag in "sS":
+            shown = repr(value if len(value) <= 24 else value[:21] + "...")
+            words.append(f"{shown} ({_TAG_NAMES[tag]})")
+        elif tag in _NUMBER_TAGS:
+            words.append(f"{_number(value)} ({_TAG_NAMES[tag]})")
+        else:
+            words.append(_TAG_NAMES.get(tag, "an array" if tag in "[]" else f"type {tag!r}"))
+    return ", ".join(words)

@@ -1,0 +1,126 @@
+"""The clock: beats <-> ns <-> frames, tempo changes on bar lines, a virtual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.live.clock import NS_PER_S, Clock, VirtualClock
+
+MS = 1_000_000
+
+
+class FakeNow:
+    def __init__(self, ns: int = 0) -> None:
+        self.ns = ns
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def test_constant_tempo_maps_beats_bars_and_steps() -> None:
+    clock = Clock(120, start_ns=10 * NS_PER_S, now_ns=FakeNow())
+    assert clock.beat_to_ns(0) == 10 * NS_PER_S
+    assert clock.beat_to_ns(1) == 10 * NS_PER_S + 500 * MS
+    assert clock.bar_start_ns(3) == 10 * NS_PER_S + 6 * NS_PER_S
+    assert clock.step_to_ns(1, 0) == clock.bar_start_ns(1)
+    assert clock.step_to_ns(1, 4) == clock.beat_to_ns(5)
+    assert clock.step_to_ns(1, 1) - clock.step_to_ns(1, 0) == 125 * MS
+    assert clock.step_to_ns(0, 20) == clock.step_to_ns(1, 4)  # held past the bar line
+    assert clock.beat_to_ns(-4) == 8 * NS_PER_S  # a count-in extends the first tempo
+    for beat in (-3.25, 0.0, 1.5, 17.75, 1000.125):
+        assert clock.ns_to_beat(clock.beat_to_ns(beat)) == pytest.approx(beat, abs=1e-9)
+
+
+def test_tempo_change_lands_on_the_bar_line() -> None:
+    now = FakeNow(0)
+    clock = Clock(120, start_ns=0, now_ns=now)  # a bar lasts 2 s
+    clock.set_tempo(60, at_bar=2)  # from 4 s on, a bar lasts 4 s
+    assert clock.bar_start_ns(2) == 4 * NS_PER_S
+    assert clock.bar_start_ns(3) == 8 * NS_PER_S
+    assert clock.beat_to_ns(9) == 4 * NS_PER_S + NS_PER_S
+    assert clock.ns_to_beat(5 * NS_PER_S) == pytest.approx(9.0)
+    assert clock.ns_to_beat(3 * NS_PER_S) == pytest.approx(6.0)
+    assert clock.bpm_at(7.99) == 120 and clock.bpm_at(8) == 60
+    assert [(s.bar, s.bpm) for s in clock.tempo_map] == [(0, 120), (2, 60)]
+
+
+def test_an_earlier_change_keeps_later_ones_and_moves_them() -> None:
+    clock = Clock(120, start_ns=0, now_ns=FakeNow(0))
+    clock.set_tempo(60, at_bar=4)
+    clock.set_tempo(240, at_bar=2)  # bars 2, 3 at 1 s each
+    assert clock.bar_start_ns(4) == 4 * NS_PER_S + 2 * NS_PER_S
+    assert clock.bar_start_ns(5) == 6 * NS_PER_S + 4 * NS_PER_S
+    clock.set_tempo(90, at_bar=2)  # replaces the change at bar 2
+    assert [(s.bar, s.bpm) for s in clock.tempo_map] == [(0, 120), (2, 90), (4, 60)]
+
+
+def test_a_bar_already_started_is_refused() -> None:
+    now = FakeNow(0)
+    clock = Clock(120, start_ns=0, now_ns=now)
+    now.ns = 2 * NS_PER_S + 1  # just inside bar 1
+    with pytest.raises(ValueError, match="bar 1 started .* use bar 2 or later"):
+        clock.set_tempo(100, at_bar=1)
+    now.ns = 2 * NS_PER_S  # exactly on its line: started too
+    with pytest.raises(ValueError, match="bar 1 started"):
+        clock.set_tempo(100, at_bar=1)
+    assert clock.next_bar() == 2
+    clock.set_tempo(100, at_bar=2)
+    assert clock.now_bar() == 1
+
+
+def test_bar_zero_can_change_before_the_start() -> None:
+    clock = Clock(120, start_ns=NS_PER_S, now_ns=FakeNow(0))  # a count-in second
+    clock.set_tempo(60, at_bar=0)
+    assert clock.bar_start_ns(0) == NS_PER_S
+    assert clock.bar_start_ns(1) == 5 * NS_PER_S
+
+
+@pytest.mark.parametrize("bpm", [0, -10, float("nan"), float("inf"), 5000])
+def test_bad_tempi_are_refused(bpm: float) -> None:
+    with pytest.raises(ValueError, match="bpm must be"):
+        Clock(bpm, start_ns=0)
+
+
+def test_wrong_types_are_refused() -> None:
+    with pytest.raises(TypeError):
+        Clock("120", start_ns=0)  # type: ignore[arg-type]
+    clock = Clock(120, start_ns=0, now_ns=FakeNow(0))
+    with pytest.raises(TypeError):
+        clock.set_tempo(100, at_bar=1.0)  # type: ignore[arg-type]
+
+
+def test_frames_follow_the_sample_rate_and_resync() -> None:
+    clock = Clock(120, start_ns=NS_PER_S, sample_rate=48000, start_frame=1000,
+                  now_ns=FakeNow(0))
+    assert clock.ns_to_frame(NS_PER_S) == 1000
+    assert clock.ns_to_frame(2 * NS_PER_S) == 49000
+    assert clock.frame_to_ns(49000) == 2 * NS_PER_S
+    assert clock.beat_to_frame(1) == 1000 + 24000
+    for frame in (0, 1, 47, 48000, 10**9):
+        assert clock.ns_to_frame(clock.frame_to_ns(frame)) == frame
+    clock.sync_frames(500_000, 10 * NS_PER_S)  # what the audio callback saw
+    assert clock.ns_to_frame(10 * NS_PER_S + 500 * MS) == 524_000
+
+
+def test_now_beat_uses_the_given_clock() -> None:
+    now = FakeNow(0)
+    clock = Clock(60, start_ns=0, now_ns=now)
+    now.ns = 2500 * MS
+    assert clock.now_beat() == pytest.approx(2.5)
+    assert clock.bpm == 60
+
+
+def test_virtual_clock_moves_only_when_told() -> None:
+    clock = VirtualClock(120)
+    assert clock.now_ns() == 0 and clock.now_beat() == 0
+    clock.advance(250 * MS)
+    assert clock.now_beat() == pytest.approx(0.5)
+    clock.advance_to_bar(2)
+    assert clock.now_ns() == 4 * NS_PER_S
+    clock.set_tempo(60, at_bar=3)
+    clock.advance_to_beat(13)
+    assert clock.now_ns() == 6 * NS_PER_S + NS_PER_S
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.advance_to_ns(0)
+    with pytest.raises(ValueError, match="only moves forward"):
+        clock.advance(-1)
