@@ -15,7 +15,7 @@ The breakdown is measured from outside the engine, without changing it: the runn
 wrapped (time in ``MusicVAERunner.decode``, i.e. ONNX Runtime and note decoding), the
 composer is subclassed (``Composer.realize`` less the decoding it asks for = arrangement:
 key, snapping, chords, velocities) and the streaming audio writer of ``engine.song.render``
-is patched (FluidSynth rendering, soft clipping and the WAV writes, plus turning bars into
+is patched (FluidSynth synthesis, soft clipping and the WAV writes, plus turning bars into
 synth events). "other" is the rest of ``render_song``: the conductor's plans, the event log
 and the MIDI file. Model loading (ONNX session creation) is timed separately.
 """
@@ -107,6 +107,8 @@ def _child(args: argparse.Namespace) -> None:
     for name, key in (("__init__", "audio"), ("render_until", "audio"), ("close", "audio")):
         setattr(stream, name, timers.wrap(key, getattr(stream, name)))
     render._synth_events = timers.wrap("events", render._synth_events)
+    render.soft_clip = timers.wrap("clip", render.soft_clip)
+    render.FluidRenderer.render = timers.wrap("synth", render.FluidRenderer.render)
 
     result = render.render_song(patch, args.child, bars=args.bars, seed=args.seed,
                                 runner=_TimedRunner(runner, timers), audio=True)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = _median(runs, lambda r: r["wall_s"])
     speed = music / wall
     sec = {k: _median(runs, lambda r, k=k: r["seconds"].get(k, 0.0))
-           for k in ("decode", "realize", "audio", "events")}
+           for k in ("decode", "realize", "audio", "events", "synth", "clip")}
     load = _median(runs, lambda r: r["load_s"])
     render = _median(runs, lambda r: r["render_s"])
     arrange = sec["realize"] - sec["decode"]
@@ -252,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             ("arrangement (realize - decode)", arrange,
              f"{1000 * arrange / args.bars:.1f} ms per bar"),
             ("FluidSynth + WAV", audio,
-             f"incl. {sec['events']:.2f} s turning bars into synth events"),
+             f"{sec['synth']:.2f} s synthesis, {sec['clip']:.2f} s soft clip, "
+             f"{sec['audio'] - sec['synth'] - sec['clip']:.2f} s WAV writes and setup, "
+             f"{sec['events']:.2f} s bars to synth events"),
             ("other (plans, log, MIDI file)", other, "")]
     for label, seconds, note in rows:
         share = 100 * seconds / wall if wall else 0.0

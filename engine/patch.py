@@ -155,7 +155,7 @@ class Walk:
         range=(1, 16), unit="bars")
     anchor_drift: float = setting(
         0.05, "How far a section's anchor moves each time the form comes round, so repeats "
-        "vary.", range=(0.0, 1.0))
+        "vary (radians a pass, tethered).", range=(0.0, 0.5))
 
 
 _DEFAULT_LENGTHS = {"intro": 4, "verse": 8, "chorus": 8, "bridge": 8, "breakdown": 4,

@@ -242,24 +242,14 @@ class Limiter:
         self._abs = np.zeros((self.max_frames, channels), dtype=np.float32)
         self._tmp = np.zeros((self.max_frames, channels), dtype=np.float32)
         self._gain_vec = np.zeros(self.max_frames, dtype=np.float32)
-        i = np.arange(self.max_frames, dtype=np.float32)
-        self._attack_shape = np.clip(1.0 - (i + 1.0) / attack_frames, 0.0, 1.0).astype(
+        self._index1 = np.arange(1, self.max_frames + 1, dtype=np.float32)  # 1, 2, ..., n
+        self._attack_shape = np.clip(1.0 - self._index1 / attack_frames, 0.0, 1.0).astype(
             np.float32)
-        self._release_shapes: dict[int, np.ndarray] = {}
-        self._release_coefs: dict[int, float] = {}
         self.gain = 1.0
         self.min_gain = 1.0
         self.active_blocks = 0
         self.clipped_blocks = 0
         self.nonfinite_blocks = 0
-
-    def _release_for(self, n: int) -> tuple[np.ndarray, float]:
-        shape = self._release_shapes.get(n)
-        if shape is None:  # once per block size
-            shape = (1.0 - (np.arange(n, dtype=np.float32) + 1.0) / n).astype(np.float32)
-            self._release_shapes[n] = shape
-            self._release_coefs[n] = 1.0 - math.exp(-n / (self.release_s * self.sample_rate))
-        return shape, self._release_coefs[n]
 
     def reset(self) -> None:
         self.gain = 1.0
@@ -280,11 +270,11 @@ class Limiter:
             return
         g_prev = self.gain
         target = self.threshold / peak if peak > self.threshold else 1.0
-        shape, coef = self._release_for(n)
-        if target < g_prev:
+        attack = target < g_prev
+        if attack:
             g_new = target
-            shape = self._attack_shape[:n]
         else:
+            coef = 1.0 - math.exp(-n / (self.release_s * self.sample_rate))
             g_new = min(target, g_prev + (1.0 - g_prev) * coef)
             if g_new > 0.9999:
                 g_new = 1.0
@@ -294,8 +284,12 @@ class Limiter:
             if g_new < self.min_gain:
                 self.min_gain = g_new
             gv = self._gain_vec[:n]
-            np.multiply(shape, g_prev - g_new, out=gv)
-            gv += g_new
+            if attack:   # g_prev -> g_new within attack_frames, then flat
+                np.multiply(self._attack_shape[:n], g_prev - g_new, out=gv)
+                gv += g_new
+            else:        # a straight line over the block
+                np.multiply(self._index1[:n], (g_new - g_prev) / n, out=gv)
+                gv += g_prev
             block *= gv[:, None]
             peak *= max(g_prev, g_new)
         if peak > self.threshold:  # soft-clip what the gain ramp let through
@@ -520,6 +514,10 @@ class AudioEngine:
     ``gain``: FluidSynth's master gain; ``master``: the output level after mixing
     (0..4, see :meth:`set_master`). ``channels_programs``: ``{channel: program}`` or
     ``{channel: (program, bank)}`` set before start (0-based; channel 9 is drums).
+    ``block_size``: frames per callback; 0 lets the host choose (on JACK: the server's
+    period, the lowest latency; with another size PortAudio adapts with a buffer and, on
+    JACK, passes xrun flags only in the cycles where it calls us, so some underruns go
+    uncounted). ``latency``: PortAudio's suggested latency ("low", "high" or seconds).
     ``device``: a PortAudio device index or part of its name (None: the default output,
     else the first output). ``frame_origin``: the frame number of the first sample played
     (:attr:`frames_played` starts there). ``vocal_capacity_s``: the vocal ring's size.
@@ -537,8 +535,8 @@ class AudioEngine:
                  vocal_capacity_s: float = 10.0, max_events: int = 8192,
                  jack_name: str | None = "encore",
                  test_hook: Callable[[int], object] | None = None) -> None:
-        if not (isinstance(block_size, int) and 16 <= block_size <= 8192):
-            raise ValueError(f"block_size must be an int in 16..8192, got {block_size!r}")
+        if not (isinstance(block_size, int) and (block_size == 0 or 16 <= block_size <= 8192)):
+            raise ValueError(f"block_size must be 0 or an int in 16..8192, got {block_size!r}")
         if max_events < 1:
             raise ValueError(f"max_events must be >= 1, got {max_events}")
         self._fr = FluidRenderer(soundfont, sample_rate=sample_rate, gain=gain, reverb=reverb,
@@ -556,7 +554,7 @@ class AudioEngine:
         self._jack_name = jack_name
         self._test_hook = test_hook
         self._max_events = int(max_events)
-        self._block_ns = block_size * 1_000_000_000 // sample_rate
+        self._last_frames = block_size
 
         # buffers (the callback allocates none)
         self._max_frames = max(block_size, 8192)
@@ -564,8 +562,7 @@ class AudioEngine:
         self._buf_addr = self._buf.ctypes.data
         self._block = self._buf[:block_size]
         self._master_gain = np.zeros(self._max_frames, dtype=np.float32)
-        self._ramp = ((np.arange(block_size, dtype=np.float32) + 1.0) / block_size).astype(
-            np.float32)
+        self._index1 = np.arange(1, self._max_frames + 1, dtype=np.float32)  # 1, 2, ..., n
         self._vocals = VocalRing(max(1, round(vocal_capacity_s * sample_rate)))
         self._vocals.reset(frame_origin)
         self._limiter = Limiter(self._max_frames, sample_rate=sample_rate)
@@ -782,10 +779,11 @@ class AudioEngine:
             except Exception:  # pragma: no cover
                 pass
         self._frame = start + frames
+        self._last_frames = frames
         dt = time.perf_counter_ns() - t0
         self._durations[self._callbacks % _DURATION_WINDOW] = dt
         self._callbacks += 1
-        if dt > self._block_ns:
+        if dt * self.sample_rate > frames * 1_000_000_000:  # longer than the block lasts
             self._overruns += 1
         if dt > self._max_ns:
             self._max_ns = dt
@@ -853,9 +851,7 @@ class AudioEngine:
         current_level = self._master_cur
         if current_level != target:
             gains = self._master_gain[:frames]
-            ramp = self._ramp if frames == self.block_size else np.linspace(
-                1.0 / frames, 1.0, frames, dtype=np.float32)
-            np.multiply(ramp, target - current_level, out=gains)
+            np.multiply(self._index1[:frames], (target - current_level) / frames, out=gains)
             gains += current_level
             block *= gains[:, None]
             self._master_cur = target
@@ -993,7 +989,7 @@ class AudioEngine:
         return AudioStats(
             running=self._stream is not None, device=self._device_name,
             sample_rate=self.sample_rate, block_size=self.block_size,
-            block_us=self._block_ns / 1000.0, frames_played=self._frame,
+            block_us=self._last_frames * 1e6 / self.sample_rate, frames_played=self._frame,
             callbacks=self._callbacks, underruns=self._underruns,
             callback_overruns=self._overruns, callback_us_p50=p50, callback_us_p99=p99,
             callback_us_max=self._max_ns / 1000.0, events_applied=self._applied,

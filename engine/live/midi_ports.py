@@ -140,12 +140,14 @@ class NoteTable:
         return out
 
     def clear(self, port: str | None = None) -> None:
-        """Forget the sounding notes (of ``port``); the channels used are remembered."""
+        """Forget the sounding notes and the channels used (of ``port``): after silencing."""
         if port is None:
             self._counts.clear()
+            self._channels.clear()
         else:
             for key in [k for k in self._counts if k[0] == port]:
                 del self._counts[key]
+            self._channels.pop(port, None)
 
     def merge(self, other: NoteTable) -> None:
         for key, count in other._counts.items():

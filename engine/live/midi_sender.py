@@ -71,6 +71,7 @@ DROP_AFTER_NS = 50_000_000  # note-ons later than this are dropped, not played
 REOPEN_INTERVAL_NS = NS_PER_S
 RING_SIZE = 4096  # lateness of the last this many sends
 PPQN = 24
+SEND_BATCH = 32
 
 MIDI_CLOCK = b"\xf8"
 MIDI_START = b"\xfa"
@@ -338,6 +339,7 @@ class MidiSender:
         now = self._now_ns
         empty = queue.Empty
         spin_ns = self._spin_ns
+        yield_gil = time.sleep
         while True:
             if self._take_in():
                 return
@@ -346,7 +348,7 @@ class MidiSender:
                 if wait_ns <= spin_ns:
                     target = heap[0][0]
                     while now() < target:
-                        pass
+                        yield_gil(0)  # a spin that lets the audio callback have the GIL
                     self._send_due()
                     continue
                 timeout: float | None = (wait_ns - spin_ns) / NS_PER_S
@@ -377,10 +379,14 @@ class MidiSender:
                 return True
 
     def _send_due(self) -> None:
+        """Send what is due; at most ``SEND_BATCH`` before looking at the queue again, so
+        a panic or stop is not kept waiting behind a backlog."""
         heap = self._heap
         now = self._now_ns
         pop = heapq.heappop
-        while heap and heap[0][0] <= now():
+        for _ in range(SEND_BATCH):
+            if not heap or heap[0][0] > now():
+                return
             send_ns, _, _, port_name, message, tick_run = pop(heap)
             t = now()
             if tick_run:

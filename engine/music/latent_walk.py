@@ -150,7 +150,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 class WalkSettings:
     """How the walk moves; see the module docstring for the maths.
 
-    temperature: the decoder's sampling temperature (> 0), carried with the walk.
+    temperature: the decoder's sampling temperature (>= 0; 0 = argmax), carried with the walk.
     step_size: drift noise per bar as a fraction of ``sqrt(d)`` (0 = stand still).
     wander: 0 = stay tight on the anchor, 1 = roam freely (sets reversion and spread).
     glide_bars: default length of ``glide_to`` (0 = cut straight to the target).
@@ -168,8 +168,8 @@ class WalkSettings:
                 raise TypeError(f"WalkSettings.{name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"WalkSettings.{name} must be finite, got {value!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"WalkSettings.temperature must be > 0, got {self.temperature}")
+        if self.temperature < 0:
+            raise ValueError(f"WalkSettings.temperature must be >= 0, got {self.temperature}")
         if not 0 <= self.step_size <= 1:
             raise ValueError(
                 f"WalkSettings.step_size must be in [0, 1] (a fraction of sqrt(d) per bar; "

@@ -135,7 +135,9 @@ def test_jack_output_found_by_part_of_its_name(jack_receiver) -> None:
     finally:
         port.close()
     time.sleep(0.1)
-    assert [m for _, m in jack_receiver.take()] == []  # nothing sounding: nothing to say
+    # nothing sounds, so no note-offs; the channel used still gets its silence, and the
+    # port waits for it to leave before closing (rtmidi's JACK output drops the rest)
+    assert [m for _, m in jack_receiver.take()] == silence(0)
 
 
 def test_a_missing_jack_output_lists_what_there_is(jack_receiver) -> None:

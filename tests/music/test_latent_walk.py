@@ -100,7 +100,7 @@ def test_to_typical_set_refuses_zero():
 
 # -- settings -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("changes", [
-    {"temperature": 0}, {"step_size": -0.1}, {"step_size": 2.0}, {"wander": 1.5},
+    {"temperature": -0.1}, {"step_size": -0.1}, {"step_size": 2.0}, {"wander": 1.5},
     {"glide_bars": -1}, {"wander": float("nan")}])
 def test_settings_refuse_bad_values(changes):
     with pytest.raises(ValueError):

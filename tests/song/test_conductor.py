@@ -111,16 +111,7 @@ WALK_RANGES = {f.name: f.metadata["range"] for f in dataclasses.fields(Walk)
                if f.metadata["range"]}
 
 
-@pytest.mark.parametrize("end", [
-    pytest.param(0, marks=pytest.mark.xfail(
-        strict=True, raises=ValueError,
-        reason="engine bug: the patch allows [walk] temperature = 0 (argmax, as the runner "
-               "does) but latent_walk.WalkSettings requires temperature > 0")),
-    pytest.param(1, marks=pytest.mark.xfail(
-        strict=True, raises=ValueError,
-        reason="engine bug: the patch allows [walk] anchor_drift up to 1.0, "
-               "song_form.Anchors only up to MAX_ANCHOR_DRIFT = 0.5")),
-], ids=["lowest", "highest"])
+@pytest.mark.parametrize("end", [0, 1], ids=["lowest", "highest"])
 def test_every_walk_the_patch_schema_allows_plans(end: int) -> None:
     values = {name: bounds[end] for name, bounds in WALK_RANGES.items()}
     patch = parse_patch("[walk]\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items()))
