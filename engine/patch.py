@@ -44,6 +44,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
+from engine.live.osc_control import OscSettings
+
 __all__ = [
     "Audio",
     "Form",
@@ -256,6 +258,40 @@ class Audio:
     reverb: bool = setting(True, "Reverb on the built-in synth.")
 
 
+MidiBackend = Literal["auto", "jack", "alsa", "coremidi", "winmm", "virtual", "memory"]
+
+
+@dataclass(frozen=True, slots=True)
+class Midi:
+    """MIDI out to hardware synths and drum machines (parts name their port in [parts.*])."""
+
+    backend: MidiBackend = setting(
+        "auto", 'Where MIDI ports are looked up: "auto" (JACK when it runs, else the '
+        'platform\'s: ALSA, CoreMIDI, Windows), a named one, "virtual" (create ports others '
+        'connect to) or "memory" (send nowhere: a dry run).')
+    clock_out: str = setting(
+        "", "Send MIDI clock (24 a beat, start/stop, song position) to the output whose name "
+        'contains this text; "" sends none.')
+    latency_ms: Mapping[str, float] = setting(
+        help="Per-output latency offsets in ms: notes for an output whose name contains the "
+        "key are sent that much earlier (negative: later), e.g. {\"USB MIDI\" = 4.0}.",
+        factory=dict, range=(-200.0, 200.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """The live show: audio output and how far ahead the music is made."""
+
+    audio_device: str = setting(
+        "", 'Audio output whose name contains this text (see `encore devices`); "" is the '
+        "system's default.")
+    block_size: int = setting(256, "Audio block size in frames: smaller is less latency, "
+                              "more risk of dropouts.", range=(32, 4096))
+    lookahead_bars: int = setting(1, "Bars generated ahead of the music.", range=(1, 4))
+    internal_synth: bool = setting(
+        True, "Play parts with no port on the built-in synth through the audio output.")
+
+
 @dataclass(frozen=True, slots=True)
 class Patch:
     """A whole performance patch: one field per [section] of the TOML file."""
@@ -268,6 +304,9 @@ class Patch:
     parts: Parts = setting(factory=Parts)
     humanize: Humanize = setting(factory=Humanize)
     audio: Audio = setting(factory=Audio)
+    midi: Midi = setting(factory=Midi)
+    live: Live = setting(factory=Live)
+    osc: OscSettings = setting(factory=OscSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists and scalars (JSON and TOML ready); ``build_patch`` reads it back."""
