@@ -93,6 +93,57 @@ def _with_model(patch, model: str):
     return dataclasses.replace(patch, song=dataclasses.replace(patch.song, model=model))
 
 
+def _cmd_live(args: argparse.Namespace) -> None:
+    import logging
+
+    from engine.live.show import run_show
+    from engine.patch import load_patch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    patch = load_patch(args.patch, validate_files=not args.no_audio)
+    if args.model:
+        patch = _with_model(patch, args.model)
+    if args.dry_run:
+        import dataclasses
+
+        patch = dataclasses.replace(patch, midi=dataclasses.replace(patch.midi,
+                                                                    backend="memory"))
+    record = None if args.no_record else args.record
+    print(f"encore live: {patch.song.title}, {patch.song.tempo:g} BPM; Ctrl-C stops "
+          f"(every sounding note is released)")
+    health = run_show(patch, model_dir=args.model_dir, record_dir=record,
+                      audio=not args.no_audio, osc=not args.no_osc, bars=args.bars,
+                      seed=args.seed)
+    print(f"stopped: {health.to_dict()}")
+
+
+def _cmd_devices(args: argparse.Namespace) -> None:
+    from engine.live.midi_ports import list_outputs
+
+    for backend in ("jack", "alsa"):
+        try:
+            names = list_outputs(backend)
+        except OSError as err:
+            print(f"MIDI ({backend}): unavailable: {err}")
+            continue
+        print(f"MIDI outputs ({backend}):" + ("" if names else " none"))
+        for name in names:
+            print(f"  {name}")
+    try:
+        from engine.live.audio_out import describe_devices
+
+        print("Audio outputs:")
+        print(describe_devices())
+    except (OSError, RuntimeError) as err:
+        print(f"Audio: unavailable: {err}")
+
+
+def _cmd_osc_map(args: argparse.Namespace) -> None:
+    from engine.live.osc_table import TABLE, osc_map_markdown, osc_table_json
+
+    print(osc_table_json(TABLE) if args.json else osc_map_markdown(TABLE))
+
+
 def _cmd_stats(args: argparse.Namespace) -> None:
     from engine.song.stats import format_stats, song_stats
 
@@ -157,6 +208,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write only the MIDI file and the event log")
     render.set_defaults(func=_cmd_render)
 
+    live = commands.add_parser(
+        "live", help="play the song live: MIDI out, the built-in synth, OSC control",
+        description="Play a patch's endless song in real time until Ctrl-C or SIGTERM: "
+                    "parts with a port go to MIDI outputs, the others to the built-in "
+                    "synth through the audio output; a tablet steers it over OSC.")
+    live.add_argument("--patch", default="default", metavar="PATCH")
+    live.add_argument("--bars", type=_positive_int, default=None,
+                      help="stop after this many bars (default: play until stopped)")
+    live.add_argument("--seed", type=int, default=None)
+    live.add_argument("--model", help="override the patch's model")
+    live.add_argument("--model-dir", type=Path, metavar="DIR")
+    live.add_argument("--record", type=Path, default=Path("sets/latest"), metavar="DIR",
+                      help="where the set's event log goes (default: sets/latest)")
+    live.add_argument("--no-record", action="store_true")
+    live.add_argument("--no-audio", action="store_true", help="MIDI only, no built-in synth")
+    live.add_argument("--no-osc", action="store_true", help="no OSC server")
+    live.add_argument("--dry-run", action="store_true",
+                      help="MIDI goes to memory ports, nowhere (audio still plays)")
+    live.set_defaults(func=_cmd_live)
+
+    devices = commands.add_parser("devices", help="list MIDI outputs and audio devices")
+    devices.set_defaults(func=_cmd_devices)
+
+    osc_map = commands.add_parser("osc-map", help="print the OSC address table")
+    osc_map.add_argument("--json", action="store_true", help="as JSON (for tablet layouts)")
+    osc_map.set_defaults(func=_cmd_osc_map)
+
     stats = commands.add_parser("stats", help="musical figures of a render's event log")
     stats.add_argument("log", type=Path, metavar="LOG", help="a song.jsonl")
     stats.set_defaults(func=_cmd_stats)
@@ -207,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except _ExportExtraMissingError:
         parser.exit(2, f"{EXPORT_EXTRA_MESSAGE}\n")
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         parser.exit(2, f"encore: error: {err}\n")
     return 0
 

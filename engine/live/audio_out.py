@@ -544,9 +544,13 @@ class AudioEngine:
         if not self._fr.float_output:  # pragma: no cover - every FluidSynth 2.x has it
             self._fr.close()
             raise RuntimeError("this FluidSynth has no fluid_synth_write_float")
-        for channel, spec in (channels_programs or {}).items():
-            program, bank = (spec, None) if isinstance(spec, int) else spec
-            self._fr.program(channel, program, None if bank is None or bank < 0 else bank)
+        try:
+            for channel, spec in (channels_programs or {}).items():
+                program, bank = (spec, None) if isinstance(spec, int) else spec
+                self._fr.program(channel, program, None if bank is None or bank < 0 else bank)
+        except Exception:
+            self._fr.close()
+            raise
         self.sample_rate = sample_rate
         self.block_size = block_size
         self._device = device

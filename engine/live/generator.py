@@ -41,6 +41,14 @@ def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
     _COMPOSER = Composer(runner, patch)
 
 
+def _describe() -> dict[str, Any]:
+    if _COMPOSER is None:  # pragma: no cover
+        raise RuntimeError("worker not initialised")
+    runner = _COMPOSER.runner
+    return {"name": runner.name, "z_size": runner.z_size, "bars": runner.bars,
+            "parts": list(runner.parts), "provider": runner.provider}
+
+
 def _realize(plan: BarPlan) -> tuple[ArrangedBar, float]:
     if _COMPOSER is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker not initialised")
@@ -84,6 +92,12 @@ class BarGenerator:
                 max_workers=1, mp_context=context, initializer=_init_worker,
                 initargs=(self.patch.to_dict(), self.patch.song.model, self.model_dir,
                           self.threads))
+
+    def describe(self) -> dict[str, Any]:
+        """The worker's model: name, z_size, bars, parts, provider (loads it; blocking)."""
+        self.start()
+        assert self._pool is not None
+        return self._pool.submit(_describe).result(timeout=120)
 
     def warm_up(self, plan: BarPlan) -> ArrangedBar:
         """Realise one plan synchronously (loads the model in the worker); raises on error."""

@@ -3,8 +3,13 @@
 Anyone (the show loop, an OSC handler, a signal handler) calls :meth:`MidiSender.schedule`
 with a deadline in ``time.monotonic_ns`` and the bytes to send. The sender thread sleeps
 until about ``spin_ns`` before the earliest deadline, busy-waits the rest (a sleeping
-thread wakes ~0.1-1 ms late, a spinning one ~1 us) and sends. Each port has a latency
-offset: its messages go out that much earlier, so a slow synth still sounds on time.
+thread wakes ~0.1-1 ms late, a spinning one within ~50 us) and sends. The spin calls
+``time.sleep(0)``, which lets go of the GIL each turn: another real-time Python callback
+in the process (the audio callback, a JACK client) is not kept waiting behind it. The
+GIL still hands over only as often as ``sys.setswitchinterval`` (5 ms by default) allows
+when the spinner takes it straight back; a show with a Python audio callback at a small
+block size should lower it (0.5 ms or less). Each port has a latency offset: its messages
+go out that much earlier, so a slow synth still sounds on time.
 
 Health is counted, never raised: lateness of every send goes into a preallocated ring
 (:meth:`~MidiSender.stats` gives p50/p99/max), late sends are counted, a note-on more than
@@ -26,10 +31,11 @@ the show would hang. So nothing a handler calls takes such a lock:
 - :meth:`~MidiSender.panic` and :meth:`~MidiSender.stop` post a command on that queue and
   wait on a fresh ``threading.Event`` (its lock is new, so nobody holds it) or join the
   thread (whose lock the main thread never holds), each with a timeout;
-- ports are silenced by the sender thread. Their lock is an ``RLock``: if the sender
-  thread cannot get it within the timeout (the main thread was interrupted inside a
-  direct port call), :meth:`~MidiSender.stop` silences the ports itself, which the
-  ``RLock`` allows the interrupted thread to do.
+- ports are silenced by the sender thread. If it is stuck (say on a port lock held by
+  the main thread, interrupted inside a direct port call), :meth:`~MidiSender.panic`
+  returns False after its timeout and the sender finishes once the handler returns;
+  :meth:`~MidiSender.stop` silences the ports itself after its timeout, which the
+  ports' ``RLock`` allows the interrupted thread to do.
 :meth:`~MidiSender.stop` is idempotent, so the show loop's ``finally`` and its signal
 handlers may both call it. Use ``with MidiSender(...) as sender:`` to have it called on
 every way out of the block.

@@ -278,13 +278,15 @@ class SectionWalk:
         """Form bar minus performance bar (grows with each forced section change)."""
         self._section_start: int | None = None   # form bar where the current section began
         self._last_form_bar: int | None = None
-        self._skip_pending = False
+        self._skip_pending: str | None = None
 
     def z_for_bar(self, bar_index: int) -> tuple[np.ndarray, FormPosition, str]:
         """``(z, position, motion)`` for performance bar ``bar_index``; one call per bar."""
         if self._skip_pending and self._last_form_bar is not None:
-            self.shift = self.form.jump_to_next_section(self._last_form_bar) - bar_index
-        self._skip_pending = False
+            jump = (self.form.jump_to_next_section if self._skip_pending == "next"
+                    else self.form.jump_to_previous_section)
+            self.shift = jump(self._last_form_bar) - bar_index
+        self._skip_pending = None
         form_bar = bar_index + self.shift
         if form_bar < 0:
             raise ValueError(f"bar {bar_index} is before the form's start (shift {self.shift}); "
@@ -304,7 +306,11 @@ class SectionWalk:
 
     def force_next_section(self) -> None:
         """The next bar starts the next section (and glides to its anchor)."""
-        self._skip_pending = True
+        self._skip_pending = "next"
+
+    def force_previous_section(self) -> None:
+        """The next bar starts the previous section again (and glides to its anchor)."""
+        self._skip_pending = "previous"
 
     def force_jump(self, z: np.ndarray | None = None) -> None:
         """Jump to a new region (``z`` or a prior sample) for the rest of this section.

@@ -32,7 +32,7 @@ from engine.music.arrangement import (
     snap_to_scale,
     transposition_interval,
 )
-from engine.music.latent_walk import LatentWalker, WalkSettings
+from engine.music.latent_walk import LatentWalker, WalkSettings, to_typical_set
 from engine.music.musicvae_runner import MusicVAERunner
 from engine.music.notes import BASS, DRUMS, MELODY, STEPS_PER_BAR, Note, join_bars
 from engine.music.song_form import Anchors, FormPosition, SectionWalk, SongForm
@@ -44,6 +44,7 @@ KEY_NAMES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5,
              "Gb": 6, "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
 REGISTERS = {MELODY: (60, 84), BASS: (28, 52)}
 SNAP_STRENGTH = 0.5
+XY_REACH = 0.6
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,25 @@ class Conductor:
         self.walker = LatentWalker(z_size, self.settings, seed=self.seed)
         self.section_walk = SectionWalk(self.form, self.anchors, self.walker)
         self.next_bar = 0
+        # Two fixed orthonormal latent directions for the tablet's x/y pad.
+        rng = np.random.default_rng([self.seed, 0x5859])
+        basis, _ = np.linalg.qr(rng.standard_normal((z_size, 2)))
+        self.xy_basis = basis.T  # (2, Z)
+        self.xy = (0.5, 0.5)
+
+    def set_xy(self, x: float, y: float) -> None:
+        """Move along the x/y pad's two latent directions (0.5, 0.5 = no offset); from the
+        next planned bar. Full travel tilts z by up to XY_REACH of the prior's radius."""
+        self.xy = (min(max(float(x), 0.0), 1.0), min(max(float(y), 0.0), 1.0))
 
     def plan(self) -> BarPlan:
         """The plan of the next bar (call once per bar, in order)."""
         index = self.next_bar
         z, position, motion = self.section_walk.z_for_bar(index)
         self.next_bar += 1
+        if self.xy != (0.5, 0.5):
+            offset = (np.array(self.xy) - 0.5) * 2.0 * XY_REACH * np.sqrt(len(z))
+            z = to_typical_set(z + offset @ self.xy_basis)
         anchor = self.anchors.anchor(position.section, position.pass_number)
         return BarPlan(index, position, z.astype(np.float32), anchor.astype(np.float32),
                        motion, self.walker.settings.temperature,

@@ -6,7 +6,9 @@ by another test module, or by hand) is used as it is and left running. Skips onl
 the ``jackd`` binary is absent (the setup installs jackd2, so CI runs these tests).
 
 ``jack_receiver``: a JACK client in this process with one MIDI input, stamping every
-event with its frame (``last_frame_time`` + offset in the cycle).
+event with its frame (``last_frame_time`` + offset in the cycle), and counting the
+server's xruns (at an xrun JACK may drop or repeat MIDI, so a test that sees a wrong
+stream after one knows the overloaded machine is the likely cause).
 """
 
 from __future__ import annotations
@@ -80,9 +82,14 @@ class JackReceiver:
         self.client = jack.Client(name, no_start_server=True)
         self.inport = self.client.midi_inports.register("in")
         self.events: list[tuple[int, bytes]] = []
+        self.xruns = 0  # JACK loses or repeats MIDI at an xrun: tests must know
         self._lock = threading.Lock()
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
+
+    def _xrun(self, delayed_usecs: float) -> None:
+        self.xruns += 1
 
     def _process(self, frames: int) -> None:
         base = self.client.last_frame_time

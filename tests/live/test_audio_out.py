@@ -9,7 +9,11 @@ recorder listens to it), which maps engine frames to recorded samples exactly.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +33,7 @@ from engine.live.audio_out import (
 )
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+REPO = Path(__file__).resolve().parents[2]
 RATE = 48000
 BLOCK = 256
 OCARINA = 79  # GM 80: a near-sine tone, the fundamental is the strongest partial
@@ -255,7 +260,37 @@ def test_no_output_device_message():
         audio_out._resolve_output_device(fake_sd, None)
 
 
+@needs_soundfont
+def test_start_without_any_output_device_says_what_to_do():
+    """In a fresh process that looks for a JACK server that does not exist (and, on this
+    machine, has no sound card): start() raises NoAudioOutputError with the hint."""
+    code = textwrap.dedent(f"""
+        from engine.live.audio_out import AudioEngine, NoAudioOutputError, list_devices
+        if any(d.output_channels for d in list_devices()):
+            print("HAS_OUTPUT")
+            raise SystemExit(0)
+        engine = AudioEngine({str(SOUNDFONT)!r})
+        try:
+            engine.start()
+        except NoAudioOutputError as exc:
+            print("ERROR:", exc)
+        finally:
+            engine.close()
+    """)
+    env = dict(os.environ, JACK_DEFAULT_SERVER=f"encore-absent-{os.getpid()}")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    if "HAS_OUTPUT" in result.stdout:
+        pytest.skip("this machine has a sound card")
+    assert f"ERROR: {NO_DEVICE_MESSAGE}" in result.stdout, result.stdout + result.stderr
+
+
 # --------------------------------------------------------------------------- engine on JACK
+
+
+def test_devices_lists_the_jack_output(jack_server):
+    text = describe_devices()
+    assert "JACK" in text and "out" in text, text
 
 
 class Recorder:
@@ -338,48 +373,79 @@ def wait_until(predicate, timeout_s: float = 3.0) -> None:
         time.sleep(0.01)
 
 
+def sleep_until_frame(engine: AudioEngine, frame: int, timeout_s: float = 5.0) -> None:
+    """Sleep (in few long naps: a polling main thread holds the GIL the audio threads
+    need) until the engine has played ``frame``."""
+    deadline = time.monotonic() + timeout_s
+    while (left := frame - engine.frames_played) > 0:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(left / RATE + 0.005)
+
+
+def perform(engine: AudioEngine, rec: Recorder) -> SimpleNamespace:
+    rec.armed = True
+    sleep_until_frame(engine, engine.frames_played + 8 * BLOCK)
+    f0, t0 = engine.frames_played, time.monotonic()
+    base = (engine.frames_played + RATE // 5) // 64 * 64 + 64
+    note_on, note_off = base, base + RATE // 2
+    engine.schedule(note_on, "note_on", 0, 60, 100)
+    engine.schedule(note_off, "note_off", 0, 60)
+    vocal_at = base + RATE + 17
+    cosine = (0.3 * np.cos(2 * np.pi * 1000.0 * np.arange(RATE // 5) / RATE)).astype(
+        np.float32)
+    engine.vocals.write_at(vocal_at, cosine)
+    chord_at = base + 3 * RATE // 2
+    for channel in range(4):
+        for pitch in (48, 52, 55, 60, 64, 67, 72):
+            engine.schedule(chord_at, "note_on", channel, pitch, 127)
+            engine.schedule(chord_at + RATE // 3, "note_off", channel, pitch)
+    sleep_until_frame(engine, vocal_at + len(cosine) + 1024)
+    engine.set_master(3.0)
+    sleep_until_frame(engine, chord_at + RATE // 2 + 2 * BLOCK)
+    f1, t1 = engine.frames_played, time.monotonic()
+    now = time.monotonic_ns()
+    clock = (engine.frame_to_ns(engine.frames_played), now, engine.ns_to_frame(now),
+             engine.frames_played)
+    rec.armed = False
+    last = rec.marks[rec.n_marks - 1, 0]
+    return SimpleNamespace(
+        engine=engine, rec=rec, missed=int((~rec.got[:last]).sum()),
+        rate=(f1 - f0) / (t1 - t0), note_on=note_on, note_off=note_off, vocal_at=vocal_at,
+        cosine=cosine, chord_at=chord_at, clock=clock, stats=engine.stats())
+
+
 @pytest.fixture(scope="module")
 def show(jack_server):
     """One ~2.3 s performance on JACK: a middle C (ocarina), a vocal cosine at an odd
-    frame, then a loud chord with the master at 3.0; recorded through JACK."""
+    frame, then a loud chord with the master at 3.0; recorded through JACK.
+
+    Under load the Python recorder (not the engine) can miss a JACK cycle; when it
+    missed one right where a test looks for an onset, the performance is played again
+    (at most 3 times)."""
     if not SOUNDFONT.is_file():
         pytest.skip("TimGM6mb.sf2 missing")
-    engine = AudioEngine(SOUNDFONT, block_size=BLOCK,
-                         channels_programs={0: OCARINA, 1: 0, 2: 61, 3: (19, 0)})
-    engine.start()
-    rec = Recorder(engine, seconds=4.0)
+    for attempt in range(3):
+        engine = AudioEngine(SOUNDFONT, block_size=BLOCK,
+                             channels_programs={0: OCARINA, 1: 0, 2: 61, 3: (19, 0)})
+        rec = None
+        try:
+            engine.start()
+            rec = Recorder(engine, seconds=4.0)
+            ports = rec.connect()
+            result = perform(engine, rec)
+            result.ports, result.attempt = ports, attempt + 1
+            if (rec.covered(rec.index(result.note_on), 256, 256)
+                    and rec.covered(rec.index(result.vocal_at), 300, 300)) or attempt == 2:
+                break
+        except BaseException:
+            if rec is not None:
+                rec.close()
+            engine.close()
+            raise
+        rec.close()
+        engine.close()
     try:
-        ports = rec.connect()
-        rec.armed = True
-        wait_until(lambda: rec.n_marks >= 8)
-        f0, t0 = engine.frames_played, time.monotonic()
-        base = (engine.frames_played + RATE // 5) // 64 * 64 + 64
-        note_on, note_off = base, base + RATE // 2
-        engine.schedule(note_on, "note_on", 0, 60, 100)
-        engine.schedule(note_off, "note_off", 0, 60)
-        vocal_at = base + RATE + 17
-        cosine = (0.3 * np.cos(2 * np.pi * 1000.0 * np.arange(RATE // 5) / RATE)).astype(
-            np.float32)
-        engine.vocals.write_at(vocal_at, cosine)
-        chord_at = base + 3 * RATE // 2
-        for channel in range(4):
-            for pitch in (48, 52, 55, 60, 64, 67, 72):
-                engine.schedule(chord_at, "note_on", channel, pitch, 127)
-                engine.schedule(chord_at + RATE // 3, "note_off", channel, pitch)
-        wait_until(lambda: engine.frames_played >= vocal_at + len(cosine) + 1024)
-        engine.set_master(3.0)
-        wait_until(lambda: engine.frames_played >= chord_at + RATE // 2 + 2 * BLOCK)
-        f1, t1 = engine.frames_played, time.monotonic()
-        now = time.monotonic_ns()
-        clock = (engine.frame_to_ns(engine.frames_played), now,
-                 engine.ns_to_frame(now), engine.frames_played)
-        rec.armed = False
-        yield SimpleNamespace(
-            engine=engine, rec=rec, ports=ports, missed=int((~rec.got[:rec.marks[
-                rec.n_marks - 1, 0]]).sum()),
-            rate=(f1 - f0) / (t1 - t0), note_on=note_on, note_off=note_off,
-            vocal_at=vocal_at, cosine=cosine, chord_at=chord_at, clock=clock,
-            stats=engine.stats())
+        yield result
     finally:
         rec.close()
         engine.close()
@@ -391,7 +457,8 @@ def test_engine_runs_in_real_time_on_jack(show):
           f"{st.callback_us_p50:.0f} us, p99 {st.callback_us_p99:.0f} us, max "
           f"{st.callback_us_max:.0f} us over {st.callbacks} callbacks; underruns "
           f"{st.underruns}, overruns {st.callback_overruns}; rate {show.rate:.0f} Hz; "
-          f"ports {show.ports}; recorder missed {show.missed} frames")
+          f"ports {show.ports}; recorder missed {show.missed} frames; attempt "
+          f"{show.attempt}")
     assert st.running and "JACK" in st.device
     assert abs(show.rate - RATE) / RATE < 0.02
     assert st.errors == 0 and st.event_errors == 0 and st.last_error is None
@@ -408,7 +475,7 @@ def test_engine_runs_in_real_time_on_jack(show):
 def test_note_sounds_at_its_frame_with_the_right_pitch(show):
     audio = show.rec.audio
     i0 = show.rec.index(show.note_on)
-    assert show.rec.covered(i0, 2000, 4000 + RATE // 2)
+    assert show.rec.covered(i0, 256, 256)
     assert np.abs(audio[i0 - 2000:i0]).max() < 1e-4      # silence before
     # the ocarina swells slowly: take its first sample above the reverb's anti-denormal
     # offset (~1e-8). FluidSynth starts voices on its 64-frame grid; note_on is on it.
@@ -423,12 +490,14 @@ def test_vocal_phrase_plays_at_its_exact_frame(show):
     audio = show.rec.audio[:, 0]
     i0 = show.rec.index(show.vocal_at)
     n = len(show.cosine)
-    assert show.rec.covered(i0, 300, n + 300)
+    assert show.rec.covered(i0, 300, 300)
     window = audio[i0 - 300:i0 + n + 300]
     corr = np.correlate(window, show.cosine, mode="valid")
     assert int(np.argmax(corr)) - 300 == 0
-    # the note's reverb tail is all that is mixed with it
-    assert np.abs(audio[i0:i0 + n] - show.cosine).max() < 0.02
+    assert abs(audio[i0 - 1]) < 0.02 and abs(audio[i0] - 0.3) < 0.02   # starts right there
+    # the note's reverb tail is all that is mixed with it (where the recorder listened)
+    got = show.rec.got[i0:i0 + n]
+    assert np.abs(audio[i0:i0 + n] - show.cosine)[got].max() < 0.02
     st = show.stats
     assert st.vocal_overflows == 0 and st.vocal_underflows == 0
 

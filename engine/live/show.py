@@ -1,0 +1,432 @@
+"""The show: the live loop that plays a patch's endless song in real time until stopped.
+
+The asyncio loop only plans, stamps and hands over; it never does model work:
+
+1. bar ``b``'s plan goes to the worker process (:class:`~engine.live.generator.BarGenerator`)
+   about one bar before it sounds (``[live] lookahead_bars``);
+2. ``push_lead`` before bar ``b`` starts, its arranged notes are stamped with absolute
+   times from the one :class:`~engine.live.clock.Clock` and handed to the MIDI sender
+   thread (parts with a ``port``) and to the audio engine (parts on the built-in synth,
+   stamped in output frames); a bar that is not ready by then is replaced by the last good
+   material and the miss is counted;
+3. OSC commands are queued as they arrive and applied where the table says they land:
+   ``now`` at once, ``beat`` on the next beat, ``bar`` when the next bar is pushed (tempo
+   changes land exactly on that bar line; walk and section changes reach the first bar
+   generated after them).
+
+Every way out (the end of ``bars``, Ctrl-C, SIGTERM, an exception, a cancelled task) goes
+through one ``finally`` that stops the MIDI sender (note-offs for every sounding note,
+sustain off, all-notes-off, all-sound-off), stops the audio engine, stops the worker and
+closes the event log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.live.clock import Clock
+from engine.live.generator import BarGenerator
+from engine.live.osc_control import Command, OscDispatcher, OscServer
+from engine.music.arrangement import humanize
+from engine.music.latent_walk import WalkSettings
+from engine.music.notes import STEPS_PER_BAR
+from engine.patch import Patch
+from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
+from engine.song.event_log import EventLog
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+START_DELAY_S = 0.5  # from "go" to the first downbeat
+CC_VOLUME = 7
+
+
+@dataclass
+class ShowHealth:
+    bars_played: int = 0
+    bars_fallback: int = 0
+    bars_silent: int = 0
+    push_late_ms_max: float = 0.0
+    commands_applied: int = 0
+    last_section: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Mix:
+    """What the tablet changes that is not generation: mutes, levels, master."""
+
+    mute: dict[str, bool] = field(default_factory=dict)
+    level: dict[str, float] = field(default_factory=dict)
+    master: float = 1.0
+
+
+class Show:
+    """Plays ``patch`` live. ``ports`` overrides MIDI port opening (tests, dry runs);
+    ``audio`` False plays MIDI only; ``on_bar`` is called after each bar is pushed."""
+
+    def __init__(self, patch: Patch, *, model_dir: str | Path | None = None,
+                 record_dir: str | Path | None = None, audio: bool = True, osc: bool = True,
+                 bars: int | None = None, seed: int | None = None,
+                 ports: dict[str, Any] | None = None,
+                 on_bar: Callable[[Show, ArrangedBar], None] | None = None) -> None:
+        self.patch = patch
+        self.model_dir = model_dir
+        self.record_dir = Path(record_dir) if record_dir else None
+        self.use_audio = audio and patch.live.internal_synth
+        self.use_osc = osc
+        self.bars = bars
+        self.seed = seed
+        self.on_bar = on_bar
+        self._given_ports = ports
+        self.health = ShowHealth()
+        self.mix = Mix({p: getattr(patch.parts, p).mute for p in PARTS},
+                       {p: getattr(patch.parts, p).level for p in PARTS})
+        self.stop_event: asyncio.Event | None = None
+        self.pending: list[Command] = []
+        self.generator: BarGenerator | None = None
+        self.conductor: Conductor | None = None
+        self.clock: Clock | None = None
+        self.sender: Any = None
+        self.audio_engine: Any = None
+        self.osc_server: OscServer | None = None
+        self.dispatcher: OscDispatcher | None = None
+        self.event_log: EventLog | None = None
+        self.part_ports: dict[str, str] = {}
+        self.bar_index = -1
+        self.section = ""
+
+    # ---- set-up ---------------------------------------------------------------------
+    def _open_ports(self) -> dict[str, Any]:
+        from engine.live.midi_ports import open_output
+
+        if self._given_ports is not None:
+            ports = dict(self._given_ports)
+        else:
+            ports = {}
+            names = {getattr(self.patch.parts, p).port for p in PARTS} | {
+                self.patch.midi.clock_out}
+            for name in sorted(n for n in names if n):
+                latency = next((ms for key, ms in self.patch.midi.latency_ms.items()
+                                if key.lower() in name.lower()), 0.0)
+                ports[name] = open_output(name, self.patch.midi.backend, latency_ms=latency)
+        self.part_ports = {p: getattr(self.patch.parts, p).port for p in PARTS
+                           if getattr(self.patch.parts, p).port in ports}
+        return ports
+
+    def _open_audio(self) -> Any:
+        from engine.live.audio_out import AudioEngine
+
+        patch = self.patch
+        programs = {part.channel - 1: part.program for _name, part in patch.parts.items()}
+        return AudioEngine(patch.audio.soundfont, sample_rate=patch.audio.sample_rate,
+                           block_size=patch.live.block_size,
+                           device=patch.live.audio_device or None, gain=patch.audio.gain,
+                           reverb=patch.audio.reverb, channels_programs=programs)
+
+    # ---- the loop -------------------------------------------------------------------
+    async def run(self) -> ShowHealth:
+        loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stop)
+                installed.append(sig)
+        try:
+            await self._play()
+        finally:
+            self._shutdown()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+        return self.health
+
+    def stop(self) -> None:
+        """End the show at the next opportunity (safe from signal handlers)."""
+        if self.stop_event is not None:
+            self.stop_event.set()
+
+    async def _play(self) -> None:
+        from engine.live.midi_sender import MidiSender
+
+        patch = self.patch
+        self.generator = BarGenerator(patch, model_dir=self.model_dir)
+        info = await asyncio.to_thread(self.generator.describe)
+        self.conductor = Conductor(patch, info["z_size"], seed=self.seed)
+        first_plan = self.conductor.plan()
+        first = await asyncio.to_thread(self.generator.warm_up, first_plan)
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            self.event_log = EventLog(self.record_dir / "song.jsonl")
+            self.event_log.header(patch=patch.to_dict(), seed=self.conductor.seed,
+                                  model=info["name"], model_bars=info["bars"],
+                                  z_size=info["z_size"], bars=self.bars or 0,
+                                  bpm=patch.song.tempo, provider=info["provider"], live=True)
+        ports = self._open_ports()
+        if self.use_audio:
+            self.audio_engine = self._open_audio()
+            self.audio_engine.start()
+        start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
+        self.clock = Clock(patch.song.tempo, start_ns=start_ns,
+                           sample_rate=patch.audio.sample_rate)
+        if ports:
+            self.sender = MidiSender(self.clock, ports).start()
+            if patch.midi.clock_out and patch.midi.clock_out in ports:
+                self.sender.start_clock(patch.midi.clock_out, from_bar=0)
+        if self.use_osc:
+            await self._start_osc()
+
+        plan, bar = first_plan, first
+        lookahead = patch.live.lookahead_bars
+        queue: list[tuple[BarPlan, asyncio.Task]] = []
+        while True:
+            while len(queue) < lookahead:
+                next_plan = self.conductor.plan()
+                queue.append((next_plan, asyncio.ensure_future(
+                    self.generator.realize(next_plan))))
+            self._apply_pending("bar")
+            self._push(plan, bar)
+            if self.bars is not None and plan.index + 1 >= self.bars:
+                await self._sleep_until(self.clock.bar_start_ns(plan.index + 1))
+                break
+            plan, task = queue.pop(0)
+            push_at = self.clock.bar_start_ns(plan.index) - self._push_lead_ns()
+            if await self._sleep_until(push_at):
+                task.cancel()
+                break
+            if task.done():
+                bar, fresh = task.result()
+            else:
+                task.cancel()
+                bar, fresh = self.generator.fallback(plan), False
+            if not fresh:
+                self.health.bars_fallback += 1
+        for _plan, task in queue:
+            task.cancel()
+
+    def _push_lead_ns(self) -> int:
+        assert self.clock is not None
+        bar_ns = int(60 / self.clock.bpm * 4 * NS)
+        return min(bar_ns // 2, int(0.25 * NS))
+
+    async def _sleep_until(self, deadline_ns: int) -> bool:
+        """Sleep until ``deadline_ns`` (monotonic); True when the show was stopped."""
+        assert self.stop_event is not None
+        while True:
+            if self.stop_event.is_set():
+                return True
+            remaining = (deadline_ns - time.monotonic_ns()) / NS
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), timeout=min(remaining, 0.05))
+                return True
+            except TimeoutError:
+                self._apply_pending("beat")
+
+    # ---- stamping -------------------------------------------------------------------
+    def _push(self, plan: BarPlan, bar: ArrangedBar | None) -> None:
+        assert self.clock is not None
+        late_ms = (time.monotonic_ns() - self.clock.bar_start_ns(plan.index)) / 1e6
+        self.health.push_late_ms_max = max(self.health.push_late_ms_max, late_ms)
+        self.bar_index = plan.index
+        self.section = plan.position.section
+        self.health.last_section = self.section
+        if bar is None:
+            self.health.bars_silent += 1
+            return
+        rng = np.random.default_rng([self.patch.humanize.seed, plan.index])
+        step_ns = [self.clock.step_to_ns(plan.index, s) for s in range(0, 4 * STEPS_PER_BAR + 1)]
+        for part in PARTS:
+            notes = bar.parts.get(part, ())
+            if not notes or self.mix.mute.get(part, False):
+                continue
+            settings = getattr(self.patch.parts, part)
+            channel = settings.channel - 1
+            human = humanize(notes, self.patch.humanize.timing_ms, self.patch.humanize.velocity,
+                             self.clock.bpm, rng)
+            for note, offset_s in human:
+                start = step_ns[min(note.start, len(step_ns) - 1)] + int(offset_s * NS)
+                end_step = min(note.end, len(step_ns) - 1)
+                end = max(step_ns[end_step] + int(offset_s * NS), start + 1_000_000)
+                self._send_note(part, channel, note.pitch, note.velocity, start, end)
+        self.health.bars_played += 1
+        if self.event_log is not None:
+            self.event_log.write({"type": "bar", "fresh": bar.index == plan.index}
+                                 | plan.to_dict() | bar.to_dict())
+        if self.on_bar is not None:
+            self.on_bar(self, bar)
+        if self.osc_server is not None:
+            self.osc_server.send_feedback(self.state())
+
+    def _send_note(self, part: str, channel: int, pitch: int, velocity: int, start_ns: int,
+                   end_ns: int) -> None:
+        port = self.part_ports.get(part)
+        if port is not None and self.sender is not None:
+            self.sender.schedule_note(port, channel, pitch, velocity, start_ns, end_ns)
+        elif self.audio_engine is not None:
+            engine = self.audio_engine
+            engine.schedule(engine.ns_to_frame(start_ns), "note_on", channel, pitch, velocity)
+            engine.schedule(engine.ns_to_frame(end_ns), "note_off", channel, pitch)
+
+    # ---- control --------------------------------------------------------------------
+    async def _start_osc(self) -> None:
+        self.dispatcher = OscDispatcher.from_settings(self.patch.osc, self._on_command,
+                                                      state=self.state)
+        self.osc_server = OscServer(self.patch.osc, self.dispatcher)
+        address = await self.osc_server.start()
+        log.info("OSC on %s:%s", *address[:2])
+
+    def _on_command(self, command: Command) -> None:
+        if command.lands == "now":
+            self._apply(command)
+        else:
+            self.pending.append(command)
+
+    def _apply_pending(self, lands: str) -> None:
+        keep = []
+        for command in self.pending:
+            if command.lands == lands or lands == "bar":
+                self._apply(command)
+            else:
+                keep.append(command)
+        self.pending = keep
+
+    def _apply(self, command: Command) -> None:
+        """Apply one validated command (the table has checked types and ranges)."""
+        target, values = command.target, command.values
+        conductor, clock = self.conductor, self.clock
+        self.health.commands_applied += 1
+        if target == "song.tempo" and clock is not None:
+            clock.set_tempo(float(values[0]), at_bar=max(self.bar_index + 1,
+                                                        clock.next_bar()))
+        elif target.startswith("walk.") and conductor is not None:
+            self._apply_walk(target, values)
+        elif target == "section.next" and conductor is not None:
+            conductor.section_walk.force_next_section()
+        elif target == "section.previous" and conductor is not None:
+            conductor.section_walk.force_previous_section()
+        elif target.startswith("parts.") and target.endswith(".mute"):
+            self.mix.mute[target.split(".")[1]] = bool(values[0])
+        elif target.startswith("parts.") and target.endswith(".level"):
+            part = target.split(".")[1]
+            self.mix.level[part] = float(values[0])
+            self._send_volume(part)
+        elif target == "master.level":
+            self.mix.master = float(values[0])
+            if self.audio_engine is not None:
+                self.audio_engine.set_master(self.mix.master)
+        elif target == "panic":
+            self.panic()
+        else:
+            self.health.commands_applied -= 1
+            log.info("OSC %s: not handled by this show", command.address)
+
+    def _apply_walk(self, target: str, values: tuple) -> None:
+        assert self.conductor is not None
+        walker = self.conductor.walker
+        settings: WalkSettings = walker.settings
+        if target == "walk.step_size":
+            walker.update(settings.replace(step_size=float(values[0])))
+        elif target == "walk.temperature":
+            walker.update(settings.replace(temperature=float(values[0])))
+        elif target == "walk.wander":
+            walker.update(settings.replace(wander=float(values[0])))
+        elif target == "walk.freeze":
+            walker.freeze(bool(values[0]))
+        elif target == "walk.jump":
+            self.conductor.section_walk.force_jump()
+        elif target == "walk.drift":
+            walker.drift()
+        elif target == "walk.glide":
+            position = self.conductor.form.position(self.conductor.next_bar)
+            walker.glide_to(self.conductor.anchors.anchor(position.section,
+                                                          position.pass_number))
+        elif target == "walk.xy":
+            self.conductor.set_xy(float(values[0]), float(values[1]))
+
+    def _send_volume(self, part: str) -> None:
+        settings = getattr(self.patch.parts, part)
+        value = max(0, min(127, round(127 * self.mix.level[part])))
+        if self.clock is None:
+            return
+        beat = int(self.clock.now_beat()) + 1
+        at = self.clock.beat_to_ns(beat)
+        port = self.part_ports.get(part)
+        if port is not None and self.sender is not None:
+            self.sender.schedule(at, port, bytes((0xB0 | settings.channel - 1, CC_VOLUME, value)))
+        elif self.audio_engine is not None:
+            self.audio_engine.schedule(self.audio_engine.ns_to_frame(at), "cc",
+                                       settings.channel - 1, CC_VOLUME, value)
+
+    def panic(self) -> None:
+        if self.sender is not None:
+            self.sender.panic(wait=False)
+        if self.audio_engine is not None:
+            self.audio_engine.panic()
+
+    def state(self) -> dict[str, Any]:
+        """What the tablet shows (targets of the OSC table -> values)."""
+        state: dict[str, Any] = {"song.tempo": self.clock.bpm if self.clock else
+                                 self.patch.song.tempo, "master.level": self.mix.master,
+                                 "status.bar": str(self.bar_index),
+                                 "status.section": self.section}
+        if self.conductor is not None:
+            settings = self.conductor.walker.settings
+            state |= {"walk.step_size": settings.step_size,
+                      "walk.temperature": settings.temperature,
+                      "walk.wander": settings.wander,
+                      "walk.freeze": int(self.conductor.walker.frozen)}
+        for part in PARTS:
+            state[f"parts.{part}.mute"] = int(self.mix.mute.get(part, False))
+            state[f"parts.{part}.level"] = self.mix.level.get(part, 1.0)
+        health = self.health
+        state["status.health"] = (f"fallback {health.bars_fallback} "
+                                  f"late {self._late_count()} "
+                                  f"underruns {self._underruns()}")
+        return state
+
+    def _late_count(self) -> int:
+        if self.sender is None:
+            return 0
+        return int(self.sender.stats().get("late", 0))
+
+    def _underruns(self) -> int:
+        if self.audio_engine is None:
+            return 0
+        return int(self.audio_engine.stats().underruns)
+
+    # ---- the one way out --------------------------------------------------------------
+    def _shutdown(self) -> None:
+        errors = []
+        for name, action in (("midi", lambda: self.sender and self.sender.stop()),
+                             ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
+                             ("osc", lambda: self.osc_server and self.osc_server.close()),
+                             ("generator", lambda: self.generator and self.generator.close()),
+                             ("log", lambda: self.event_log and self.event_log.close())):
+            try:
+                action()
+            except Exception as err:  # noqa: BLE001 - every step runs whatever failed before
+                errors.append(f"{name}: {err}")
+        for error in errors:
+            log.error("while stopping: %s", error)
+
+
+def run_show(patch: Patch, **kwargs: Any) -> ShowHealth:
+    """Run a show to its end (``bars``) or until Ctrl-C / SIGTERM."""
+    show = Show(patch, **kwargs)
+    return asyncio.run(show.run())
+
