@@ -42,7 +42,9 @@ On JACK, PortAudio's client is named ``encore`` (``jack_name``); its ports ``out
 
 from __future__ import annotations
 
+import atexit
 import ctypes
+import ctypes.util
 import heapq
 import itertools
 import math
@@ -312,38 +314,83 @@ _pa_lock = threading.Lock()
 _open_streams = 0
 _jack_name_set: str | None = None
 _JACK_NAME_BUFFER = ctypes.create_string_buffer(64)  # PortAudio keeps the pointer, not a copy
+_exit_guard_registered = False
+_abandoned: list[Any] = []  # streams whose stop hung (device or JACK server gone)
 
 
 def _sounddevice() -> Any:
+    global _exit_guard_registered
     try:
         import sounddevice
     except OSError as exc:  # PortAudio library missing
         raise NoAudioOutputError(
             f"PortAudio is not available ({exc}); install it with `apt-get install "
             "libportaudio2`") from exc
+    if not _exit_guard_registered:  # atexit runs it before sounddevice's own handler
+        atexit.register(_exit_guard, sounddevice)
+        _exit_guard_registered = True
     return sounddevice
+
+
+def _jack_server_alive() -> bool | None:
+    """Whether a JACK server answers (the one ``JACK_DEFAULT_SERVER`` names); None when
+    libjack is absent."""
+    path = ctypes.util.find_library("jack")
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)
+    lib.jack_client_open.restype = ctypes.c_void_p
+    lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
+                                     ctypes.POINTER(ctypes.c_int)]
+    lib.jack_client_close.argtypes = [ctypes.c_void_p]
+    status = ctypes.c_int(0)
+    client = lib.jack_client_open(b"encore-probe", 1, ctypes.byref(status))  # no start
+    if not client:
+        return False
+    lib.jack_client_close(client)
+    return True
+
+
+def _safe_to_terminate(sd: Any) -> bool:
+    """Pa_Terminate closes PortAudio's JACK client, and PortAudio asserts (aborting the
+    process) when that fails, which it does once the JACK server has gone away."""
+    if _abandoned:
+        return False
+    if not sd._initialized or jack_client_name() is None:
+        return True
+    return _jack_server_alive() is not False
+
+
+def _exit_guard(sd: Any) -> None:
+    try:
+        if sd._initialized and not _safe_to_terminate(sd):
+            sd._initialized = 0  # skip sounddevice's Pa_Terminate: it would abort
+    except Exception:  # pragma: no cover - best effort at exit
+        pass
 
 
 def _has_output(sd: Any) -> bool:
     return any(d["max_output_channels"] > 0 for d in sd.query_devices())
 
 
-def _reinitialize(sd: Any) -> None:
-    """Pa_Terminate + Pa_Initialize: PortAudio lists devices (and connects to JACK) only
-    when initialised, i.e. when sounddevice was imported."""
+def _terminate(sd: Any) -> None:
+    if not _safe_to_terminate(sd):
+        raise NoAudioOutputError(
+            "the audio device or JACK server this process was using has gone away and "
+            "PortAudio cannot reconnect within the same process: restart encore")
     while sd._initialized:
         sd._terminate()
-    sd._initialize()
 
 
 def _prepare_portaudio(sd: Any, jack_name: str | None, *, rescan: bool = False) -> None:
-    """Name PortAudio's JACK client and rescan devices when needed. Only while no stream
-    of ours is open (a rescan would kill it)."""
+    """Initialise PortAudio (naming its JACK client ``jack_name``) or rescan devices
+    when needed: PortAudio lists devices, and connects to JACK, only when initialised.
+    Only while no stream of ours is open (a rescan would kill it)."""
     global _jack_name_set
     with _pa_lock:
         if _open_streams:
             return
-        need = rescan
+        need = rescan or not sd._initialized
         if jack_name and jack_name != _jack_name_set:
             setter = getattr(ctypes.CDLL(sd._libname), "PaJack_SetClientName", None)
             if setter is not None:
@@ -356,7 +403,36 @@ def _prepare_portaudio(sd: Any, jack_name: str | None, *, rescan: bool = False) 
         if not need and not _has_output(sd):
             need = True
         if need:
-            _reinitialize(sd)
+            _terminate(sd)
+            sd._initialize()
+
+
+def _close_stream(stream: Any, timeout_s: float) -> bool:
+    """Stop and close ``stream`` on a helper thread; False when that did not finish in
+    ``timeout_s`` (PortAudio blocks for ever in Pa_StopStream once the JACK server has
+    died): the stream is then abandoned, never waited for again."""
+    def close() -> None:
+        try:
+            stream.stop()
+        finally:
+            stream.close()
+
+    closer = threading.Thread(target=close, name="encore-audio-close", daemon=True)
+    closer.start()
+    closer.join(timeout_s)
+    if closer.is_alive():
+        _abandoned.append(stream)
+        return False
+    return True
+
+
+def _release_portaudio(sd: Any) -> None:
+    """Terminate PortAudio when no engine stream is open, so that no JACK client of ours
+    lingers (it comes back on the next start)."""
+    with _pa_lock:
+        if not _open_streams and sd._initialized and _safe_to_terminate(sd):
+            while sd._initialized:
+                sd._terminate()
 
 
 def jack_client_name() -> str | None:
@@ -395,8 +471,7 @@ def list_devices(*, refresh: bool = True) -> list[AudioDevice]:
     was there when it was initialised) unless an engine stream is open.
     """
     sd = _sounddevice()
-    if refresh:
-        _prepare_portaudio(sd, _jack_name_set, rescan=True)
+    _prepare_portaudio(sd, _jack_name_set, rescan=refresh)
     apis = sd.query_hostapis()
     out = []
     for index, info in enumerate(sd.query_devices()):
@@ -408,6 +483,7 @@ def list_devices(*, refresh: bool = True) -> list[AudioDevice]:
             default_samplerate=float(info["default_samplerate"]),
             low_output_latency_ms=1000.0 * float(info["default_low_output_latency"]),
             default_output=index == api["default_output_device"]))
+    _release_portaudio(sd)
     return out
 
 
@@ -492,6 +568,9 @@ class AudioStats:
     limiter_min_gain: float
     voices: int
     output_latency_ms: float
+    since_last_callback_ms: float
+    """How long ago the last callback ran (a stuck device or a dead JACK server shows
+    here first); 0 before the first."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -616,6 +695,7 @@ class AudioEngine:
         self._errors = 0
         self._last_error: BaseException | None = None
         self._voices = 0
+        self._last_callback_ns = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -658,7 +738,10 @@ class AudioEngine:
         """Sounding voices: as of the last block while running, else asked directly."""
         if self._stream is not None:
             return self._voices
-        return self._fr.active_voices()
+        try:
+            return self._fr.active_voices()
+        except RuntimeError:  # closed
+            return 0
 
     # ------------------------------------------------------------------ control
 
@@ -784,6 +867,7 @@ class AudioEngine:
                 pass
         self._frame = start + frames
         self._last_frames = frames
+        self._last_callback_ns = time.monotonic_ns()
         dt = time.perf_counter_ns() - t0
         self._durations[self._callbacks % _DURATION_WINDOW] = dt
         self._callbacks += 1
@@ -876,6 +960,10 @@ class AudioEngine:
             if self._stream is not None:
                 return
             sd = _sounddevice()
+            if _abandoned:
+                raise NoAudioOutputError(
+                    "an earlier audio stream hung when stopped (its device or JACK server "
+                    "went away); PortAudio cannot recover within this process: restart encore")
             _prepare_portaudio(sd, self._jack_name)
             stream = None
             for attempt in range(2):
@@ -916,11 +1004,16 @@ class AudioEngine:
                 raise
             self._device_name = name
 
+    def _stalled(self) -> bool:
+        """No callback for 0.25 s (or 8 blocks): the device or JACK server is stuck."""
+        limit_ns = max(250_000_000, 8 * self._last_frames * 1_000_000_000 // self.sample_rate)
+        return time.monotonic_ns() - self._last_callback_ns > limit_ns
+
     def _wait(self, condition: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         stream = self._stream
         while not condition():
-            if time.monotonic() > deadline or not stream.active:
+            if time.monotonic() > deadline or not stream.active or self._stalled():
                 return False
             time.sleep(0.002)
         return True
@@ -948,13 +1041,16 @@ class AudioEngine:
                 self._master_target = 0.0
                 self._wait(lambda: self._callbacks >= calls + 2, 1.0)
             finally:
-                try:
-                    stream.stop()
-                finally:
-                    stream.close()
-                    self._stream = None
+                if _close_stream(stream, 1.0 if self._stalled() else 3.0):
                     with _pa_lock:
                         _open_streams -= 1
+                else:
+                    self._errors += 1
+                    self._last_error = RuntimeError(
+                        "the audio stream did not stop (device or JACK server gone?); "
+                        "abandoned it")
+                try:
+                    self._stream = None
                     self._master_target = level
                     self._inbox.clear()
                     self._cancelled += len(self._heap)
@@ -964,12 +1060,16 @@ class AudioEngine:
                     self._silence(True)
                     self._render_into(self._buf_addr, 0, 64)  # lets FluidSynth free voices
                     self._vocals.reset(self._frame)
+                finally:
                     self._accepting = True
 
     def close(self) -> None:
-        """Stop and release the synth (the engine cannot start again)."""
+        """Stop and release the synth (the engine cannot start again); when no other
+        engine plays, PortAudio is released too (its JACK client leaves the graph)."""
         self.stop()
         self._fr.close()
+        if self._device_name is not None:   # this engine used PortAudio
+            _release_portaudio(_sounddevice())
 
     def __enter__(self) -> AudioEngine:
         self.start()
@@ -1005,4 +1105,6 @@ class AudioEngine:
             vocal_underflows=ring.underflows, vocal_late_frames=ring.late_frames,
             limiter_active_blocks=lim.active_blocks, limiter_clipped_blocks=lim.clipped_blocks,
             limiter_min_gain=lim.min_gain, voices=self.active_voices,
-            output_latency_ms=self._latency_ns / 1e6)
+            output_latency_ms=self._latency_ns / 1e6,
+            since_last_callback_ms=(time.monotonic_ns() - self._last_callback_ns) / 1e6
+            if self._last_callback_ns else 0.0)

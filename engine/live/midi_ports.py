@@ -241,16 +241,14 @@ class OutputPort:
     def silence(self) -> int:
         """Note-offs for every tracked note, then CC64 0, CC123, CC120 on every channel used.
 
-        Tries every message even when some fail; raises the first failure afterwards.
-        Returns how many messages went out.
+        Tries every message even when some fail, then raises the first failure and keeps
+        the notes, so that :meth:`reopen` silences them. Returns how many messages went out.
         """
         with self._lock:
-            messages = self._notes.all_off_messages(self.name)
-            self._notes.clear(self.name)
             if not self._is_open:
                 return 0
             sent, error = 0, None
-            for _, message in messages:
+            for _, message in self._notes.all_off_messages(self.name):
                 try:
                     self._send(message)
                     sent += 1
@@ -258,6 +256,7 @@ class OutputPort:
                     error = error or exc
             if error is not None:
                 raise _as_port_error(error, self)
+            self._notes.clear(self.name)
             return sent
 
     def sounding(self) -> dict[tuple[str, int, int], int]:

@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 NS = 1_000_000_000
 START_DELAY_S = 0.5  # from "go" to the first downbeat
 CC_VOLUME = 7
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -146,10 +149,16 @@ class Show:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
                 installed.append(sig)
+        # The sender thread and the audio callback get the GIL back quickly: Python's
+        # default 5 ms switch interval is the lateness they would otherwise see.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             await self._play()
         finally:
             self._shutdown()
+            sys.setswitchinterval(switch_interval)
+            gc.unfreeze()
             for sig in installed:
                 loop.remove_signal_handler(sig)
         return self.health
@@ -188,6 +197,8 @@ class Show:
                 self.sender.start_clock(patch.midi.clock_out, from_bar=0)
         if self.use_osc:
             await self._start_osc()
+        gc.collect()
+        gc.freeze()  # what start-up allocated is never scanned again during the show
 
         plan, bar = first_plan, first
         lookahead = patch.live.lookahead_bars

@@ -6,15 +6,23 @@ by another test module, or by hand) is used as it is and left running. Skips onl
 the ``jackd`` binary is absent (the setup installs jackd2, so CI runs these tests).
 
 ``jack_receiver``: a JACK client in this process with one MIDI input, stamping every
-event with its frame (``last_frame_time`` + offset in the cycle), and counting the
-server's xruns (at an xrun JACK may drop or repeat MIDI, so a test that sees a wrong
-stream after one knows the overloaded machine is the likely cause).
+event with its frame (``last_frame_time`` + offset in the cycle), and counting the cycles
+it missed (JACK drops or repeats MIDI for a client that misses its deadline, so a test
+that sees a wrong stream after one knows the overloaded machine is the likely cause).
+
+Only a process callback, never a JACK *notification* callback in Python (xrun, port or
+client registration): the server waits for every client to answer a notification while
+it registers a new client, and python-rtmidi holds the GIL while it opens one, so a
+Python notification callback in the same process deadlocks the server (seen here).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,17 +32,20 @@ import pytest
 
 JACKD_ARGS = ["-d", "dummy", "-r", "48000", "-p", "64"]
 START_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 5.0
+_PROBE = "import jack; jack.Client('encore-probe', no_start_server=True).close()"
 
 
 def _jack_server_running() -> bool:
-    import jack
-
+    """Whether a JACK server takes clients; asked in a child process, so that a server
+    that hangs fails the tests instead of hanging them."""
     try:
-        client = jack.Client("encore-probe", no_start_server=True)
-    except jack.JackOpenError:
-        return False
-    client.close()
-    return True
+        probe = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True,
+                               timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a JACK server runs but did not take a client within {PROBE_TIMEOUT_S} s "
+                    "(one of its clients is stuck?); stop it (pgrep -a jackd) and rerun")
+    return probe.returncode == 0
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +76,7 @@ def jack_server(tmp_path_factory) -> Iterator[str]:
         yield "started" if process.poll() is None else "reused"
     finally:
         if process.poll() is None:
-            process.terminate()
+            os.kill(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -82,17 +93,17 @@ class JackReceiver:
         self.client = jack.Client(name, no_start_server=True)
         self.inport = self.client.midi_inports.register("in")
         self.events: list[tuple[int, bytes]] = []
-        self.xruns = 0  # JACK loses or repeats MIDI at an xrun: tests must know
+        self.missed_cycles = 0
+        self._next_frame: int | None = None
         self._lock = threading.Lock()
         self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
         self.client.activate()
-
-    def _xrun(self, delayed_usecs: float) -> None:
-        self.xruns += 1
 
     def _process(self, frames: int) -> None:
         base = self.client.last_frame_time
+        if self._next_frame is not None and base != self._next_frame:
+            self.missed_cycles += 1
+        self._next_frame = base + frames
         for offset, data in self.inport.incoming_midi_events():
             with self._lock:
                 self.events.append((base + offset, bytes(data)))

@@ -285,6 +285,56 @@ def test_start_without_any_output_device_says_what_to_do():
     assert f"ERROR: {NO_DEVICE_MESSAGE}" in result.stdout, result.stdout + result.stderr
 
 
+@needs_soundfont
+@pytest.mark.skipif(not Path("/usr/bin/jackd").exists(), reason="jackd is not installed")
+def test_jack_dying_mid_show_neither_hangs_nor_aborts():
+    """PortAudio blocks for ever in Pa_StopStream once the JACK server has died, and
+    asserts in Pa_Terminate: close() must give up on the stream within about a second,
+    a new start() must say what happened, and the process must exit cleanly."""
+    server = f"encore-dying-{os.getpid()}"
+    code = textwrap.dedent(f"""
+        import subprocess, time
+        from engine.live.audio_out import AudioEngine, NoAudioOutputError
+        jackd = subprocess.Popen(["jackd", "-n", {server!r}, "-d", "dummy", "-r", "48000",
+                                  "-p", "256"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 10
+            engine = AudioEngine({str(SOUNDFONT)!r})
+            while True:
+                try:
+                    engine.start()
+                    break
+                except NoAudioOutputError:
+                    assert time.monotonic() < deadline, "jackd did not come up"
+                    time.sleep(0.2)
+            time.sleep(0.3)
+            assert engine.frames_played > 0
+        finally:
+            jackd.terminate()
+            jackd.wait(10)
+        time.sleep(0.5)
+        print("STALLED", engine.stats().since_last_callback_ms > 250)
+        t = time.monotonic()
+        engine.close()
+        print("CLOSED_IN", round(time.monotonic() - t, 2))
+        print("ERROR", engine.stats().last_error)
+        try:
+            AudioEngine({str(SOUNDFONT)!r}).start()
+        except NoAudioOutputError as exc:
+            print("RESTART", exc)
+    """)
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "STALLED True" in out
+    closed_in = float(re.search(r"CLOSED_IN ([0-9.]+)", out).group(1))
+    assert closed_in < 2.0, out
+    assert "abandoned" in out and "RESTART" in out and "restart encore" in out
+
+
 # --------------------------------------------------------------------------- engine on JACK
 
 

@@ -88,6 +88,8 @@ def test_an_unplugged_port_fails_and_reopens_when_back() -> None:
     port.unplug()
     with pytest.raises(MidiPortError):
         port.send(bytes((OFF | 1, 50, 0)))
+    with pytest.raises(MidiPortError):
+        port.silence()  # fails, and keeps the note for the reopen
     with pytest.raises(PortNotFoundError, match="plug"):
         port.reopen()
     port.plug()
@@ -138,6 +140,11 @@ def test_jack_output_found_by_part_of_its_name(jack_receiver) -> None:
     # nothing sounds, so no note-offs; the channel used still gets its silence, and the
     # port waits for it to leave before closing (rtmidi's JACK output drops the rest)
     assert [m for _, m in jack_receiver.take()] == silence(0)
+
+
+def test_auto_finds_the_jack_output_when_jack_runs(jack_receiver) -> None:
+    with open_output(jack_receiver.port_name, client_name="encore-test") as port:
+        assert port.backend == "jack" and port.device_name == jack_receiver.port_name
 
 
 def test_a_missing_jack_output_lists_what_there_is(jack_receiver) -> None:
