@@ -469,9 +469,9 @@ def show(jack_server):
     """One ~2.3 s performance on JACK: a middle C (ocarina), a vocal cosine at an odd
     frame, then a loud chord with the master at 3.0; recorded through JACK.
 
-    Under load the Python recorder (not the engine) can miss a JACK cycle; when it
-    missed one right where a test looks for an onset, the performance is played again
-    (at most 3 times)."""
+    On a loaded machine the JACK dummy server can stall and skip cycles (for everyone:
+    seen here once, 100 ms in one run) and the Python recorder can miss a cycle; when the
+    recorder missed any cycle, the performance is played again (at most 3 times)."""
     if not SOUNDFONT.is_file():
         pytest.skip("TimGM6mb.sf2 missing")
     for attempt in range(3):
@@ -484,8 +484,7 @@ def show(jack_server):
             ports = rec.connect()
             result = perform(engine, rec)
             result.ports, result.attempt = ports, attempt + 1
-            if (rec.covered(rec.index(result.note_on), 256, 256)
-                    and rec.covered(rec.index(result.vocal_at), 300, 300)) or attempt == 2:
+            if result.missed == 0 or attempt == 2:
                 break
         except BaseException:
             if rec is not None:
