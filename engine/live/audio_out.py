@@ -69,7 +69,7 @@ _DURATION_WINDOW = 4096
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-class NoAudioOutputError(RuntimeError):
+class NoAudioOutputError(OSError):
     """No audio output device could be found or opened."""
 
 

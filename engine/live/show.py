@@ -63,6 +63,10 @@ class ShowHealth:
     push_late_ms_max: float = 0.0
     commands_applied: int = 0
     last_section: str = ""
+    audio: dict[str, Any] = field(default_factory=dict)
+    midi: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+    osc: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,6 +115,7 @@ class Show:
         self.part_ports: dict[str, str] = {}
         self.bar_index = -1
         self.section = ""
+        self.sample_rate = patch.audio.sample_rate
 
     # ---- set-up ---------------------------------------------------------------------
     def _open_ports(self) -> dict[str, Any]:
@@ -131,11 +136,20 @@ class Show:
         return ports
 
     def _open_audio(self) -> Any:
-        from engine.live.audio_out import AudioEngine
+        from engine.live.audio_out import AudioEngine, list_devices
 
         patch = self.patch
         programs = {part.channel - 1: part.program for _name, part in patch.parts.items()}
-        return AudioEngine(patch.audio.soundfont, sample_rate=patch.audio.sample_rate,
+        # Live, the sound card's rate rules (JACK runs at one rate); the patch's
+        # sample_rate is for offline renders.
+        wanted = patch.live.audio_device.lower()
+        outputs = [d for d in list_devices() if d.output_channels >= 2]
+        chosen = next((d for d in outputs if wanted and wanted in d.name.lower()), None) or \
+            next((d for d in outputs if d.default_output), None) or \
+            (outputs[0] if outputs else None)
+        rate = int(chosen.default_samplerate) if chosen else patch.audio.sample_rate
+        self.sample_rate = rate
+        return AudioEngine(patch.audio.soundfont, sample_rate=rate,
                            block_size=patch.live.block_size,
                            device=patch.live.audio_device or None, gain=patch.audio.gain,
                            reverb=patch.audio.reverb, channels_programs=programs)
@@ -189,8 +203,7 @@ class Show:
             self.audio_engine = self._open_audio()
             self.audio_engine.start()
         start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
-        self.clock = Clock(patch.song.tempo, start_ns=start_ns,
-                           sample_rate=patch.audio.sample_rate)
+        self.clock = Clock(patch.song.tempo, start_ns=start_ns, sample_rate=self.sample_rate)
         if ports:
             self.sender = MidiSender(self.clock, ports).start()
             if patch.midi.clock_out and patch.midi.clock_out in ports:
@@ -421,7 +434,25 @@ class Show:
         return int(self.audio_engine.stats().underruns)
 
     # ---- the one way out --------------------------------------------------------------
+    def _collect_health(self) -> None:
+        health = self.health
+        if self.audio_engine is not None:
+            stats = self.audio_engine.stats().as_dict()
+            health.audio = {k: stats[k] for k in ("underruns", "callback_overruns",
+                                                  "callback_us_p99", "callback_us_max",
+                                                  "events_late", "errors")}
+        if self.sender is not None:
+            stats = self.sender.stats()
+            health.midi = {"sent": stats["sent"], "late": stats["late"],
+                           "dropped": stats["dropped"]} | stats["lateness"]
+        if self.generator is not None:
+            health.generation = self.generator.health.to_dict()
+        if self.dispatcher is not None:
+            health.osc = dict(self.dispatcher.stats)
+
     def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self._collect_health()
         errors = []
         for name, action in (("midi", lambda: self.sender and self.sender.stop()),
                              ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
