@@ -41,7 +41,7 @@ from engine.live.clock import Clock
 from engine.live.generator import BarGenerator
 from engine.live.osc_control import Command, OscDispatcher, OscServer
 from engine.music.arrangement import humanize
-from engine.music.latent_walk import WalkSettings
+from engine.music.latent_walk import WalkSettings, to_typical_set
 from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
@@ -375,10 +375,9 @@ class Show:
             self.conductor.section_walk.force_jump()
         elif target == "walk.drift":
             walker.drift()
-        elif target == "walk.glide":
-            position = self.conductor.form.position(self.conductor.next_bar)
-            walker.glide_to(self.conductor.anchors.anchor(position.section,
-                                                          position.pass_number))
+        elif target == "walk.glide":  # to a fresh point, seeded by the song and the bar
+            rng = np.random.default_rng([self.conductor.seed, self.conductor.next_bar, 0x61])
+            walker.glide_to(to_typical_set(rng.standard_normal(walker.dim)))
         elif target == "walk.xy":
             self.conductor.set_xy(float(values[0]), float(values[1]))
 
