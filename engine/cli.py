@@ -103,11 +103,15 @@ def _cmd_live(args: argparse.Namespace) -> None:
     patch = load_patch(args.patch, validate_files=not args.no_audio)
     if args.model:
         patch = _with_model(patch, args.model)
-    if args.dry_run:
-        import dataclasses
+    import dataclasses
 
+    if args.dry_run:
         patch = dataclasses.replace(patch, midi=dataclasses.replace(patch.midi,
                                                                     backend="memory"))
+    live_changes = {k: v for k, v in (("audio_device", args.audio_device),
+                                      ("block_size", args.block_size)) if v is not None}
+    if live_changes:
+        patch = dataclasses.replace(patch, live=dataclasses.replace(patch.live, **live_changes))
     record = None if args.no_record else args.record
     print(f"encore live: {patch.song.title}, {patch.song.tempo:g} BPM; Ctrl-C stops "
           f"(every sounding note is released)")
@@ -224,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--no-record", action="store_true")
     live.add_argument("--no-audio", action="store_true", help="MIDI only, no built-in synth")
     live.add_argument("--no-osc", action="store_true", help="no OSC server")
+    live.add_argument("--audio-device", metavar="NAME",
+                      help="audio output whose name contains NAME (overrides [live])")
+    live.add_argument("--block-size", type=_positive_int, metavar="FRAMES",
+                      help="audio block size in frames (overrides [live] block_size)")
     live.add_argument("--dry-run", action="store_true",
                       help="MIDI goes to memory ports, nowhere (audio still plays)")
     live.set_defaults(func=_cmd_live)
