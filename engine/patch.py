@@ -272,6 +272,9 @@ class Midi:
     clock_out: str = setting(
         "", "Send MIDI clock (24 a beat, start/stop, song position) to the output whose name "
         'contains this text; "" sends none.')
+    clock_in: str = setting(
+        "", "Follow the MIDI clock arriving at the input whose name contains this text (the "
+        'tempo changes on the next bar line); "" follows none.')
     latency_ms: Mapping[str, float] = setting(
         help="Per-output latency offsets in ms: notes for an output whose name contains the "
         "key are sent that much earlier (negative: later), e.g. {\"USB MIDI\" = 4.0}.",
@@ -290,6 +293,9 @@ class Live:
     lookahead_bars: int = setting(1, "Bars generated ahead of the music.", range=(1, 4))
     internal_synth: bool = setting(
         True, "Play parts with no port on the built-in synth through the audio output.")
+    link: bool = setting(
+        False, "Join an Ableton Link session (tempo and bar phase). Needs the optional 'link' "
+        "extra: pip install 'encore-engine[link]' (aalink, GPL-3.0; Link is GPL-2.0+).")
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,8 @@ class Show:
         self.bar_index = -1
         self.section = ""
         self.sample_rate = patch.audio.sample_rate
+        self.follower: Any = None
+        self.link: Any = None
 
     # ---- set-up ---------------------------------------------------------------------
     def _open_ports(self) -> dict[str, Any]:
@@ -203,6 +205,9 @@ class Show:
             self.audio_engine = self._open_audio()
             self.audio_engine.start()
         start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
+        self._open_sync()
+        if self.link is not None:  # bar 0 on the Link session's next downbeat
+            start_ns = self.link.next_downbeat_ns(start_ns)
         self.clock = Clock(patch.song.tempo, start_ns=start_ns, sample_rate=self.sample_rate)
         if ports:
             self.sender = MidiSender(self.clock, ports).start()
@@ -222,6 +227,7 @@ class Show:
                 queue.append((next_plan, asyncio.ensure_future(
                     self.generator.realize(next_plan))))
             self._apply_pending("bar")
+            self._follow_tempo()
             self._push(plan, bar)
             if self.bars is not None and plan.index + 1 >= self.bars:
                 await self._sleep_until(self.clock.bar_start_ns(plan.index + 1))
@@ -260,6 +266,26 @@ class Show:
                 return True
             except TimeoutError:
                 self._apply_pending("beat")
+
+    def _open_sync(self) -> None:
+        from engine.live import sync
+
+        if self.patch.midi.clock_in:
+            self.follower = sync.MidiClockFollower(self.patch.midi.clock_in,
+                                                   self.patch.midi.backend)
+        if self.patch.live.link:
+            self.link = sync.LinkSync(quantum=4, bpm=self.patch.song.tempo)
+
+    def _follow_tempo(self) -> None:
+        """An external tempo (MIDI clock in, Link) lands on the next bar line."""
+        assert self.clock is not None
+        for source in (self.follower, self.link):
+            if source is None:
+                continue
+            bpm = source.suggest_tempo(self.clock.bpm)
+            if bpm is not None and 40.0 <= bpm <= 240.0:
+                self.clock.set_tempo(bpm, at_bar=max(self.bar_index + 1,
+                                                     self.clock.next_bar()))
 
     # ---- stamping -------------------------------------------------------------------
     def _push(self, plan: BarPlan, bar: ArrangedBar | None) -> None:
@@ -457,6 +483,8 @@ class Show:
                              ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
                              ("osc", lambda: self.osc_server and self.osc_server.close()),
                              ("generator", lambda: self.generator and self.generator.close()),
+                             ("clock in", lambda: self.follower and self.follower.close()),
+                             ("link", lambda: self.link and self.link.close()),
                              ("log", lambda: self.event_log and self.event_log.close())):
             try:
                 action()
