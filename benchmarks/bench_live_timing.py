@@ -808,7 +808,9 @@ def _report_audio(result: dict[str, Any]) -> list[tuple[str, str, str, bool | No
     print(f"callbacks longer than a block {stats['callback_overruns']}, errors "
           f"{stats['errors']}")
     print(f"callback cost (us)   p50 {p50:.0f}   p99 {p99:.0f}   max {mx:.0f}   "
-          f"(over {result['measured']} callbacks; block {stats['block_us']:.0f} us)")
+          f"(over {result['measured']} callbacks"
+          f"{', ' + str(result['unmeasured']) + ' missed' if result['unmeasured'] else ''}; "
+          f"block {stats['block_us']:.0f} us)")
     print(f"synth events applied {stats['events_applied']}, late {stats['events_late']} "
           f"(max {stats['max_late_frames']} frames), dropped {stats['events_dropped']}; "
           f"voices up to {result['max_voices']}")
@@ -880,6 +882,10 @@ def _audio_part(args: argparse.Namespace, tmp: Path, model_dir: str | None) -> l
     return _report_audio(json.loads((tmp / "audio.json").read_text(encoding="utf-8")))
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -903,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-bars", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every finally runs: children, workers and jackd stop
+    signal.signal(signal.SIGTERM, _terminate)
 
     if args.child:
         run = {"receiver": lambda: child_receiver(Path(args.out), args.capacity_s),

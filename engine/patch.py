@@ -144,7 +144,7 @@ class Walk:
     """How the latent walk moves: each bar is decoded from a point that drifts a little."""
 
     temperature: float = setting(
-        0.5, "Decoding temperature: 0 always plays the likeliest notes, higher is looser "
+        0.9, "Decoding temperature: 0 always plays the likeliest notes, higher is looser "
         "and more surprising.", range=(0.0, 2.0))
     step_size: float = setting(
         0.12, "Size of one bar's drift step, as a fraction of the prior's radius sqrt(d) "

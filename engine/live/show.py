@@ -113,6 +113,7 @@ class Show:
         self.dispatcher: OscDispatcher | None = None
         self.event_log: EventLog | None = None
         self.part_ports: dict[str, str] = {}
+        self._opened_ports: list[Any] = []  # opened here (not given): closed on the way out
         self.bar_index = -1
         self.section = ""
         self.sample_rate = patch.audio.sample_rate
@@ -133,6 +134,7 @@ class Show:
                 latency = next((ms for key, ms in self.patch.midi.latency_ms.items()
                                 if key.lower() in name.lower()), 0.0)
                 ports[name] = open_output(name, self.patch.midi.backend, latency_ms=latency)
+                self._opened_ports.append(ports[name])
         self.part_ports = {p: getattr(self.patch.parts, p).port for p in PARTS
                            if getattr(self.patch.parts, p).port in ports}
         return ports
@@ -218,7 +220,7 @@ class Show:
         gc.collect()
         gc.freeze()  # what start-up allocated is never scanned again during the show
 
-        plan, bar = first_plan, first
+        plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
         queue: list[tuple[BarPlan, asyncio.Task]] = []
         while True:
@@ -228,7 +230,7 @@ class Show:
                     self.generator.realize(next_plan))))
             self._apply_pending("bar")
             self._follow_tempo()
-            self._push(plan, bar)
+            self._push(plan, bar, fresh)
             if self.bars is not None and plan.index + 1 >= self.bars:
                 await self._sleep_until(self.clock.bar_start_ns(plan.index + 1))
                 break
@@ -288,7 +290,7 @@ class Show:
                                                      self.clock.next_bar()))
 
     # ---- stamping -------------------------------------------------------------------
-    def _push(self, plan: BarPlan, bar: ArrangedBar | None) -> None:
+    def _push(self, plan: BarPlan, bar: ArrangedBar | None, fresh: bool = True) -> None:
         assert self.clock is not None
         late_ms = (time.monotonic_ns() - self.clock.bar_start_ns(plan.index)) / 1e6
         self.health.push_late_ms_max = max(self.health.push_late_ms_max, late_ms)
@@ -315,7 +317,7 @@ class Show:
                 self._send_note(part, channel, note.pitch, note.velocity, start, end)
         self.health.bars_played += 1
         if self.event_log is not None:
-            self.event_log.write({"type": "bar", "fresh": bar.index == plan.index}
+            self.event_log.write({"type": "bar", "fresh": fresh}
                                  | plan.to_dict() | bar.to_dict())
         if self.on_bar is not None:
             self.on_bar(self, bar)
@@ -480,6 +482,7 @@ class Show:
             self._collect_health()
         errors = []
         for name, action in (("midi", lambda: self.sender and self.sender.stop()),
+                             ("ports", self._close_ports),
                              ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
                              ("osc", lambda: self.osc_server and self.osc_server.close()),
                              ("generator", lambda: self.generator and self.generator.close()),
@@ -492,6 +495,14 @@ class Show:
                 errors.append(f"{name}: {err}")
         for error in errors:
             log.error("while stopping: %s", error)
+
+    def _close_ports(self) -> None:
+        """Close the MIDI ports this show opened (after the sender has silenced them): a
+        JACK port drains what is still queued first, which a process that exits right
+        after the show would otherwise drop, and its client leaves the JACK graph."""
+        ports, self._opened_ports = self._opened_ports, []
+        for port in ports:
+            port.close()
 
 
 def run_show(patch: Patch, **kwargs: Any) -> ShowHealth:
