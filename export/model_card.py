@@ -3,7 +3,8 @@
     python -m export.model_card runs/mel_2bar models_onnx --data export/cache
 
 Every number in the card comes from ``metrics.json`` (written by the trainer), the cached
-data and the drum corpus summary; nothing is typed by hand.
+data, the drum corpus summary and a parity run of the real weights; the Speed section is
+added from the benchmark scripts' output (their commands are in the card).
 """
 
 from __future__ import annotations

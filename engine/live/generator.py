@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,19 @@ from engine.song.conductor import ArrangedBar, BarPlan, Composer
 log = logging.getLogger(__name__)
 
 _COMPOSER: Composer | None = None
+WORKER_NICENESS = 5
 
 
 def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
                  threads: int) -> None:
     """Runs once in each worker process: load the patch and the model there."""
     global _COMPOSER
+    # Ctrl-C is the show's to handle (it stops the worker itself); a worker that died of
+    # it mid-bar would only print a traceback over the performer's terminal.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Model work yields the CPU to the show's time-keeping threads when both want it.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(WORKER_NICENESS)
     from engine.music.musicvae_runner import load_model
 
     patch = build_patch(patch_dict, "<worker>")
@@ -83,6 +93,10 @@ class BarGenerator:
         self.health = GeneratorHealth()
         self._last_good: ArrangedBar | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        # Submitted work not yet finished, with when it was submitted: the show may stop
+        # waiting for a bar (it plays the fallback) but a worker stuck past timeout_s is
+        # still found and replaced at the next request.
+        self._in_flight: list[tuple[concurrent.futures.Future, float]] = []
 
     def start(self) -> None:
         """Start the worker (it loads the model: call this before the show starts)."""
@@ -110,6 +124,7 @@ class BarGenerator:
 
     def _restart(self) -> None:
         pool, self._pool = self._pool, None
+        self._in_flight = []
         if pool is not None:
             for process in _processes(pool):
                 process.kill()
@@ -128,11 +143,18 @@ class BarGenerator:
     async def realize(self, plan: BarPlan) -> tuple[ArrangedBar | None, bool]:
         """(bar, fresh): the realised bar, or the fallback with fresh=False."""
         self.start()
+        now = time.monotonic()
+        self._in_flight = [(f, t) for f, t in self._in_flight if not f.done()]
+        if self._in_flight and now - self._in_flight[0][1] > self.timeout_s:
+            self.health.timeouts += 1
+            self.health.last_error = f"worker stuck over {self.timeout_s} s before bar {plan.index}"
+            log.warning("generation: %s; restarting it", self.health.last_error)
+            self._restart()
         assert self._pool is not None
-        loop = asyncio.get_running_loop()
+        submitted = self._pool.submit(_realize, plan)
+        self._in_flight.append((submitted, now))
         try:
-            future = loop.run_in_executor(self._pool, _realize, plan)
-            bar, seconds = await asyncio.wait_for(future, self.timeout_s)
+            bar, seconds = await asyncio.wait_for(asyncio.wrap_future(submitted), self.timeout_s)
         except TimeoutError:
             self.health.timeouts += 1
             self.health.last_error = f"bar {plan.index}: worker took over {self.timeout_s} s"

@@ -46,6 +46,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -102,6 +103,20 @@ class _Command:
         self.kind = kind
         self.args = args
         self.done = threading.Event()
+
+
+SENDER_RT_PRIORITY = 5  # SCHED_FIFO priority, below JACK's own threads (10 and up)
+
+
+def _realtime_priority() -> bool:
+    """Best effort: run the calling thread (the sender) at a low real-time priority, so
+    model work and other processes cannot delay a deadline. Needs root or an rtprio limit
+    (e.g. the audio group on Linux); without it the thread keeps the normal scheduler."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(SENDER_RT_PRIORITY))
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 class MidiSender:
@@ -330,6 +345,7 @@ class MidiSender:
     # -- the sender thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        _realtime_priority()
         while True:
             try:
                 self._loop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import multiprocessing
 import os
@@ -509,48 +510,56 @@ def test_bad_osc_changes_nothing_and_the_music_plays_on(
 # ---- 3. generation falls behind ----------------------------------------------------------
 def test_a_killed_worker_is_replaced_and_the_music_keeps_the_grid(
         receiver: Receiver, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL the generation worker: the show plays the last good bar again (counted), a
+    new worker starts, fresh bars come back, and no beat is missed meanwhile."""
     before = set(multiprocessing.active_children())
     killed: list[int] = []
+    limit = 12  # bars; the show ends on the line after the first fresh bar after a fallback
 
     def kill_the_worker(show: Show, bar) -> None:
         if show.bar_index == 1:  # bar 2 has just been handed to the worker
             for process in new_children(before):
                 os.kill(process.pid, signal.SIGKILL)
                 killed.append(process.pid)
+        elif show.bar_index > 2 and not stage.pushed[-1].fallback and show.bars == limit:
+            show.bars = show.bar_index + 1  # ends once this fresh bar has sounded
 
-    stage = Stage(tmp_path, tiny_model_dir, bars=6, osc=False, on_bar=kill_the_worker)
+    stage = Stage(tmp_path, tiny_model_dir, bars=limit, osc=False, on_bar=kill_the_worker)
     health = asyncio.run(stage.show.run())
     events = receiver.settle()
     assert len(killed) == 1
     generation = stage.show.generator.health
     fallbacks = [p.bar for p in stage.pushed if p.fallback]
-    print(f"fallback bars {fallbacks}; generator {generation}")
-    assert [p.bar for p in stage.pushed] == list(range(6))
+    bars = len(stage.pushed)
+    print(f"fallback bars {fallbacks} of {bars}; generator {generation}")
+    assert [p.bar for p in stage.pushed] == list(range(bars))
     assert fallbacks and fallbacks[0] == 2 and health.bars_fallback == len(fallbacks)
+    assert fallbacks == list(range(2, bars - 1)), "no fresh bar from the new worker"
     assert generation.errors >= 1 and generation.restarts >= 1
     assert generation.fallbacks >= len(fallbacks)
-    assert not stage.pushed[-1].fallback, "no fresh bar from the new worker"
     # the fallback bars replay the last good bar, re-stamped on their own bar lines
-    last_good = stage.pushed[fallbacks[0] - 1].notes
+    last_good = stage.pushed[1].notes
     assert all(stage.pushed[b].notes == last_good for b in fallbacks)
+    assert stage.pushed[-1].notes != last_good
     # note-ons in every bar, each exactly where the grid puts it: no gap, no burst
     clock = stage.show.clock
     ons = note_ons(events)
-    for bar in range(6):
+    for bar in range(bars):
         start, end = clock.bar_start_ns(bar), clock.bar_start_ns(bar + 1)
-        assert any(start - MS <= t < end for _, _, t in ons), f"bar {bar} was silent"
+        assert any(start - MS <= t < end for _, _, t in ons), (
+            f"bar {bar} was silent; {len(ons)} note-ons from "
+            f"{(min(t for *_, t in ons) - clock.start_ns) / MS if ons else 0:.1f} ms after the "
+            f"first bar line; receiver missed {receiver.missed_cycles} cycles")
     assert_on_the_grid(stage, events, receiver)
     try:
         assert_silenced(events)
     except AssertionError as error:
         blame_missed_cycles(receiver, error)
     # the event log tells fresh bars from fallback ones
-    import json
-
     lines = (tmp_path / "set" / "song.jsonl").read_text().splitlines()
     logged = [json.loads(line) for line in lines]
     fresh = {r["bar"]: r["fresh"] for r in logged if r.get("type") == "bar"}
-    assert fresh == {b: b not in fallbacks for b in range(6)}
+    assert fresh == {b: b not in fallbacks for b in range(bars)}
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -558,6 +567,9 @@ def test_a_killed_worker_is_replaced_and_the_music_keeps_the_grid(
     "time, one bar after submitting it, so BarGenerator.realize's own time limit (2 s) "
     "never fires when a bar is shorter than that (any tempo over 120 BPM): a hung worker "
     "is never restarted and every bar after it is fallback material"))
+# Python 3.11's process pool, killed with a cancelled future pending, raises
+# InvalidStateError in its manager thread (fixed in 3.12): noise of the clean-up here
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_hung_worker_is_restarted(receiver: Receiver, tiny_model_dir: Path,
                                     tmp_path: Path) -> None:
     before = set(multiprocessing.active_children())

@@ -145,7 +145,7 @@ def test_a_returning_section_is_near_its_last_pass() -> None:
 def test_plans_carry_the_patch_temperature_and_log_as_json() -> None:
     patch = load_patch("night_drive")
     plan = plans(patch, 3)[2]
-    assert plan.temperature == pytest.approx(0.35)
+    assert plan.temperature == pytest.approx(patch.walk.temperature)
     record = json.loads(json.dumps(plan.to_dict()))
     assert record["bar"] == 2 and record["section"] == "intro" and record["pass"] == 0
     assert len(record["z"]) == len(record["anchor"]) == Z
