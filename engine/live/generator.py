@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _COMPOSER: Composer | None = None
 WORKER_NICENESS = 5
+STARTUP_TIMEOUT_S = 30.0
 
 
 def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
@@ -97,6 +98,12 @@ class BarGenerator:
         # waiting for a bar (it plays the fallback) but a worker stuck past timeout_s is
         # still found and replaced at the next request.
         self._in_flight: list[tuple[concurrent.futures.Future, float]] = []
+        self._warm = False  # has the current worker delivered a bar yet?
+
+    @property
+    def limit_s(self) -> float:
+        """Time a bar may take: a fresh worker first loads its model, so it gets longer."""
+        return self.timeout_s if self._warm else max(self.timeout_s, STARTUP_TIMEOUT_S)
 
     def start(self) -> None:
         """Start the worker (it loads the model: call this before the show starts)."""
@@ -118,6 +125,7 @@ class BarGenerator:
         self.start()
         assert self._pool is not None
         bar, seconds = self._pool.submit(_realize, plan).result(timeout=120)
+        self._warm = True
         self._last_good = bar
         self.health.last_seconds = seconds
         return bar
@@ -125,6 +133,7 @@ class BarGenerator:
     def _restart(self) -> None:
         pool, self._pool = self._pool, None
         self._in_flight = []
+        self._warm = False
         if pool is not None:
             for process in _processes(pool):
                 process.kill()
@@ -145,19 +154,19 @@ class BarGenerator:
         self.start()
         now = time.monotonic()
         self._in_flight = [(f, t) for f, t in self._in_flight if not f.done()]
-        if self._in_flight and now - self._in_flight[0][1] > self.timeout_s:
+        if self._in_flight and now - self._in_flight[0][1] > self.limit_s:
             self.health.timeouts += 1
-            self.health.last_error = f"worker stuck over {self.timeout_s} s before bar {plan.index}"
+            self.health.last_error = f"worker stuck over {self.limit_s} s before bar {plan.index}"
             log.warning("generation: %s; restarting it", self.health.last_error)
             self._restart()
         assert self._pool is not None
         submitted = self._pool.submit(_realize, plan)
         self._in_flight.append((submitted, now))
         try:
-            bar, seconds = await asyncio.wait_for(asyncio.wrap_future(submitted), self.timeout_s)
+            bar, seconds = await asyncio.wait_for(asyncio.wrap_future(submitted), self.limit_s)
         except TimeoutError:
             self.health.timeouts += 1
-            self.health.last_error = f"bar {plan.index}: worker took over {self.timeout_s} s"
+            self.health.last_error = f"bar {plan.index}: worker took over {self.limit_s} s"
             log.warning("generation: %s; restarting it", self.health.last_error)
             self._restart()
             return self.fallback(plan), False
@@ -168,6 +177,7 @@ class BarGenerator:
             if isinstance(err, concurrent.futures.process.BrokenProcessPool):
                 self._restart()
             return self.fallback(plan), False
+        self._warm = True
         self.health.realized += 1
         self.health.last_seconds = seconds
         self._last_good = bar
@@ -181,6 +191,10 @@ class BarGenerator:
             for process in processes:
                 if process.is_alive():
                     process.terminate()
+            for process in processes:  # a stopped (SIGSTOP) worker ignores SIGTERM
+                process.join(0.5)
+                if process.is_alive():
+                    process.kill()
 
 
 def _processes(pool: concurrent.futures.ProcessPoolExecutor) -> list:
