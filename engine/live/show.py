@@ -203,8 +203,14 @@ class Show:
                                   z_size=info["z_size"], bars=self.bars or 0,
                                   bpm=patch.song.tempo, provider=info["provider"], live=True)
         ports = self._open_ports()
+        if self.use_osc:
+            await self._start_osc()
         if self.use_audio:
             self.audio_engine = self._open_audio()
+        # Collect before the audio runs: a full collection stalls every thread ~20 ms.
+        gc.collect()
+        gc.freeze()  # what start-up allocated is never scanned again during the show
+        if self.audio_engine is not None:
             self.audio_engine.start()
         start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
         self._open_sync()
@@ -215,10 +221,6 @@ class Show:
             self.sender = MidiSender(self.clock, ports).start()
             if patch.midi.clock_out and patch.midi.clock_out in ports:
                 self.sender.start_clock(patch.midi.clock_out, from_bar=0)
-        if self.use_osc:
-            await self._start_osc()
-        gc.collect()
-        gc.freeze()  # what start-up allocated is never scanned again during the show
 
         plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
@@ -362,6 +364,10 @@ class Show:
         target, values = command.target, command.values
         conductor, clock = self.conductor, self.clock
         self.health.commands_applied += 1
+        if self.event_log is not None:
+            self.event_log.write({"type": "control", "address": command.address,
+                                  "target": target, "values": list(values),
+                                  "lands": command.lands, "after_bar": self.bar_index})
         if target == "song.tempo" and clock is not None:
             clock.set_tempo(float(values[0]), at_bar=max(self.bar_index + 1,
                                                         clock.next_bar()))
