@@ -1,12 +1,16 @@
 """The ``encore`` command.
 
-    encore render [-o DIR] [--bars N] [--seed S] [--bpm BPM] [--model NAME|PATH] ...
+    encore render [--patch P] [-o DIR] [--bars N] [--seed S] [--no-audio] ...
+    encore stats song.jsonl
+    encore live [--patch P] [--bars N] [--record DIR] [--no-audio] [--dry-run] ...
+    encore devices
+    encore osc-map [--json]
     encore convert magenta-js CHECKPOINT_DIR OUT [--name NAME]
     encore train musicvae --out DIR [--preset mel_2bar|trio_4bar] [--midi-dir DIR] ...
     encore export musicvae CHECKPOINT.pt OUT_DIR
 
-``render`` needs only the runtime (numpy, onnxruntime, mido). ``convert``, ``train`` and
-``export`` load the PyTorch code in ``export/`` on first use and say how to install it when
+``render``, ``stats``, ``live``, ``devices`` and ``osc-map`` need only the runtime.
+``convert``, ``train`` and ``export`` load the PyTorch code in ``export/`` on first use and say how to install it when
 it is missing. Errors print ``encore: error: ...`` and exit with status 2, as argparse does
 for a bad argument; :func:`main` returns 0 on success.
 """
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,26 +49,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"must be in 0..10 (0 = argmax), got {text}")
     return value
 
 
