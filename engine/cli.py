@@ -10,8 +10,8 @@
     encore export musicvae CHECKPOINT.pt OUT_DIR
 
 ``render``, ``stats``, ``live``, ``devices`` and ``osc-map`` need only the runtime.
-``convert``, ``train`` and ``export`` load the PyTorch code in ``export/`` on first use and say how to install it when
-it is missing. Errors print ``encore: error: ...`` and exit with status 2, as argparse does
+``convert``, ``train`` and ``export`` load the PyTorch code in ``export/`` on first use
+and say how to install it when it is missing. Errors print ``encore: error: ...`` and exit with status 2, as argparse does
 for a bad argument; :func:`main` returns 0 on success.
 """
 
