@@ -11,8 +11,8 @@
 
 ``render``, ``stats``, ``live``, ``devices`` and ``osc-map`` need only the runtime.
 ``convert``, ``train`` and ``export`` load the PyTorch code in ``export/`` on first use
-and say how to install it when it is missing. Errors print ``encore: error: ...`` and exit with status 2, as argparse does
-for a bad argument; :func:`main` returns 0 on success.
+and say how to install it when it is missing. Errors print ``encore: error: ...`` and exit
+with status 2, as argparse does for a bad argument; :func:`main` returns 0 on success.
 """
 
 from __future__ import annotations
