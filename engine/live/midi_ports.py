@@ -378,12 +378,12 @@ class MemoryPort(OutputPort):
 
 # -- python-rtmidi backends ----------------------------------------------------------------
 
-_API_NAMES = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA",
+API_NAMES = {"jack": "API_UNIX_JACK", "alsa": "API_LINUX_ALSA",
               "coremidi": "API_MACOSX_CORE", "winmm": "API_WINDOWS_MM"}
-_API_LABELS = {"jack": "JACK", "alsa": "ALSA", "coremidi": "CoreMIDI", "winmm": "Windows MM"}
+API_LABELS = {"jack": "JACK", "alsa": "ALSA", "coremidi": "CoreMIDI", "winmm": "Windows MM"}
 
 
-def _rtmidi() -> Any:
+def rtmidi_module() -> Any:
     try:
         import rtmidi
     except ImportError as exc:  # pragma: no cover - a dependency of the package
@@ -393,7 +393,7 @@ def _rtmidi() -> Any:
     return rtmidi
 
 
-def _unavailable(api: str, detail: object) -> BackendUnavailableError:
+def unavailable(api: str, detail: object) -> BackendUnavailableError:
     hints = {
         "jack": "start a JACK server first (e.g. `jackd -d alsa`, or `jackd -d dummy -r 48000 "
                 "-p 64` on a machine without a sound card), or choose backend 'alsa'",
@@ -403,19 +403,38 @@ def _unavailable(api: str, detail: object) -> BackendUnavailableError:
         "winmm": "Windows MM is only on Windows",
     }
     return BackendUnavailableError(
-        f"{_API_LABELS[api]} MIDI is not available ({detail}): {hints[api]}; "
+        f"{API_LABELS[api]} MIDI is not available ({detail}): {hints[api]}; "
         "backend 'memory' plays nowhere, for a dry run")
 
 
-def _midi_out(api: str, client_name: str) -> Any:
-    rtmidi = _rtmidi()
-    api_id = getattr(rtmidi, _API_NAMES[api])
+def rtmidi_client(api: str, client_name: str, *, direction: str = "out") -> Any:
+    """A python-rtmidi ``MidiOut`` (or ``MidiIn`` for ``direction="in"``) on ``api``; a
+    :class:`BackendUnavailableError` saying how to get that API when it cannot be had."""
+    rtmidi = rtmidi_module()
+    api_id = getattr(rtmidi, API_NAMES[api])
     if api_id not in rtmidi.get_compiled_api():
-        raise _unavailable(api, "python-rtmidi was built without it")
+        raise unavailable(api, "python-rtmidi was built without it")
+    kind = rtmidi.MidiIn if direction == "in" else rtmidi.MidiOut
     try:
-        return rtmidi.MidiOut(api_id, name=client_name)
+        return kind(api_id, name=client_name)
     except (rtmidi.RtMidiError, OSError) as exc:
-        raise _unavailable(api, exc) from exc
+        raise unavailable(api, exc) from exc
+
+
+def open_by_name(midi: Any, name_substring: str, port_name: str, *, what: str = "output",
+                 hint: str = "") -> str | None:
+    """Open the port of ``midi`` (an rtmidi client) whose name contains ``name_substring``;
+    its full name, or None when no port matches. ``what`` and ``hint`` word the error."""
+    rtmidi = rtmidi_module()
+    names = midi.get_ports()
+    index = match_port(name_substring, names, what=what)
+    if index is None:
+        return None
+    try:
+        midi.open_port(index, port_name)
+    except (rtmidi.RtMidiError, OSError) as exc:
+        raise MidiPortError(f"could not open MIDI {what} {names[index]!r}: {exc}{hint}") from exc
+    return names[index]
 
 
 def _jack_probably_running() -> bool:
@@ -426,7 +445,7 @@ def _jack_probably_running() -> bool:
     return os.path.exists(f"/dev/shm/jack_{server}_{os.getuid()}_0")
 
 
-def _platform_apis() -> list[str]:
+def platform_apis() -> list[str]:
     """The rtmidi APIs ``auto`` tries, in order."""
     if sys.platform == "darwin":
         return ["coremidi"]
@@ -438,7 +457,7 @@ def _platform_apis() -> list[str]:
     return apis
 
 
-def match_port(name_substring: str, names: list[str]) -> int | None:
+def match_port(name_substring: str, names: list[str], *, what: str = "output") -> int | None:
     """The index of the port whose name contains ``name_substring`` (case-insensitive);
     an exact match wins; among several partial matches the first."""
     wanted = name_substring.casefold()
@@ -447,15 +466,15 @@ def match_port(name_substring: str, names: list[str]) -> int | None:
         return exact[0]
     partial = [i for i, n in enumerate(names) if wanted in n.casefold()]
     if len(partial) > 1:
-        log.warning("MIDI output %r matches %s; using %r (give more of the name to choose)",
-                    name_substring, [names[i] for i in partial], names[partial[0]])
+        log.warning("MIDI %s %r matches %s; using %r (give more of the name to choose)",
+                    what, name_substring, [names[i] for i in partial], names[partial[0]])
     return partial[0] if partial else None
 
 
 def _not_found(name_substring: str, api: str, names: list[str]) -> PortNotFoundError:
     available = ", ".join(repr(n) for n in names) or "none"
     return PortNotFoundError(
-        f"no MIDI output matches {name_substring!r} on {_API_LABELS[api]}; available: "
+        f"no MIDI output matches {name_substring!r} on {API_LABELS[api]}; available: "
         f"{available}; check the name in the patch (any part of it will do, any case), "
         "start JACK or plug the synth in")
 
@@ -473,8 +492,8 @@ class RtMidiPort(OutputPort):
     def __init__(self, name: str, *, api: str, virtual: bool = False,
                  client_name: str = "encore", port_name: str | None = None,
                  latency_ms: float = 0.0) -> None:
-        if api not in _API_NAMES:
-            raise ValueError(f"unknown rtmidi API {api!r}; choose one of {sorted(_API_NAMES)}")
+        if api not in API_NAMES:
+            raise ValueError(f"unknown rtmidi API {api!r}; choose one of {sorted(API_NAMES)}")
         self.api = api
         self.virtual = virtual
         self.client_name = client_name
@@ -485,28 +504,23 @@ class RtMidiPort(OutputPort):
         super().__init__(name, latency_ms=latency_ms)
 
     def _open(self) -> None:
-        rtmidi = _rtmidi()
-        midi = _midi_out(self.api, self.client_name)
+        rtmidi = rtmidi_module()
+        midi = rtmidi_client(self.api, self.client_name)
         try:
             if self.virtual:
                 try:
                     midi.open_virtual_port(self.port_name)
                 except (rtmidi.RtMidiError, NotImplementedError) as exc:
                     raise MidiPortError(
-                        f"{_API_LABELS[self.api]} cannot create a virtual MIDI port ({exc}); "
+                        f"{API_LABELS[self.api]} cannot create a virtual MIDI port ({exc}); "
                         "on Windows install loopMIDI and open its port by name") from exc
                 self.device_name = f"{self.client_name}:{self.port_name}"
             else:
-                names = midi.get_ports()
-                index = match_port(self.name, names)
-                if index is None:
-                    raise _not_found(self.name, self.api, names)
-                try:
-                    midi.open_port(index, self.port_name)
-                except (rtmidi.RtMidiError, OSError) as exc:
-                    raise MidiPortError(f"could not open MIDI output {names[index]!r}: {exc}; "
-                                        "is another program holding it?") from exc
-                self.device_name = names[index]
+                device = open_by_name(midi, self.name, self.port_name,
+                                      hint="; is another program holding it?")
+                if device is None:
+                    raise _not_found(self.name, self.api, midi.get_ports())
+                self.device_name = device
         except BaseException:
             midi.delete()
             raise
@@ -548,7 +562,7 @@ def open_output(name_substring: str, backend: str = "auto", client_name: str = "
     if backend == "memory":
         return MemoryPort(name_substring, latency_ms=latency_ms)
     if backend == "virtual":
-        apis = _platform_apis() or ["alsa"]
+        apis = platform_apis() or ["alsa"]
         if sys.platform == "win32":
             raise MidiPortError("Windows cannot create virtual MIDI ports: install loopMIDI, "
                                 "create a port there and open it by name")
@@ -557,7 +571,7 @@ def open_output(name_substring: str, backend: str = "auto", client_name: str = "
     if backend != "auto":
         return RtMidiPort(name_substring, api=backend, client_name=client_name,
                           port_name=port_name, latency_ms=latency_ms)
-    apis = _platform_apis()
+    apis = platform_apis()
     if not apis:
         raise BackendUnavailableError(
             "no MIDI system found: no JACK server runs and there is no ALSA sequencer "
@@ -584,11 +598,11 @@ def list_outputs(backend: str = "auto") -> list[str]:
     _check_backend(backend)
     if backend in ("memory", "virtual"):
         return []  # nothing to find: these ports are made, not found
-    apis = _platform_apis() if backend == "auto" else [backend]
+    apis = platform_apis() if backend == "auto" else [backend]
     names: list[str] = []
     for api in apis:
         try:
-            midi = _midi_out(api, "encore-list")
+            midi = rtmidi_client(api, "encore-list")
         except BackendUnavailableError:
             if backend != "auto":
                 raise
@@ -606,7 +620,7 @@ def available_backends() -> dict[str, str]:
     apis = {"darwin": ["coremidi"], "win32": ["winmm"]}.get(sys.platform, ["jack", "alsa"])
     for api in apis:
         try:
-            _midi_out(api, "encore-probe").delete()
+            rtmidi_client(api, "encore-probe").delete()
             status[api] = "ok"
         except BackendUnavailableError as exc:
             status[api] = str(exc)

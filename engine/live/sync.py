@@ -47,16 +47,15 @@ from typing import Any, NamedTuple
 
 from engine.live.clock import MAX_BPM, MIN_BPM, NS_PER_S
 from engine.live.midi_ports import (
-    _API_LABELS,
-    _API_NAMES,
+    API_LABELS,
     BACKENDS,
     BackendUnavailableError,
     MidiPortError,
     PortNotFoundError,
-    _platform_apis,
-    _rtmidi,
-    _unavailable,
-    match_port,
+    open_by_name,
+    platform_apis,
+    rtmidi_client,
+    rtmidi_module,
 )
 
 __all__ = ["LINK_EXTRA_MESSAGE", "LinkSync", "MidiClockFollower", "TransportEvent",
@@ -112,17 +111,6 @@ def _fit_weights(n: int, size: int, head: int = 0) -> array:
     return weights
 
 
-def _midi_in(api: str, client_name: str) -> Any:
-    rtmidi = _rtmidi()
-    api_id = getattr(rtmidi, _API_NAMES[api])
-    if api_id not in rtmidi.get_compiled_api():
-        raise _unavailable(api, "python-rtmidi was built without it")
-    try:
-        return rtmidi.MidiIn(api_id, name=client_name)
-    except (rtmidi.RtMidiError, OSError) as exc:
-        raise _unavailable(api, exc) from exc
-
-
 def list_inputs(backend: str = "auto") -> list[str]:
     """The names of the MIDI sources a backend can follow (outputs of other programs)."""
     if backend not in BACKENDS:
@@ -130,9 +118,9 @@ def list_inputs(backend: str = "auto") -> list[str]:
     if backend in ("memory", "virtual"):
         return []
     names: list[str] = []
-    for api in (_platform_apis() if backend == "auto" else [backend]):
+    for api in (platform_apis() if backend == "auto" else [backend]):
         try:
-            midi = _midi_in(api, "encore-list")
+            midi = rtmidi_client(api, "encore-list", direction="in")
         except BackendUnavailableError:
             if backend != "auto":
                 raise
@@ -218,8 +206,8 @@ class MidiClockFollower:
     # -- opening -------------------------------------------------------------------------
 
     def _open(self) -> None:
-        rtmidi = _rtmidi()
-        apis = _platform_apis() if self.backend in ("auto", "virtual") else [self.backend]
+        rtmidi = rtmidi_module()
+        apis = platform_apis() if self.backend in ("auto", "virtual") else [self.backend]
         if not apis:
             raise BackendUnavailableError(
                 "no MIDI system found: no JACK server runs and there is no ALSA sequencer "
@@ -228,7 +216,7 @@ class MidiClockFollower:
         errors: list[str] = []
         for api in apis:
             try:
-                midi = _midi_in(api, self.client_name)
+                midi = rtmidi_client(api, self.client_name, direction="in")
             except BackendUnavailableError as exc:
                 if self.backend != "auto":
                     raise
@@ -242,23 +230,17 @@ class MidiClockFollower:
                         midi.open_virtual_port(self.port_name)
                     except (rtmidi.RtMidiError, NotImplementedError) as exc:
                         raise MidiPortError(
-                            f"{_API_LABELS[api]} cannot create a virtual MIDI input "
+                            f"{API_LABELS[api]} cannot create a virtual MIDI input "
                             f"({exc}); on Windows use loopMIDI and follow its port by "
                             "name") from exc
                     self.device_name = f"{self.client_name}:{self.port_name}"
                 else:
-                    names = midi.get_ports()
-                    index = match_port(self.name, names)
-                    if index is None:
-                        seen.extend(names)
+                    device = open_by_name(midi, self.name, self.port_name, what="input")
+                    if device is None:
+                        seen.extend(midi.get_ports())
                         midi.delete()
                         continue
-                    try:
-                        midi.open_port(index, self.port_name)
-                    except (rtmidi.RtMidiError, OSError) as exc:
-                        raise MidiPortError(f"could not open MIDI input {names[index]!r}: "
-                                            f"{exc}") from exc
-                    self.device_name = names[index]
+                    self.device_name = device
             except BaseException:
                 midi.delete()
                 raise
@@ -269,7 +251,7 @@ class MidiClockFollower:
         available = ", ".join(repr(n) for n in seen) or "none"
         raise PortNotFoundError(
             f"no MIDI input matches {self.name!r} on "
-            f"{'/'.join(_API_LABELS[a] for a in apis)}; available: {available}; check the "
+            f"{'/'.join(API_LABELS[a] for a in apis)}; available: {available}; check the "
             "clock source's name (any part of it will do, any case) and that it is on")
 
     def close(self) -> None:

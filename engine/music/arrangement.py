@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.music.notes import DRUMS, STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from engine.music.notes import DRUMS, STEPS_PER_BAR, STEPS_PER_QUARTER, Note, fold_into
 
 Key = tuple[int, str]
 
@@ -171,10 +171,7 @@ def fit_register(notes: Sequence[Note], low: int, high: int, *, fold: bool = Tru
     for note in notes:
         pitch = note.pitch + shift
         if fold:
-            while pitch < low:
-                pitch += 12
-            while pitch > high:
-                pitch -= 12
+            pitch = fold_into(pitch, low, high)
         out.append(Note(note.start, pitch, note.end, note.velocity))
     return out
 
@@ -206,11 +203,7 @@ def transpose_to_key(
             continue
         moved = []
         for note in notes:
-            pitch = note.pitch + shift
-            while pitch < 0:
-                pitch += 12
-            while pitch > 127:
-                pitch -= 12
+            pitch = fold_into(note.pitch + shift, 0, 127)
             moved.append(Note(note.start, pitch, note.end, note.velocity))
         if name in regs:
             low, high = regs[name]

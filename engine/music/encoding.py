@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from engine.music.notes import Note
+from engine.music.notes import Note, fold_into
 
 MELODY_MIN_PITCH = 21
 MELODY_MAX_PITCH = 108
@@ -91,11 +91,8 @@ def decode_melody(events: Sequence[int] | np.ndarray, velocity: int = 90) -> lis
 
 
 def fold_pitch(pitch: int) -> int:
-    while pitch < MELODY_MIN_PITCH:
-        pitch += 12
-    while pitch > MELODY_MAX_PITCH:
-        pitch -= 12
-    return pitch
+    """``pitch`` moved by octaves into the melody encoding's range (A0..C8)."""
+    return fold_into(pitch, MELODY_MIN_PITCH, MELODY_MAX_PITCH)
 
 
 def encode_drums(notes: Iterable[Note], n_steps: int) -> np.ndarray:

@@ -59,6 +59,16 @@ class Bar:
         return self.parts.get(part, ())
 
 
+def fold_into(pitch: int, low: int, high: int) -> int:
+    """Move ``pitch`` by whole octaves into ``low..high`` (a range of at least an octave),
+    keeping its pitch class."""
+    while pitch < low:
+        pitch += 12
+    while pitch > high:
+        pitch -= 12
+    return pitch
+
+
 def split_into_bars(notes: list[Note] | tuple[Note, ...], n_bars: int) -> list[tuple[Note, ...]]:
     """Group notes with absolute steps into bars of bar-relative notes (by start step)."""
     bars: list[list[Note]] = [[] for _ in range(n_bars)]

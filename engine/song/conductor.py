@@ -34,7 +34,7 @@ from engine.music.arrangement import (
 )
 from engine.music.latent_walk import LatentWalker, WalkSettings, to_typical_set
 from engine.music.musicvae_runner import MusicVAERunner
-from engine.music.notes import BASS, DRUMS, MELODY, STEPS_PER_BAR, Note, join_bars
+from engine.music.notes import BASS, DRUMS, MELODY, STEPS_PER_BAR, Note, fold_into, join_bars
 from engine.music.song_form import Anchors, FormPosition, SectionWalk, SongForm
 from engine.patch import Patch
 
@@ -182,12 +182,12 @@ class Composer:
         out: dict[str, tuple[Note, ...]] = {}
         for part in (MELODY, BASS):
             low, high = REGISTERS[part]
-            moved = [Note(n.start, _fold(n.pitch + shift + octaves[part], low, high), n.end,
+            moved = [Note(n.start, fold_into(n.pitch + shift + octaves[part], low, high), n.end,
                           n.velocity) for n in parts[part]]
             moved = snap_to_scale(moved, self.tonic, self.mode, SNAP_STRENGTH, rng)
             # a snap moves a semitone and may step out of the register: fold it back (an
             # octave keeps the pitch class, so the note stays in key)
-            out[part] = tuple(sorted(Note(n.start, _fold(n.pitch, low, high), n.end,
+            out[part] = tuple(sorted(Note(n.start, fold_into(n.pitch, low, high), n.end,
                                           n.velocity) for n in moved))
         out[DRUMS] = tuple(parts[DRUMS])
         chords = derive_chords(list(out[MELODY]), list(out[BASS]), self.tonic, self.mode,
@@ -201,15 +201,6 @@ class Composer:
         for part, notes in out.items():
             out[part] = tuple(n for n in notes if n.start < STEPS_PER_BAR)
         return ArrangedBar(plan.index, plan.position.section, out, shift)
-
-
-def _fold(pitch: int, low: int, high: int) -> int:
-    """Move ``pitch`` by octaves into ``low..high`` (a range of at least an octave)."""
-    while pitch < low:
-        pitch += 12
-    while pitch > high:
-        pitch -= 12
-    return pitch
 
 
 def _level(note: Note, octave: int, level: float) -> Note:

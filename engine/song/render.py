@@ -129,7 +129,7 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
             plan = conductor.plan()
             arranged = composer.realize(plan)
             log.write({"type": "bar"} | plan.to_dict() | arranged.to_dict())
-            _collect(arranged, patch, midi_notes)
+            _collect(arranged, midi_notes)
             if stream is not None:
                 stream.add(_synth_events(arranged, patch, bar_seconds))
                 stream.render_until((plan.index + 1) * bar_seconds - SAFETY_SECONDS)
@@ -145,7 +145,7 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
                         bars * bar_seconds, time.perf_counter() - started, runner.provider)
 
 
-def _collect(arranged: ArrangedBar, patch: Patch, into: dict[str, list[Note]]) -> None:
+def _collect(arranged: ArrangedBar, into: dict[str, list[Note]]) -> None:
     offset = arranged.index * STEPS_PER_BAR
     for part, notes in arranged.parts.items():
         into[part].extend(n.shifted(offset) for n in notes)

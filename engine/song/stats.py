@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ def chorus_similarity(bars: list[ArrangedBar], section: str = "chorus",
     """How recognisably a section comes back: the mean, over consecutive passes of
     ``section``, of the share of notes in common (same pitch, same bar-in-section, same
     start step): 2 * |common| / (|a| + |b|). None when it is played fewer than twice."""
-    passes: dict[int, dict[int, list[ArrangedBar]]] = defaultdict(dict)
     starts = []
     previous = None
     for bar in bars:
@@ -66,7 +64,6 @@ def chorus_similarity(bars: list[ArrangedBar], section: str = "chorus",
                 total += len(sa) + len(sb)
         if total:
             scores.append(2 * common / total)
-    del passes
     return float(np.mean(scores)) if scores else None
 
 
