@@ -95,13 +95,27 @@ def _cmd_live(args: argparse.Namespace) -> None:
                                       ("block_size", args.block_size)) if v is not None}
     if live_changes:
         patch = dataclasses.replace(patch, live=dataclasses.replace(patch.live, **live_changes))
-    record = None if args.no_record else args.record
+    record = None if args.no_record else (args.record or new_set_dir(Path("sets")))
+    if record is not None:
+        print(f"recording the set's event log to {record}/song.jsonl")
     print(f"encore live: {patch.song.title}, {patch.song.tempo:g} BPM; Ctrl-C stops "
           f"(every sounding note is released)")
     health = run_show(patch, model_dir=args.model_dir, record_dir=record,
                       audio=not args.no_audio, osc=not args.no_osc, bars=args.bars,
                       seed=args.seed)
     print(f"stopped: {health.to_dict()}")
+
+
+def new_set_dir(root: Path, now: float | None = None) -> Path:
+    """A folder under ``root`` named for the start time that no earlier set uses."""
+    import time
+
+    stamp = time.strftime("%Y-%m-%d_%H%M%S", time.localtime(now))
+    candidate, n = root / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}_{n}"
+    return candidate
 
 
 def _cmd_devices(args: argparse.Namespace) -> None:
@@ -206,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--seed", type=int, default=None)
     live.add_argument("--model", help="override the patch's model")
     live.add_argument("--model-dir", type=Path, metavar="DIR")
-    live.add_argument("--record", type=Path, default=Path("sets/latest"), metavar="DIR",
-                      help="where the set's event log goes (default: sets/latest)")
+    live.add_argument("--record", type=Path, default=None, metavar="DIR",
+                      help="where the set's event log goes (default: a new folder "
+                           "sets/YYYY-MM-DD_HHMMSS, so no earlier set is overwritten)")
     live.add_argument("--no-record", action="store_true")
     live.add_argument("--no-audio", action="store_true", help="MIDI only, no built-in synth")
     live.add_argument("--no-osc", action="store_true", help="no OSC server")

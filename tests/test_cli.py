@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from engine import cli
 from engine.cli import main
 from engine.patch import load_patch
 from export.musicvae import MusicVAE, MusicVAEConfig, save_checkpoint
@@ -121,3 +122,12 @@ def test_train_passes_its_options_through(capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("usage: encore train musicvae")
     assert "--init" in out and "--preset" in out
+
+
+def test_each_live_set_records_into_a_new_folder(tmp_path: Path) -> None:
+    # A performer who starts `encore live` again must not lose the last set's log.
+    first = cli.new_set_dir(tmp_path, now=1_700_000_000)
+    first.mkdir()
+    second = cli.new_set_dir(tmp_path, now=1_700_000_000)
+    assert second != first and not second.exists()
+    assert second.name.startswith(first.name)
