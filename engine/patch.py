@@ -298,6 +298,48 @@ class Live:
         "extra: pip install 'encore-engine[link]' (aalink, GPL-3.0; Link is GPL-2.0+).")
 
 
+LyricsSource = Literal["markov", "gpt2", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lyrics:
+    """The words: who writes them, about what, where they are sung and how they rhyme."""
+
+    source: LyricsSource = setting(
+        "gpt2", 'Who writes the lines: "gpt2" (the GPT-2 model, ONNX), "markov" (the fast '
+        'word Markov model) or "off" (an instrumental set).')
+    model: str = setting(
+        "", 'The lyrics model: a path or a name in models_onnx/ (a GPT-2 folder written by '
+        '`encore convert gpt2`, or a Markov .json.gz); "" is the shipped one for the source.')
+    theme: str = setting(
+        "", 'A word or short prompt the lines are about, e.g. "night" ("" lets the model '
+        "roam); the tablet can change it.")
+    rhyme_scheme: str = setting(
+        "AABB", "Which lines of a stanza rhyme, a letter a line, repeating (AABB, ABAB, "
+        'ABCB; X marks a line that need not rhyme; "" rhymes nothing).')
+    sections: tuple[str, ...] = setting(
+        ("verse", "chorus", "bridge"), "Sections that are sung; the others are instrumental.",
+        identifier=True)
+    chorus_sections: tuple[str, ...] = setting(
+        ("chorus",), "Sections whose words are written once and sung again each time they "
+        "come back.", identifier=True)
+    phrase_bars: int = setting(2, "Bars a sung line spans.", range=(1, 8), unit="bars")
+    candidates: int = setting(
+        8, "Lines proposed per phrase (more fit better and cost more time).", range=(1, 64))
+    temperature: float = setting(0.9, "GPT-2 sampling temperature.", range=(0.05, 2.0))
+    top_k: int = setting(40, "GPT-2: sample among the k likeliest tokens (0 = all).",
+                         range=(0, None))
+    top_p: float = setting(0.95, "GPT-2: nucleus sampling mass.", range=(0.05, 1.0))
+    repetition_penalty: float = setting(
+        1.2, "GPT-2: discourages tokens already in the line (1 = none).", range=(1.0, 3.0))
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        scheme = self.rhyme_scheme
+        if scheme and not all(ch.isalpha() for ch in scheme):
+            yield "rhyme_scheme", (f'= "{scheme}" has characters other than letters; write it '
+                                   'as letters, e.g. "AABB" or "ABXB"')
+
+
 @dataclass(frozen=True, slots=True)
 class Patch:
     """A whole performance patch: one field per [section] of the TOML file."""
@@ -312,6 +354,7 @@ class Patch:
     audio: Audio = setting(factory=Audio)
     midi: Midi = setting(factory=Midi)
     live: Live = setting(factory=Live)
+    lyrics: Lyrics = setting(factory=Lyrics)
     osc: OscSettings = setting(factory=OscSettings)
 
     def to_dict(self) -> dict[str, Any]:

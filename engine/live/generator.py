@@ -31,6 +31,7 @@ from engine.song.conductor import ArrangedBar, BarPlan, Composer
 log = logging.getLogger(__name__)
 
 _COMPOSER: Composer | None = None
+_LYRICS: Any = None  # engine.song.lyrics_track.LyricsTrack in the worker, or None
 WORKER_NICENESS = 5
 STARTUP_TIMEOUT_S = 30.0
 
@@ -38,7 +39,7 @@ STARTUP_TIMEOUT_S = 30.0
 def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
                  threads: int) -> None:
     """Runs once in each worker process: load the patch and the model there."""
-    global _COMPOSER
+    global _COMPOSER, _LYRICS
     # Ctrl-C is the show's to handle (it stops the worker itself); a worker that died of
     # it mid-bar would only print a traceback over the performer's terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -50,6 +51,10 @@ def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
     patch = build_patch(patch_dict, "<worker>")
     runner = load_model(model, model_dir=model_dir, threads=threads)
     _COMPOSER = Composer(runner, patch)
+    from engine.song.lyrics_track import LyricsTrack, build_writer
+
+    writer = build_writer(patch.lyrics, patch.song.seed, model_dir)
+    _LYRICS = LyricsTrack(writer, patch.lyrics) if writer is not None else None
 
 
 def _describe() -> dict[str, Any]:
@@ -60,12 +65,34 @@ def _describe() -> dict[str, Any]:
             "parts": list(runner.parts), "provider": runner.provider}
 
 
-def _realize(plan: BarPlan) -> tuple[ArrangedBar, float]:
+def _realize(plan: BarPlan) -> tuple[ArrangedBar, float, dict[str, Any] | None]:
+    """Compose one bar, and the lyric line it completes (an event-log record) if any."""
     if _COMPOSER is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker not initialised")
     started = time.perf_counter()
     bar = _COMPOSER.realize(plan)
-    return bar, time.perf_counter() - started
+    lyric = None
+    if _LYRICS is not None:
+        from engine.song.lyrics_track import lyric_record
+
+        try:
+            written = _LYRICS.feed(plan, bar)
+        except Exception as err:  # noqa: BLE001 - words may fail; the music must not
+            log.warning("lyrics failed at bar %d: %s", plan.index, err)
+            written = None
+        if written is not None:
+            lyric = lyric_record(*written)
+    return bar, time.perf_counter() - started, lyric
+
+
+def _steer_lyrics(target: str, value: str) -> None:
+    """Runs in the worker, in order with the bars: a theme change or new words."""
+    if _LYRICS is None:
+        return
+    if target == "lyrics.theme":
+        _LYRICS.writer.set_theme(value)
+    elif target == "lyrics.renew":
+        _LYRICS.writer.renew()
 
 
 @dataclasses.dataclass
@@ -99,6 +126,7 @@ class BarGenerator:
         # still found and replaced at the next request.
         self._in_flight: list[tuple[concurrent.futures.Future, float]] = []
         self._warm = False  # has the current worker delivered a bar yet?
+        self._lyrics: dict[int, dict[str, Any]] = {}  # bar index -> lyric line it completed
 
     @property
     def limit_s(self) -> float:
@@ -124,7 +152,8 @@ class BarGenerator:
         """Realise one plan synchronously (loads the model in the worker); raises on error."""
         self.start()
         assert self._pool is not None
-        bar, seconds = self._pool.submit(_realize, plan).result(timeout=120)
+        bar, seconds, lyric = self._pool.submit(_realize, plan).result(timeout=120)
+        self._keep_lyric(plan, lyric)
         self._warm = True
         self._last_good = bar
         self.health.last_seconds = seconds
@@ -163,7 +192,8 @@ class BarGenerator:
         submitted = self._pool.submit(_realize, plan)
         self._in_flight.append((submitted, now))
         try:
-            bar, seconds = await asyncio.wait_for(asyncio.wrap_future(submitted), self.limit_s)
+            bar, seconds, lyric = await asyncio.wait_for(asyncio.wrap_future(submitted),
+                                                         self.limit_s)
         except TimeoutError:
             self.health.timeouts += 1
             self.health.last_error = f"bar {plan.index}: worker took over {self.limit_s} s"
@@ -177,11 +207,27 @@ class BarGenerator:
             if isinstance(err, concurrent.futures.process.BrokenProcessPool):
                 self._restart()
             return self.fallback(plan), False
+        self._keep_lyric(plan, lyric)
         self._warm = True
         self.health.realized += 1
         self.health.last_seconds = seconds
         self._last_good = bar
         return bar, True
+
+    def _keep_lyric(self, plan: BarPlan, lyric: dict[str, Any] | None) -> None:
+        if lyric is not None:
+            self._lyrics[plan.index] = lyric
+
+    def pop_lyric(self, bar_index: int) -> dict[str, Any] | None:
+        """The lyric line (event-log record) completed by bar ``bar_index``, once."""
+        for old in [i for i in self._lyrics if i < bar_index - 64]:
+            del self._lyrics[old]
+        return self._lyrics.pop(bar_index, None)
+
+    def steer_lyrics(self, target: str, value: str = "") -> None:
+        """Change the theme or ask for new words; lands in order with the bars asked for."""
+        if self._pool is not None:
+            self._pool.submit(_steer_lyrics, target, value)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 Lands = Literal["now", "beat", "bar"]
-Widget = Literal["fader", "xy", "button", "toggle", "label", "radio"]
+Widget = Literal["fader", "xy", "button", "toggle", "label", "radio", "text"]
 Range = tuple[float, float] | None
 
 PARTS = ("melody", "bass", "drums", "chords")  # as [parts.<name>] in a patch
@@ -293,6 +293,11 @@ def _controls() -> Iterator[Control]:
     yield Control("/encore/form", "s", (None,), "form", "bar",
                   "Choose a form by name (e.g. \"long\"); the engine echoes the one playing.",
                   "radio")
+    yield Control("/encore/lyrics/theme", "s", (None,), "lyrics.theme", "bar",
+                  "What the lines are about: a word or short prompt (\"\" lets the lyricist "
+                  "roam). Lines written from the next bar on follow it.", "text")
+    yield button("/encore/lyrics/new", "lyrics.renew", "bar",
+                 "New words: the chorus is written afresh the next time it comes.")
     for part in PARTS:
         yield toggle(f"/encore/part/{part}/mute", f"parts.{part}.mute", "bar",
                      f"1 mutes the {part} (it is still generated, so unmuting is seamless).")
@@ -310,6 +315,7 @@ def _controls() -> Iterator[Control]:
                  "with the state.", replies=True)
     yield label("/encore/status/bar", "status.bar", "The bar playing, counted from 1.")
     yield label("/encore/status/section", "status.section", "The section playing.")
+    yield label("/encore/status/lyric", "status.lyric", "The lyric line last written.")
     yield label("/encore/status/health", "status.health",
                 "Timing health: ok, or what went wrong (late events, underruns).")
 

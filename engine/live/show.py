@@ -58,6 +58,7 @@ SWITCH_INTERVAL_S = 0.0005
 @dataclass
 class ShowHealth:
     bars_played: int = 0
+    lyric_lines: int = 0
     bars_fallback: int = 0
     bars_silent: int = 0
     push_late_ms_max: float = 0.0
@@ -116,6 +117,8 @@ class Show:
         self._opened_ports: list[Any] = []  # opened here (not given): closed on the way out
         self.bar_index = -1
         self.section = ""
+        self.lyric = ""
+        self.theme = patch.lyrics.theme
         self.sample_rate = patch.audio.sample_rate
         self.follower: Any = None
         self.link: Any = None
@@ -321,6 +324,12 @@ class Show:
         if self.event_log is not None:
             self.event_log.write({"type": "bar", "fresh": fresh}
                                  | plan.to_dict() | bar.to_dict())
+        lyric = self.generator.pop_lyric(plan.index) if self.generator is not None else None
+        if lyric is not None:
+            self.lyric = lyric["text"]
+            self.health.lyric_lines += 1
+            if self.event_log is not None:
+                self.event_log.write(lyric)
         if self.on_bar is not None:
             self.on_bar(self, bar)
         if self.osc_server is not None:
@@ -387,6 +396,10 @@ class Show:
             self.mix.master = float(values[0])
             if self.audio_engine is not None:
                 self.audio_engine.set_master(self.mix.master)
+        elif target in ("lyrics.theme", "lyrics.renew") and self.generator is not None:
+            self.generator.steer_lyrics(target, str(values[0]) if values else "")
+            if target == "lyrics.theme":
+                self.theme = str(values[0])
         elif target == "panic":
             self.panic()
         else:
@@ -440,7 +453,8 @@ class Show:
         state: dict[str, Any] = {"song.tempo": self.clock.bpm if self.clock else
                                  self.patch.song.tempo, "master.level": self.mix.master,
                                  "status.bar": str(self.bar_index),
-                                 "status.section": self.section}
+                                 "status.section": self.section,
+                                 "status.lyric": self.lyric, "lyrics.theme": self.theme}
         if self.conductor is not None:
             settings = self.conductor.walker.settings
             state |= {"walk.step_size": settings.step_size,

@@ -23,6 +23,7 @@ from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, Composer, Conductor
 from engine.song.event_log import EventLog
+from engine.song.lyrics_track import LyricsTrack, build_writer, lyric_events, lyric_record
 
 CHUNK_FRAMES = 64 * 64  # 4096 frames: a multiple of FluidSynth's 64-frame block
 TAIL_SECONDS = 2.0  # let the last notes and the reverb ring out
@@ -121,14 +122,22 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
     midi_notes: dict[str, list[Note]] = {p: [] for p in PARTS}
     stream = _StreamingAudio(out / "song.wav", patch) if audio else None
     log_path = out / "song.jsonl"
+    writer = build_writer(patch.lyrics, conductor.seed, model_dir)
+    lyrics = LyricsTrack(writer, patch.lyrics) if writer is not None else None
+    phrases = []
     with EventLog(log_path) as log:
         log.header(patch=patch.to_dict(), seed=conductor.seed, model=runner.name,
                    model_bars=runner.bars, z_size=runner.z_size, bars=bars, bpm=bpm,
-                   provider=runner.provider)
+                   provider=runner.provider,
+                   lyricist=writer.source.name if writer is not None else "off")
         for _ in range(bars):
             plan = conductor.plan()
             arranged = composer.realize(plan)
             log.write({"type": "bar"} | plan.to_dict() | arranged.to_dict())
+            written = lyrics.feed(plan, arranged) if lyrics is not None else None
+            if written is not None:
+                phrases.append(written[0])
+                log.write(lyric_record(*written))
             _collect(arranged, midi_notes)
             if stream is not None:
                 stream.add(_synth_events(arranged, patch, bar_seconds))
@@ -140,7 +149,8 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
     channels = {name: part.channel - 1 for name, part in patch.parts.items()}  # 0-based
     audible = {p: notes for p, notes in midi_notes.items()
                if not getattr(patch.parts, p).mute}
-    write_midi(out / "song.mid", audible, bpm=bpm, programs=programs, channels=channels)
+    write_midi(out / "song.mid", audible, bpm=bpm, programs=programs, channels=channels,
+               lyrics=lyric_events(phrases))
     return RenderResult(out / "song.mid", out / "song.wav" if audio else None, log_path, bars,
                         bars * bar_seconds, time.perf_counter() - started, runner.provider)
 

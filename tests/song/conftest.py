@@ -3,6 +3,7 @@
 The patch plays the tiny random-weight ``tiny_trio`` (see ``tests/conftest.py``) at 120
 BPM (a bar is 2 s) in D major, a key whose register edges (C4, E1) are not in the scale,
 with a 2-bar verse and a 2-bar chorus looping, so a few bars already repeat the chorus.
+Its words come from the shipped Markov lyricist (the GPT-2 one has tests of its own).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ channel = 10
 [parts.chords]
 program = 48
 channel = 5
+
+[lyrics]
+source = "markov"
+theme = "light"
 """
 
 RENDER_BARS = 8

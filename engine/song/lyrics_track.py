@@ -1,0 +1,119 @@
+"""The song's words, bar by bar: melody bars in, finished phrase plans out.
+
+Sung sections (``[lyrics] sections``) are cut into phrases of ``phrase_bars`` bars from each
+section's first bar (a section's last phrase may be shorter). When a phrase's last bar has
+been composed, its melody notes (clipped to the phrase) go to the :class:`LyricsWriter` and
+a :class:`PhrasePlan` comes back, a phrase ahead of where it is sung when the caller runs
+``phrase_bars`` bars ahead (offline render runs as far ahead as it likes).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from engine.lyrics.phrase import PhrasePlan, SungNote
+from engine.lyrics.sources import GPT2Source, MarkovSource
+from engine.lyrics.syllables import Pronouncer
+from engine.lyrics.writer import (
+    LineReport,
+    LyricsSettings,
+    LyricsWriter,
+    RhymeDictionary,
+    word_frequencies_from_counts,
+)
+from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER
+from engine.patch import Lyrics
+from engine.song.conductor import ArrangedBar, BarPlan
+
+
+def build_writer(settings: Lyrics, seed: int, model_dir: str | Path | None = None
+                 ) -> LyricsWriter | None:
+    """The lyrics writer the patch asks for, or None for ``source = "off"``."""
+    if settings.source == "off":
+        return None
+    pronouncer = Pronouncer()
+    markov_path = settings.model if settings.source == "markov" and settings.model else None
+    markov = MarkovSource.load(markov_path, model_dir)  # also the rhyme dictionary's words
+    source: MarkovSource | GPT2Source
+    if settings.source == "gpt2":
+        source = GPT2Source.load(settings.model or None, model_dir,
+                                 temperature=settings.temperature, top_k=settings.top_k,
+                                 top_p=settings.top_p,
+                                 repetition_penalty=settings.repetition_penalty)
+    else:
+        source = markov
+    rhymes = RhymeDictionary(word_frequencies_from_counts(markov.model.counts[0]), pronouncer)
+    return LyricsWriter(
+        source,
+        LyricsSettings(theme=settings.theme, rhyme_scheme=settings.rhyme_scheme,
+                       chorus_sections=tuple(settings.chorus_sections),
+                       candidates=settings.candidates),
+        rhymes=rhymes, pronouncer=pronouncer, seed=seed,
+    )
+
+
+class LyricsTrack:
+    """Collects melody bars into phrases and has them written."""
+
+    def __init__(self, writer: LyricsWriter, settings: Lyrics) -> None:
+        self.writer = writer
+        self.sections = frozenset(settings.sections)
+        self.phrase_bars = settings.phrase_bars
+        self._notes: list[SungNote] = []
+        self._first_bar: int | None = None
+
+    def feed(self, plan: BarPlan, arranged: ArrangedBar
+             ) -> tuple[PhrasePlan, LineReport] | None:
+        """Take one composed bar; return a phrase plan when this bar completes a phrase."""
+        pos = plan.position
+        if pos.section not in self.sections:
+            self._notes, self._first_bar = [], None
+            return None
+        if pos.is_section_start:
+            self.writer.start_section(pos.section)
+        in_phrase = pos.bar_in_section % self.phrase_bars
+        if in_phrase == 0 or self._first_bar is None:
+            self._notes, self._first_bar = [], arranged.index
+        phrase_end_bar = min(pos.bar_in_section - in_phrase + self.phrase_bars,
+                             pos.section_bars) - pos.bar_in_section + arranged.index
+        end_beat = phrase_end_bar * STEPS_PER_BAR / STEPS_PER_QUARTER
+        offset = arranged.index * STEPS_PER_BAR
+        for note in arranged.parts.get("melody", ()):
+            start = (offset + note.start) / STEPS_PER_QUARTER
+            end = min((offset + note.end) / STEPS_PER_QUARTER, end_beat)
+            if end > start:
+                self._notes.append(SungNote(note.pitch, start, end - start))
+        if arranged.index + 1 < phrase_end_bar:
+            return None
+        notes, first = self._notes, self._first_bar
+        self._notes, self._first_bar = [], None
+        began = time.perf_counter()
+        written = self.writer.write(first, pos.section, notes)
+        if written is None:
+            return None
+        phrase, report = written
+        report.ms = round(1000 * (time.perf_counter() - began), 2)
+        return phrase, report
+
+
+def lyric_record(phrase: PhrasePlan, report: LineReport) -> dict[str, Any]:
+    """The event-log record of one written line."""
+    return {"type": "lyric"} | phrase.to_dict() | {"fit": asdict(report)}
+
+
+def lyric_events(phrases: list[PhrasePlan]) -> list[tuple[int, str]]:
+    """MIDI lyric meta events (step, text), one per syllable at its first note, in the
+    usual karaoke spelling: a syllable that continues its word ends in "-", a word's last
+    syllable in a space ("hol-" "ding " "on ")."""
+    events = []
+    for phrase in phrases:
+        syllables = phrase.syllables
+        for k, syllable in enumerate(syllables):
+            word_ends = k + 1 == len(syllables) or syllables[k + 1].word_start
+            base = "" if syllable.text == "-" else syllable.text
+            step = round(syllable.start * STEPS_PER_QUARTER)
+            events.append((step, base + (" " if word_ends else "-")))
+    return events
