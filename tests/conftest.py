@@ -50,3 +50,74 @@ def tiny_trio(tiny_model_dir: Path):
 
     return load_model("tiny_trio", model_dir=tiny_model_dir,
                       providers=["CPUExecutionProvider"])
+
+
+# ---- a tiny trained GPT-2 lyricist (tests/export/test_gpt2_onnx.py, tests/lyrics/) -----------
+GPT2_VERSES = """\
+the night is long and the road is cold
+i walk alone beneath the silver moon
+the river sings a song of summer rain
+my heart is open like a morning door
+we danced until the city lights went out
+the road goes on beyond the quiet hills
+i hear your voice inside the falling rain
+hold me close before the morning comes
+the moon is rising over silver water
+your eyes are burning like a summer fire
+we sing the old songs when the night is young
+the wind is calling from the empty fields
+i will wait for you beside the river bend
+the morning light is breaking through the door
+do not let the fire fade into the night
+we ran together down the dusty road"""
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_hf_dir(tmp_path_factory) -> Path:
+    """A Hugging Face folder of a 2-layer, 64-wide GPT-2 trained for a few seconds on
+    ``GPT2_VERSES`` (stanzas of four lines in the training format, ``about:`` themes):
+    enough that it writes line breaks, small enough to train and export in seconds."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from export.gpt2_lyrics import LyricsModelConfig, build_model, format_corpus, train_tokenizer
+
+    lines = GPT2_VERSES.splitlines()
+    stanzas = [lines[i:i + 4] for i in range(len(lines))]  # overlapping, wrapping around
+    stanzas = [s + lines[: 4 - len(s)] for s in stanzas]
+    tokenizer = train_tokenizer(lines, vocab_size=300)
+    text = "".join(format_corpus(stanzas * 4, seed=0))
+    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.int64)
+    block = 48
+    blocks = ids[: len(ids) // block * block].view(-1, block)
+    torch.manual_seed(0)
+    model = build_model(LyricsModelConfig(n_layer=2, n_head=2, n_embd=64, n_positions=96,
+                                          vocab_size=300, dropout=0.0), tokenizer)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains faster on one thread
+    try:
+        for _ in range(150):
+            x = blocks[torch.randint(len(blocks), (16,), generator=generator)]
+            loss = model(input_ids=x, labels=x).loss
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path_factory.mktemp("tiny_gpt2") / "hf"
+    model.eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_onnx_dir(tiny_gpt2_hf_dir: Path, tmp_path_factory) -> Path:
+    """``tiny_gpt2_hf_dir`` exported by ``export_gpt2`` (model.onnx, tokenizer.json,
+    encore_gpt2.json)."""
+    from export.gpt2_onnx import export_gpt2
+
+    out = tmp_path_factory.mktemp("tiny_gpt2_onnx")
+    export_gpt2(tiny_gpt2_hf_dir, out)
+    return out

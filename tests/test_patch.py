@@ -296,3 +296,20 @@ def test_non_finite_numbers_are_refused():
     with pytest.raises(PatchError, match="finite"):
         build_patch({"song": {"tempo": 10**400}})
     assert math.isfinite(parse_patch("[song]\ntempo = 60\n").song.tempo)
+
+
+# ---- lyrics ------------------------------------------------------------------------------
+def test_a_rhyme_scheme_with_other_than_letters_names_the_key_and_the_fix() -> None:
+    problem = only_problem('[lyrics]\nrhyme_scheme = "A-B-"\n')
+    assert "rhyme_scheme" in problem and "AABB" in problem
+
+
+def test_an_unknown_lyricist_is_refused_with_the_choices() -> None:
+    problem = only_problem('[lyrics]\nsource = "bard"\n')
+    assert "source" in problem and "markov" in problem and "gpt2" in problem
+
+
+def test_lyrics_settings_are_read() -> None:
+    patch = parse_patch('[lyrics]\nsource = "markov"\ntheme = "rain"\nphrase_bars = 4\n')
+    assert (patch.lyrics.source, patch.lyrics.theme, patch.lyrics.phrase_bars) == (
+        "markov", "rain", 4)

@@ -96,9 +96,9 @@ class GPT2Source:
     @classmethod
     def load(cls, path: str | Path | None = None, model_dir: str | Path | None = None,
              **sampling: float) -> GPT2Source:
-        from engine.lyrics.gpt2_runner import GPT2Runner
+        from engine.lyrics.gpt2_runner import GPT2Lyricist
 
-        return cls(GPT2Runner.load(find_model(str(path or GPT2_FOLDER), model_dir)), **sampling)
+        return cls(GPT2Lyricist.load(find_model(str(path or GPT2_FOLDER), model_dir)), **sampling)
 
     @staticmethod
     def prompt(context: Sequence[str], theme: str) -> str:

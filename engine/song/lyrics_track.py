@@ -100,8 +100,11 @@ class LyricsTrack:
 
 
 def lyric_record(phrase: PhrasePlan, report: LineReport) -> dict[str, Any]:
-    """The event-log record of one written line."""
-    return {"type": "lyric"} | phrase.to_dict() | {"fit": asdict(report)}
+    """The event-log record of one written line. The time it took is left out, so that a
+    song's log is the same bytes each time it is rendered."""
+    fit = asdict(report)
+    del fit["ms"]
+    return {"type": "lyric"} | phrase.to_dict() | {"fit": fit}
 
 
 def lyric_events(phrases: list[PhrasePlan]) -> list[tuple[int, str]]:

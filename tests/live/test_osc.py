@@ -555,6 +555,8 @@ def test_the_table_has_the_promised_controls():
         "/encore/panic": ("", (), "now"),
         "/encore/status": ("", (), "now"),
         "/encore/hello": ("", (), "now"),
+        "/encore/lyrics/theme": ("s", (None,), "bar"),
+        "/encore/lyrics/new": ("", (), "bar"),
     }
     for part in PARTS:
         expected[f"/encore/part/{part}/mute"] = ("i", ((0, 1),), "bar")
@@ -563,7 +565,8 @@ def test_the_table_has_the_promised_controls():
         control = TABLE[address]
         assert (control.types, control.ranges, control.lands) == (types, ranges, lands)
     assert {c.address for c in TABLE if c.widget == "label"} == {
-        "/encore/status/bar", "/encore/status/section", "/encore/status/health"}
+        "/encore/status/bar", "/encore/status/section", "/encore/status/health",
+        "/encore/status/lyric"}
 
 
 def test_targets_that_are_patch_keys_share_their_ranges():
@@ -584,7 +587,8 @@ def test_targets_that_are_patch_keys_share_their_ranges():
             expected = (0, 1) if isinstance(node, bool) else field.metadata["range"]
             assert control.ranges == (expected,), control.address
             checked += 1
-    assert checked == 4 + 2 * len(PARTS)  # tempo, speed, temperature, wander, mute, level
+    # tempo, speed, temperature, wander, lyrics theme; mute and level of each part
+    assert checked == 5 + 2 * len(PARTS)
 
 
 def test_the_osc_map_lists_every_address():

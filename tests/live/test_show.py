@@ -205,7 +205,7 @@ def blame_missed_cycles(receiver: Receiver, error: AssertionError) -> None:
 
 
 # ---- the show ----------------------------------------------------------------------------
-def write_patch(tmp_path: Path, *, tempo: float = TEMPO) -> Path:
+def write_patch(tmp_path: Path, *, tempo: float = TEMPO, extra: str = "") -> Path:
     path = tmp_path / "stage.toml"
     parts = "".join(f'[parts.{part}]\nchannel = {channel}\nport = "{RX_NAME}"\n\n'
                     for part, channel in CHANNELS.items())
@@ -226,7 +226,8 @@ internal_synth = false
 [osc]
 port = 0
 
-{parts}""")
+{parts}
+{extra}""")
     return path
 
 
@@ -245,8 +246,8 @@ class Stage:
     """A Show in this process, on a task of the running loop, recording every bar."""
 
     def __init__(self, tmp_path: Path, model_dir: Path, *, bars: int | None,
-                 osc: bool = True, on_bar=None) -> None:
-        self.patch = load_patch(write_patch(tmp_path), validate_files=False)
+                 osc: bool = True, on_bar=None, extra: str = "") -> None:
+        self.patch = load_patch(write_patch(tmp_path, extra=extra), validate_files=False)
         self.pushed: list[Pushed] = []
         self._fallbacks = 0
         self._extra = on_bar
@@ -601,3 +602,49 @@ def test_a_hung_worker_is_replaced_and_the_music_keeps_the_grid(
         start, end = clock.bar_start_ns(bar), clock.bar_start_ns(bar + 1)
         assert any(start - MS <= t < end for _, _, t in ons), f"bar {bar} was silent"
     assert_on_the_grid(stage, events, receiver)
+
+
+LYRICS_PATCH = """
+[form]
+sections = ["verse", "chorus"]
+loop_from = 0
+
+[form.lengths]
+verse = 2
+chorus = 2
+
+[lyrics]
+source = "markov"
+theme = "night"
+phrase_bars = 1
+"""
+
+
+def test_lyrics_are_written_live_and_a_tablet_changes_the_theme(
+        receiver: Receiver, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from pythonosc.udp_client import SimpleUDPClient
+
+    stage = Stage(tmp_path, tiny_model_dir, bars=8, extra=LYRICS_PATCH)
+    lines: list[str] = []
+    stage._extra = lambda show, bar: lines.append(show.state()["status.lyric"])
+
+    async def scenario() -> None:
+        task = stage.start()
+        await stage.until_pushed(2)
+        address = stage.show.osc_server.address
+        tablet = SimpleUDPClient(address[0], address[1])
+        tablet.send_message("/encore/lyrics/theme", "river")
+        tablet.send_message("/encore/lyrics/new", [])
+        await task
+
+    asyncio.run(scenario())
+    records = [json.loads(line) for line in
+               (tmp_path / "set" / "song.jsonl").read_text().splitlines()]
+    lyrics = [r for r in records if r.get("type") == "lyric"]
+    controls = [r for r in records if r.get("type") == "control"]
+    assert len(lyrics) >= 3, "the live show wrote too few lines"
+    assert all(r["syllables"] and r["text"] for r in lyrics)
+    assert [c["target"] for c in controls] == ["lyrics.theme", "lyrics.renew"]
+    assert stage.show.state()["lyrics.theme"] == "river"
+    assert stage.show.health.lyric_lines == len(lyrics)
+    assert any(lines), "the tablet's lyric label stayed empty"
