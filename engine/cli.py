@@ -6,7 +6,9 @@
     encore devices
     encore osc-map [--json]
     encore convert magenta-js CHECKPOINT_DIR OUT [--name NAME]
+    encore convert gpt2 HF_DIR OUT
     encore train musicvae --out DIR [--preset mel_2bar|trio_4bar] [--midi-dir DIR] ...
+    encore train lyrics [--from HF_DIR --text FILE] --out DIR [--steps N] [--onnx DIR] ...
     encore export musicvae CHECKPOINT.pt OUT_DIR
 
 ``render``, ``stats``, ``live``, ``devices`` and ``osc-map`` need only the runtime.
@@ -68,6 +70,14 @@ def _cmd_render(args: argparse.Namespace) -> None:
     print(f"{result.bars} bars, {result.audio_seconds:.1f} s of music in "
           f"{result.wall_seconds:.2f} s ({result.speed:.0f}x real time); "
           f"onnxruntime provider: {result.provider}")
+    if result.lines:
+        print(f"lyrics: {result.lines} lines by {patch.lyrics.source}")
+    vocals = result.vocals
+    if result.singer and vocals is not None:
+        rtf = sorted(vocals.rtf)
+        median = f", real-time factor {rtf[len(rtf) // 2]:.2f} a phrase" if rtf else ""
+        failed = f", {vocals.failed} failed ({vocals.last_error})" if vocals.failed else ""
+        print(f"voice: {result.singer} sang {vocals.sung} phrases{median}{failed}")
 
 
 def _with_model(patch, model: str):
@@ -167,6 +177,29 @@ def _cmd_train_musicvae(args: argparse.Namespace) -> None:
         sys.argv[0] = program
 
 
+def _cmd_convert_gpt2(args: argparse.Namespace) -> None:
+    export_gpt2 = _import_export("export.gpt2_onnx").export_gpt2
+    config = export_gpt2(args.hf_dir, args.out, opset=args.opset, tolerance=args.tolerance)
+    for name in ("model.onnx", "tokenizer.json", "encore_gpt2.json"):
+        print(f"wrote {args.out / name}")
+    parity = config["parity"]
+    print(f"parity with transformers on a {parity['prompt_tokens']}-token prompt: logits max "
+          f"|diff| {parity['full_logits_max_abs_diff']:.2e} (whole prompt), "
+          f"{parity['cached_logits_max_abs_diff']:.2e} (token by token through the cache); "
+          f"greedy {parity['greedy_tokens']} tokens identical: {parity['greedy_identical']}")
+
+
+def _cmd_train_lyrics(args: argparse.Namespace) -> None:
+    train_main = _import_export("export.train_lyrics").main
+    rest = list(args.train_args)
+    fine_tune = any(a == "--from" or a.startswith("--from=") for a in rest)
+    if not fine_tune and ("-h" in rest or "--help" in rest):
+        print("encore train lyrics: without --from, trains the lyricist from scratch on "
+              "public-domain verse (options below); with --from HF_DIR --text FILE, fine-tunes "
+              "that GPT-2 folder (`encore train lyrics --from X --help` lists its options).\n")
+    train_main(["finetune" if fine_tune else "scratch", *rest])
+
+
 def _cmd_export_musicvae(args: argparse.Namespace) -> None:
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint; train one with "
@@ -255,6 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     magenta.add_argument("out", type=Path, metavar="OUT")
     magenta.add_argument("--name", help="model name (default: the folder's name)")
     magenta.set_defaults(func=_cmd_convert_magenta_js)
+    gpt2 = convert_kinds.add_parser(
+        "gpt2", help="a Hugging Face GPT-2 folder -> an ONNX lyricist with a key/value cache",
+        description="Export a local Hugging Face GPT-2 folder (ours from `encore train "
+                    "lyrics`, or a downloaded gpt2 / distilgpt2) to OUT/model.onnx, "
+                    "OUT/tokenizer.json and OUT/encore_gpt2.json, checking that ONNX Runtime "
+                    "matches transformers.")
+    gpt2.add_argument("hf_dir", type=Path, metavar="HF_DIR")
+    gpt2.add_argument("out", type=Path, metavar="OUT")
+    gpt2.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    gpt2.add_argument("--tolerance", type=float, default=1e-4,
+                      help="largest |logit difference| from transformers accepted (default "
+                           "1e-4; a large pretrained GPT-2 may need 5e-4)")
+    gpt2.set_defaults(func=_cmd_convert_gpt2)
 
     train = commands.add_parser("train", help="train a model (needs the export extra)")
     train_kinds = train.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -265,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
              "(e.g. runs/trio_4bar/last.pt), not a shipped ONNX model; "
              "`encore train musicvae --help` lists every option",
     ).set_defaults(func=_cmd_train_musicvae, passes_through=True)
+    train_kinds.add_parser(
+        "lyrics", add_help=False,
+        help="train the GPT-2 lyricist: --out DIR [--steps N] [--onnx OUT] from scratch on "
+             "public-domain verse, or fine-tune a GPT-2 folder with --from HF_DIR --text FILE; "
+             "`encore train lyrics --help` lists every option",
+    ).set_defaults(func=_cmd_train_lyrics, passes_through=True)
 
     export = commands.add_parser("export", help="export a trained checkpoint to ONNX")
     export_kinds = export.add_subparsers(dest="kind", metavar="KIND", required=True)

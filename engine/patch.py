@@ -341,6 +341,26 @@ class Lyrics:
 
 
 @dataclass(frozen=True, slots=True)
+class Voice:
+    """The singer: who sings the lyrics, how loud, and how hard it may work."""
+
+    singer: str = setting(
+        "auto", 'Who sings: "auto" (the best voice this machine has: a DiffSinger voicebank '
+        'in models_onnx/ if one is there, else the fallback), "fallback" (espeak-ng speech '
+        're-pitched by the WORLD vocoder), a DiffSinger voicebank folder (path or name in '
+        'models_onnx/), or "off".')
+    level: float = setting(0.8, "Vocal level in the mix.", range=(0.0, 1.0))
+    mute: bool = setting(False, "Silence the voice (phrases are still written and logged).")
+    steps: int = setting(
+        0, "Diffusion steps of a DiffSinger voice; 0 measures the machine at start-up and "
+        "picks what it can sing in time.", range=(0, 100))
+    speaker: str = setting("", 'Speaker of a multi-speaker voicebank ("" = its first).')
+    transpose: int = setting(
+        0, "Semitones the voice sings away from the melody (e.g. -12 for a low voice).",
+        range=(-24, 24))
+
+
+@dataclass(frozen=True, slots=True)
 class Patch:
     """A whole performance patch: one field per [section] of the TOML file."""
 
@@ -355,6 +375,7 @@ class Patch:
     midi: Midi = setting(factory=Midi)
     live: Live = setting(factory=Live)
     lyrics: Lyrics = setting(factory=Lyrics)
+    voice: Voice = setting(factory=Voice)
     osc: OscSettings = setting(factory=OscSettings)
 
     def to_dict(self) -> dict[str, Any]:

@@ -76,6 +76,16 @@ class PhrasePlan:
     def end(self) -> float:
         return self.syllables[-1].end
 
+    def transposed(self, semitones: int) -> PhrasePlan:
+        """The same phrase sung ``semitones`` higher (lower when negative)."""
+        if not semitones:
+            return self
+        from dataclasses import replace
+
+        return replace(self, syllables=tuple(
+            replace(s, notes=tuple(replace(n, pitch=n.pitch + semitones) for n in s.notes))
+            for s in self.syllables))
+
     def seconds(self, beat: float, tempo_bpm: float) -> float:
         """Seconds from the song's start of ``beat`` at a constant ``tempo_bpm``."""
         return beat * 60.0 / tempo_bpm

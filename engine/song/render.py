@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from engine.audio.fluid_render import FluidRenderer, SynthEvent, note_events, soft_clip
+from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
 from engine.music.midi_io import write_midi
 from engine.music.musicvae_runner import MusicVAERunner, load_model
@@ -24,6 +25,8 @@ from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, Composer, Conductor
 from engine.song.event_log import EventLog
 from engine.song.lyrics_track import LyricsTrack, build_writer, lyric_events, lyric_record
+from engine.voice.choose import load_singer, resample
+from engine.voice.singer import Singer
 
 CHUNK_FRAMES = 64 * 64  # 4096 frames: a multiple of FluidSynth's 64-frame block
 TAIL_SECONDS = 2.0  # let the last notes and the reverb ring out
@@ -39,6 +42,9 @@ class RenderResult:
     audio_seconds: float
     wall_seconds: float
     provider: str
+    singer: str = ""
+    vocals: VocalStats | None = None
+    lines: int = 0
 
     @property
     def speed(self) -> float:
@@ -59,6 +65,7 @@ class _StreamingAudio:
         self.file = sf.SoundFile(str(path), "w", samplerate=self.rate, channels=2,
                                  subtype="PCM_16")
         self.pending: list[tuple[int, int, SynthEvent]] = []  # (sample, order, event)
+        self.vocals: list[tuple[int, np.ndarray]] = []  # (first sample, mono samples)
         self.position = 0
         self.order = 0
         self.first = True
@@ -67,6 +74,26 @@ class _StreamingAudio:
         for event in events:
             self.pending.append((round(event.time * self.rate), self.order, event))
             self.order += 1
+
+    def add_vocal(self, start_seconds: float, samples: np.ndarray, level: float) -> None:
+        """Mix a sung phrase (mono, at this rate) in from ``start_seconds`` on."""
+        start = round(start_seconds * self.rate)
+        if start < self.position:  # the past is written: never happens with the lag kept
+            samples = samples[self.position - start:]
+            start = self.position
+        if len(samples):
+            self.vocals.append((start, samples * np.float32(level)))
+
+    def _mix_vocals(self, block: np.ndarray) -> None:
+        end = self.position + len(block)
+        keep = []
+        for start, samples in self.vocals:
+            a, b = max(start, self.position), min(start + len(samples), end)
+            if b > a:
+                block[a - self.position:b - self.position] += samples[a - start:b - start, None]
+            if start + len(samples) > end:
+                keep.append((start, samples))
+        self.vocals = keep
 
     def render_until(self, seconds: float) -> None:
         target = int(seconds * self.rate) // CHUNK_FRAMES * CHUNK_FRAMES
@@ -82,11 +109,14 @@ class _StreamingAudio:
         block = self.synth.render(events, (target - self.position) / self.rate,
                                   reset=self.first)
         self.first = False
+        if self.vocals:
+            self._mix_vocals(block)
         self.file.write(soft_clip(block))
         self.position = target
 
     def close(self, end_seconds: float) -> None:
-        end = end_seconds + TAIL_SECONDS
+        end = max([end_seconds + TAIL_SECONDS]
+                  + [(s + len(v)) / self.rate for s, v in self.vocals])
         self.render_until(end + CHUNK_FRAMES / self.rate)
         self.file.close()
         self.synth.close()
@@ -125,6 +155,11 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
     writer = build_writer(patch.lyrics, conductor.seed, model_dir)
     lyrics = LyricsTrack(writer, patch.lyrics) if writer is not None else None
     phrases = []
+    singer = load_singer(patch.voice, model_dir) if audio and lyrics is not None else None
+    # A phrase is written when its last bar is composed and sung from before its first:
+    # the audio is written that many bars (and a bar of pre-roll) behind the composing.
+    lag_bars = patch.lyrics.phrase_bars + 1 if singer is not None else 0
+    vocals = VocalStats()
     with EventLog(log_path) as log:
         log.header(patch=patch.to_dict(), seed=conductor.seed, model=runner.name,
                    model_bars=runner.bars, z_size=runner.z_size, bars=bars, bpm=bpm,
@@ -138,10 +173,12 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
             if written is not None:
                 phrases.append(written[0])
                 log.write(lyric_record(*written))
+                if singer is not None and stream is not None:
+                    _sing(singer, written[0], patch, stream, vocals)
             _collect(arranged, midi_notes)
             if stream is not None:
                 stream.add(_synth_events(arranged, patch, bar_seconds))
-                stream.render_until((plan.index + 1) * bar_seconds - SAFETY_SECONDS)
+                stream.render_until((plan.index + 1 - lag_bars) * bar_seconds - SAFETY_SECONDS)
             _progress(plan.index + 1, bars, started)
     if stream is not None:
         stream.close(bars * bar_seconds)
@@ -152,7 +189,34 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
     write_midi(out / "song.mid", audible, bpm=bpm, programs=programs, channels=channels,
                lyrics=lyric_events(phrases))
     return RenderResult(out / "song.mid", out / "song.wav" if audio else None, log_path, bars,
-                        bars * bar_seconds, time.perf_counter() - started, runner.provider)
+                        bars * bar_seconds, time.perf_counter() - started, runner.provider,
+                        singer.name if singer is not None else "", vocals, len(phrases))
+
+
+@dataclass
+class VocalStats:
+    """How the singing went: phrases sung, failed, and the real-time factor of each."""
+
+    sung: int = 0
+    failed: int = 0
+    rtf: list[float] = field(default_factory=list)
+    last_error: str = ""
+
+
+def _sing(singer: Singer, phrase: PhrasePlan, patch: Patch, stream: _StreamingAudio,
+          stats: VocalStats) -> None:
+    """Render one phrase and mix it in; a phrase the singer fails on is left out."""
+    began = time.perf_counter()
+    try:
+        sung = singer.render(phrase.transposed(patch.voice.transpose), patch.song.tempo)
+    except Exception as err:  # noqa: BLE001 - one bad phrase must not stop the set
+        stats.failed += 1
+        stats.last_error = f"bar {phrase.bar}: {type(err).__name__}: {err}"
+        return
+    stats.sung += 1
+    stats.rtf.append((time.perf_counter() - began) / max(sung.duration, 1e-9))
+    if not patch.voice.mute:
+        stream.add_vocal(sung.start_seconds, resample(sung, stream.rate), patch.voice.level)
 
 
 def _collect(arranged: ArrangedBar, into: dict[str, list[Note]]) -> None:

@@ -94,3 +94,31 @@ def test_unsung_sections_have_no_words(short_patch: Patch, tiny_model_dir: Path,
     result = render_song(patch, tmp_path, bars=8, seed=5, audio=False,
                          model_dir=tiny_model_dir)
     assert {p.section for p in lyric_plans(result.log)} <= {"chorus"}
+
+
+def test_the_voice_sings_the_lines_into_the_wav_at_their_notes(
+        short_patch: Patch, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The fallback singer (real espeak-ng and WORLD) mixed into song.wav: the render with
+    the voice differs from the one without it where lines are sung, and nowhere before."""
+    import numpy as np
+    import soundfile as sf
+
+    data = short_patch.to_dict() | {"form": {"sections": ["intro", "verse", "chorus"],
+                                             "loop_from": 1,
+                                             "lengths": {"intro": 2, "verse": 2, "chorus": 2}}}
+    sung = render_song(build_patch(data | {"voice": {"singer": "fallback"}}), tmp_path / "on",
+                       bars=6, seed=5, model_dir=tiny_model_dir)
+    dry = render_song(build_patch(data | {"voice": {"singer": "off"}}), tmp_path / "off",
+                      bars=6, seed=5, model_dir=tiny_model_dir)
+    assert sung.singer == "fallback" and dry.singer == ""
+    assert sung.vocals.sung == len(lyric_plans(sung.log)) > 0 and sung.vocals.failed == 0
+    a, rate = sf.read(str(sung.wav))
+    b, _ = sf.read(str(dry.wav))
+    n = min(len(a), len(b))
+    voice = np.abs(a[:n] - b[:n]).mean(axis=1)
+    seconds = 60.0 / short_patch.song.tempo
+    first = min(p.start for p in lyric_plans(sung.log)) * seconds
+    assert voice[: int((first - 1.0) * rate)].max() < 1e-3  # silent a second before
+    for plan in lyric_plans(sung.log):
+        span = voice[int(plan.start * seconds * rate): int(plan.end * seconds * rate)]
+        assert np.sqrt(np.mean(span ** 2)) > 0.01, plan.text
