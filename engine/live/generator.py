@@ -126,7 +126,7 @@ class BarGenerator:
         # still found and replaced at the next request.
         self._in_flight: list[tuple[concurrent.futures.Future, float]] = []
         self._warm = False  # has the current worker delivered a bar yet?
-        self._lyrics: dict[int, dict[str, Any]] = {}  # bar index -> lyric line it completed
+        self._lyrics: list[dict[str, Any]] = []  # lines written, not yet taken by the show
 
     @property
     def limit_s(self) -> float:
@@ -216,13 +216,12 @@ class BarGenerator:
 
     def _keep_lyric(self, plan: BarPlan, lyric: dict[str, Any] | None) -> None:
         if lyric is not None:
-            self._lyrics[plan.index] = lyric
+            self._lyrics.append(lyric)
 
-    def pop_lyric(self, bar_index: int) -> dict[str, Any] | None:
-        """The lyric line (event-log record) completed by bar ``bar_index``, once."""
-        for old in [i for i in self._lyrics if i < bar_index - 64]:
-            del self._lyrics[old]
-        return self._lyrics.pop(bar_index, None)
+    def take_lyrics(self) -> list[dict[str, Any]]:
+        """The lines written since the last call (event-log records), in song order."""
+        taken, self._lyrics = self._lyrics, []
+        return taken
 
     def steer_lyrics(self, target: str, value: str = "") -> None:
         """Change the theme or ask for new words; lands in order with the bars asked for."""

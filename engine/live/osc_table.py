@@ -303,6 +303,10 @@ def _controls() -> Iterator[Control]:
                      f"1 mutes the {part} (it is still generated, so unmuting is seamless).")
         yield fader(f"/encore/part/{part}/level", 0.0, 1.0, f"parts.{part}.level", "beat",
                     f"Mix level of the {part}; 0 is silent.")
+    yield fader("/encore/voice/level", 0.0, 1.0, "voice.level", "now",
+                "Level of the singing voice (from the next phrase on).")
+    yield toggle("/encore/voice/mute", "voice.mute", "now",
+                 "1 silences the voice (lines are still written and logged).")
     yield fader("/encore/master/level", 0.0, 1.0, "master.level", "now",
                 "Master output level.")
     yield button("/encore/panic", "panic", "now",

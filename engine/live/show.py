@@ -23,6 +23,7 @@ closes the event log.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import gc
@@ -40,6 +41,7 @@ import numpy as np
 from engine.live.clock import Clock
 from engine.live.generator import BarGenerator
 from engine.live.osc_control import Command, OscDispatcher, OscServer
+from engine.live.vocal_worker import VocalWorker
 from engine.music.arrangement import humanize
 from engine.music.latent_walk import WalkSettings, to_typical_set
 from engine.music.notes import STEPS_PER_BAR
@@ -53,12 +55,14 @@ NS = 1_000_000_000
 START_DELAY_S = 0.5  # from "go" to the first downbeat
 CC_VOLUME = 7
 SWITCH_INTERVAL_S = 0.0005
+VOCAL_SAFETY_BLOCKS = 2  # a phrase must be in the ring this many audio blocks early
 
 
 @dataclass
 class ShowHealth:
     bars_played: int = 0
     lyric_lines: int = 0
+    voice: dict[str, Any] = field(default_factory=dict)
     bars_fallback: int = 0
     bars_silent: int = 0
     push_late_ms_max: float = 0.0
@@ -119,6 +123,10 @@ class Show:
         self.section = ""
         self.lyric = ""
         self.theme = patch.lyrics.theme
+        self.vocals: VocalWorker | None = None
+        self._vocal_tasks: set[asyncio.Task] = set()
+        self.voice_level = patch.voice.level
+        self.voice_mute = patch.voice.mute
         self.sample_rate = patch.audio.sample_rate
         self.follower: Any = None
         self.link: Any = None
@@ -142,6 +150,22 @@ class Show:
                            if getattr(self.patch.parts, p).port in ports}
         return ports
 
+    async def _start_voice(self) -> None:
+        """Start the voice worker (it loads and times the singer) when the set is sung."""
+        patch = self.patch
+        if patch.lyrics.source == "off" or patch.voice.singer == "off":
+            return
+        vocals = VocalWorker(patch, self.sample_rate, model_dir=self.model_dir)
+        info = await asyncio.to_thread(vocals.start)
+        if not vocals.active:
+            vocals.close()
+            return
+        self.vocals = vocals
+        log.info("voice: %s, real-time factor %.2f%s", info["singer"], info["rtf"],
+                 f" at {info['steps']} steps" if info.get("steps") else "")
+        if self.event_log is not None:
+            self.event_log.write({"type": "voice"} | info)
+
     def _open_audio(self) -> Any:
         from engine.live.audio_out import AudioEngine, list_devices
 
@@ -156,7 +180,9 @@ class Show:
             (outputs[0] if outputs else None)
         rate = int(chosen.default_samplerate) if chosen else patch.audio.sample_rate
         self.sample_rate = rate
-        return AudioEngine(patch.audio.soundfont, sample_rate=rate,
+        bar_s = 240.0 / patch.song.tempo
+        vocal_s = max(10.0, (2 * patch.lyrics.phrase_bars + 2) * bar_s * 1.5)
+        return AudioEngine(patch.audio.soundfont, sample_rate=rate, vocal_capacity_s=vocal_s,
                            block_size=patch.live.block_size,
                            device=patch.live.audio_device or None, gain=patch.audio.gain,
                            reverb=patch.audio.reverb, channels_programs=programs)
@@ -210,6 +236,7 @@ class Show:
             await self._start_osc()
         if self.use_audio:
             self.audio_engine = self._open_audio()
+            await self._start_voice()
         # Collect before the audio runs: a full collection stalls every thread ~20 ms.
         gc.collect()
         gc.freeze()  # what start-up allocated is never scanned again during the show
@@ -227,6 +254,8 @@ class Show:
 
         plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
+        if self.vocals is not None:  # a phrase is sung from its first bar, written at its last
+            lookahead = max(lookahead, patch.lyrics.phrase_bars + 1)
         queue: list[tuple[BarPlan, asyncio.Task]] = []
         while True:
             while len(queue) < lookahead:
@@ -324,16 +353,65 @@ class Show:
         if self.event_log is not None:
             self.event_log.write({"type": "bar", "fresh": fresh}
                                  | plan.to_dict() | bar.to_dict())
-        lyric = self.generator.pop_lyric(plan.index) if self.generator is not None else None
-        if lyric is not None:
-            self.lyric = lyric["text"]
-            self.health.lyric_lines += 1
-            if self.event_log is not None:
-                self.event_log.write(lyric)
+        if self.generator is not None:
+            for lyric in self.generator.take_lyrics():
+                self._on_lyric(lyric)
         if self.on_bar is not None:
             self.on_bar(self, bar)
         if self.osc_server is not None:
             self.osc_server.send_feedback(self.state())
+
+    def _on_lyric(self, lyric: dict[str, Any]) -> None:
+        """A line is written (bars before it is sung): log it, show it, have it sung."""
+        self.lyric = lyric["text"]
+        self.health.lyric_lines += 1
+        if self.event_log is not None:
+            self.event_log.write(lyric)
+        if self.vocals is not None and self.vocals.active:
+            task = asyncio.ensure_future(self._sing(lyric))
+            self._vocal_tasks.add(task)
+            task.add_done_callback(self._vocal_tasks.discard)
+
+    async def _sing(self, lyric: dict[str, Any]) -> None:
+        """Render the phrase in the voice worker; place it in the vocal ring if it is
+        there before its first sample is due (with a safety margin), else drop it."""
+        vocals, clock, engine = self.vocals, self.clock, self.audio_engine
+        assert vocals is not None and clock is not None and engine is not None
+        health = vocals.health
+        first_beat = float(lyric["syllables"][0]["notes"][0][1])
+        note_ns = clock.beat_to_ns(first_beat)
+        wait_s = (note_ns - time.monotonic_ns()) / NS
+        if wait_s <= 0:
+            health.missed += 1
+            health.last_error = f"bar {lyric['bar']}: written after its first note"
+            return
+        bpm = clock.bpm
+        future = vocals.submit(lyric, bpm)
+        try:
+            samples, start_s, rtf = await asyncio.wait_for(asyncio.wrap_future(future), wait_s)
+        except TimeoutError:
+            health.missed += 1
+            health.last_error = f"bar {lyric['bar']}: not rendered before its first note"
+            return
+        except Exception as err:  # noqa: BLE001 - a phrase may fail; the set goes on
+            health.failed += 1
+            health.last_error = f"bar {lyric['bar']}: {type(err).__name__}: {err}"
+            if isinstance(err, concurrent.futures.process.BrokenProcessPool):
+                await asyncio.to_thread(vocals.restart)
+            return
+        health.rtf.append(rtf)
+        start_frame = engine.ns_to_frame(note_ns) + round(
+            (start_s - first_beat * 60.0 / bpm) * self.sample_rate)
+        ring = engine.vocals
+        margin = start_frame - ring.read_frame - VOCAL_SAFETY_BLOCKS * self.patch.live.block_size
+        if margin <= 0:
+            health.missed += 1
+            health.last_error = f"bar {lyric['bar']}: rendered {-margin} frames too late"
+            return
+        health.margins_ms.append(1000.0 * margin / self.sample_rate)
+        health.sung += 1
+        if not self.voice_mute:
+            ring.write_at(start_frame, samples * np.float32(self.voice_level))
 
     def _send_note(self, part: str, channel: int, pitch: int, velocity: int, start_ns: int,
                    end_ns: int) -> None:
@@ -400,6 +478,10 @@ class Show:
             self.generator.steer_lyrics(target, str(values[0]) if values else "")
             if target == "lyrics.theme":
                 self.theme = str(values[0])
+        elif target == "voice.level":
+            self.voice_level = float(values[0])
+        elif target == "voice.mute":
+            self.voice_mute = bool(values[0])
         elif target == "panic":
             self.panic()
         else:
@@ -454,7 +536,9 @@ class Show:
                                  self.patch.song.tempo, "master.level": self.mix.master,
                                  "status.bar": str(self.bar_index),
                                  "status.section": self.section,
-                                 "status.lyric": self.lyric, "lyrics.theme": self.theme}
+                                 "status.lyric": self.lyric, "lyrics.theme": self.theme,
+                                 "voice.level": self.voice_level,
+                                 "voice.mute": int(self.voice_mute)}
         if self.conductor is not None:
             settings = self.conductor.walker.settings
             state |= {"walk.step_size": settings.step_size,
@@ -467,7 +551,9 @@ class Show:
         health = self.health
         state["status.health"] = (f"fallback {health.bars_fallback} "
                                   f"late {self._late_count()} "
-                                  f"underruns {self._underruns()}")
+                                  f"underruns {self._underruns()}"
+                                  + (f" vocal missed {self.vocals.health.missed}"
+                                     if self.vocals is not None else ""))
         return state
 
     def _late_count(self) -> int:
@@ -496,6 +582,8 @@ class Show:
             health.generation = self.generator.health.to_dict()
         if self.dispatcher is not None:
             health.osc = dict(self.dispatcher.stats)
+        if self.vocals is not None:
+            health.voice = self.vocals.health.to_dict() | {"singer": self.vocals.info}
 
     def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
@@ -506,6 +594,7 @@ class Show:
                              ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
                              ("osc", lambda: self.osc_server and self.osc_server.close()),
                              ("generator", lambda: self.generator and self.generator.close()),
+                             ("voice", lambda: self.vocals and self.vocals.close()),
                              ("clock in", lambda: self.follower and self.follower.close()),
                              ("link", lambda: self.link and self.link.close()),
                              ("log", lambda: self.event_log and self.event_log.close())):

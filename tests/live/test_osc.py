@@ -557,6 +557,8 @@ def test_the_table_has_the_promised_controls():
         "/encore/hello": ("", (), "now"),
         "/encore/lyrics/theme": ("s", (None,), "bar"),
         "/encore/lyrics/new": ("", (), "bar"),
+        "/encore/voice/level": ("f", ((0.0, 1.0),), "now"),
+        "/encore/voice/mute": ("i", ((0, 1),), "now"),
     }
     for part in PARTS:
         expected[f"/encore/part/{part}/mute"] = ("i", ((0, 1),), "bar")
@@ -587,8 +589,9 @@ def test_targets_that_are_patch_keys_share_their_ranges():
             expected = (0, 1) if isinstance(node, bool) else field.metadata["range"]
             assert control.ranges == (expected,), control.address
             checked += 1
-    # tempo, speed, temperature, wander, lyrics theme; mute and level of each part
-    assert checked == 5 + 2 * len(PARTS)
+    # tempo, speed, temperature, wander, lyrics theme, voice level and mute; mute and
+    # level of each part
+    assert checked == 7 + 2 * len(PARTS)
 
 
 def test_the_osc_map_lists_every_address():

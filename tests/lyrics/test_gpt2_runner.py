@@ -145,6 +145,9 @@ def test_word_logprobs_at_a_line_start_take_no_space(lyricist: GPT2Lyricist) -> 
     both = lyricist.token_logprob_of_words(PROMPT, ["the", "we"])
     alone = lyricist.token_logprob_of_words(PROMPT, ["the"])
     assert both[0] == pytest.approx(alone[0], abs=1e-5)
+    after_eos = lyricist.token_logprob_of_words("<|endoftext|>", ["the"])
+    expected = lyricist.token_logprob_of_words("", ["the"])
+    assert after_eos[0] == pytest.approx(expected[0], abs=1e-5)
     assert lyricist.token_logprob_of_words(PROMPT, []).shape == (0,)
 
 

@@ -1,0 +1,361 @@
+"""Export a Hugging Face GPT-2 folder to one ONNX graph with an explicit key/value cache.
+
+    export_gpt2(Path("runs/lyrics_gpt2/hf"), Path("models_onnx/lyrics_gpt2"))
+    encore convert gpt2 runs/lyrics_gpt2/hf models_onnx/lyrics_gpt2      # the same
+
+Any local GPT-2 folder works: ours (``export/train_lyrics.py``), or a downloaded ``gpt2`` /
+``distilgpt2`` that carries only ``vocab.json`` + ``merges.txt`` (the tokenizer is loaded
+with transformers and saved in the ``tokenizers`` library's single-file form).
+
+The output folder holds:
+
+- ``model.onnx``, the I/O contract the engine relies on (``engine/lyrics/gpt2_runner.py``)::
+
+      input_ids  int64   [batch, seq]
+      past       float32 [n_layer, 2, batch, n_head, past_len, head_dim]   (past_len may be 0)
+      logits     float32 [batch, seq, vocab]
+      present    float32 [n_layer, 2, batch, n_head, past_len + seq, head_dim]
+
+  ``past[:, 0]`` are the keys and ``past[:, 1]`` the values; the position of ``input_ids[:, j]``
+  is ``past_len + j``, computed in the graph, so a caller only feeds ``present`` back as the
+  next ``past``. batch, seq and past_len are dynamic. Every row of a batch has the same
+  length (no padding mask): the engine expands one prompt's cache to the batch.
+- ``tokenizer.json``, readable by ``tokenizers.Tokenizer.from_file``;
+- ``encore_gpt2.json``: the sizes, the end-of-text and newline token ids, where the model
+  came from, and the parity figures measured at export.
+
+Why a hand-written wrapper rather than tracing ``GPT2LMHeadModel`` itself: the model's cache
+is a transformers ``Cache`` object whose classes change between releases; the wrapper
+(:class:`CachedGPT2`) uses the model's own submodules and weights (embeddings, layer norms,
+``c_attn``/``c_proj`` projections, MLPs, the LM head) and writes only the attention
+(concatenate the past, causal mask offset by past_len, softmax) explicitly. Parity with the
+transformers forward and ``generate()`` is checked on every export (:func:`check_parity`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "encore-gpt2"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "encore_gpt2.json"
+INPUT_NAMES = ("input_ids", "past")
+OUTPUT_NAMES = ("logits", "present")
+PARITY_TOLERANCE = 1e-4
+"""Default largest |logit difference| allowed between ONNX Runtime and transformers. Our
+small models land near 5e-6; a large pretrained GPT-2, whose logits reach ~100, may need
+more (ONNX Runtime's own GPT-2 tools allow 5e-4 in float32): ``export_gpt2(tolerance=...)``,
+``encore convert gpt2 --tolerance``."""
+GREEDY_TOKENS = 32
+PARITY_TEXT = "about: night\nthe moon is shining on the"
+
+
+class CachedGPT2(torch.nn.Module):
+    """GPT2LMHeadModel's forward with the cache as one tensor in and one tensor out.
+
+    Uses ``model``'s own submodules and weights (no copies): ``wte``, ``wpe``, each block's
+    ``ln_1``, ``attn.c_attn``, ``attn.c_proj``, ``ln_2`` and ``mlp`` (``c_fc``, ``act``,
+    ``c_proj``), then ``ln_f`` and ``lm_head``. The ``Conv1D`` projections are applied as
+    ``x @ weight + bias`` on the 3-D activations (the same product as ``Conv1D.forward``,
+    without its flatten/unflatten reshapes, which cost ~20% of a cached step in ONNX
+    Runtime at batch 1). Dropout is skipped (inference). The attention is written out: the
+    past keys/values are concatenated before the new ones and query ``j`` (position
+    ``past_len + j``) sees keys ``0 .. past_len + j``.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        cfg = model.config
+        self.transformer = model.transformer
+        self.lm_head = model.lm_head
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.scalings = [_attention_scaling(block.attn, cfg, i)
+                         for i, block in enumerate(model.transformer.h)]
+
+    def forward(self, input_ids: torch.Tensor, past: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        tr = self.transformer
+        batch, seq = input_ids.shape[0], input_ids.shape[1]
+        past_len = past.shape[4]
+        positions = torch.arange(seq, dtype=torch.int64) + past_len  # [seq]
+        hidden = tr.wte(input_ids) + tr.wpe(positions).unsqueeze(0)
+        keys_at = torch.arange(seq + past_len, dtype=torch.int64)
+        allowed = keys_at.unsqueeze(0) <= positions.unsqueeze(1)  # [seq, past_len + seq]
+        lowest = torch.tensor(torch.finfo(torch.float32).min)
+        keys, values = [], []
+        for i, block in enumerate(tr.h):
+            qkv = _conv1d(block.attn.c_attn, block.ln_1(hidden))
+            qkv = qkv.reshape(batch, seq, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+            k = torch.cat([past[i, 0], qkv[1]], dim=2)  # [batch, head, past_len + seq, dim]
+            v = torch.cat([past[i, 1], qkv[2]], dim=2)
+            keys.append(k)
+            values.append(v)
+            scores = torch.matmul(qkv[0], k.transpose(-1, -2)) * self.scalings[i]
+            scores = torch.where(allowed, scores, lowest)
+            attn = torch.matmul(torch.softmax(scores, dim=-1), v)
+            attn = attn.transpose(1, 2).reshape(batch, seq, tr.embed_dim)
+            hidden = hidden + _conv1d(block.attn.c_proj, attn)
+            mlp = block.mlp
+            inner = mlp.act(_conv1d(mlp.c_fc, block.ln_2(hidden)))
+            hidden = hidden + _conv1d(mlp.c_proj, inner)
+        logits = self.lm_head(tr.ln_f(hidden))
+        return logits, torch.stack([torch.stack(keys), torch.stack(values)], dim=1)
+
+
+def _conv1d(conv, x: torch.Tensor) -> torch.Tensor:
+    """transformers' ``Conv1D`` (weight [in, out]) applied to ``x`` [..., in]."""
+    return torch.matmul(x, conv.weight) + conv.bias
+
+
+def _attention_scaling(attn, cfg, layer: int) -> float:
+    """The factor on q.k: 1/sqrt(head_dim) (and 1/(layer+1)) as the config asks."""
+    scaling = getattr(attn, "scaling", None)
+    if scaling is not None:
+        return float(scaling)
+    scaling = (cfg.n_embd // cfg.n_head) ** -0.5 if cfg.scale_attn_weights else 1.0
+    if cfg.scale_attn_by_inverse_layer_idx:
+        scaling /= float(layer + 1)
+    return scaling
+
+
+# ---- loading the Hugging Face folder ------------------------------------------------------
+def load_hf(hf_dir: Path):
+    """(model in eval mode, fast tokenizer) of a local GPT-2 folder, or a clear error."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_dir = Path(hf_dir)
+    if not hf_dir.is_dir():
+        raise FileNotFoundError(f"{hf_dir}: no such folder; give a Hugging Face GPT-2 folder "
+                                "(config.json, model.safetensors, tokenizer files)")
+    if not (hf_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{hf_dir} is not a Hugging Face model folder (no config.json): give a folder "
+            "saved with save_pretrained, e.g. a downloaded gpt2 or distilgpt2, or "
+            "runs/<name>/hf from `encore train lyrics`")
+    model_type = json.loads((hf_dir / "config.json").read_text()).get("model_type")
+    if model_type != "gpt2":
+        raise ValueError(f"{hf_dir} holds a {model_type!r} model; only GPT-2 (model_type "
+                         "'gpt2', e.g. gpt2, distilgpt2) can be converted")
+    tokenizer_files = ("tokenizer.json", "vocab.json")
+    if not any((hf_dir / name).is_file() for name in tokenizer_files):
+        raise FileNotFoundError(f"{hf_dir} has no tokenizer (tokenizer.json, or vocab.json and "
+                                "merges.txt): copy the tokenizer files of the model into it")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir, local_files_only=True)
+    except Exception as err:  # transformers raises many types here
+        raise ValueError(f"{hf_dir}: transformers cannot load its tokenizer ({err}); it needs "
+                         "tokenizer.json or vocab.json + merges.txt") from err
+    if not hasattr(tokenizer, "backend_tokenizer"):
+        raise ValueError(f"{hf_dir}: the tokenizer has no fast (tokenizers) form to save; "
+                         "add a tokenizer.json to the folder")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True)
+    if getattr(model.config, "add_cross_attention", False):
+        raise ValueError(f"{hf_dir}: GPT-2 with cross-attention (an encoder-decoder part) "
+                         "cannot be exported as a lyricist")
+    return model.eval(), tokenizer
+
+
+def _eos_id(model, tokenizer) -> int:
+    for candidate in (model.config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(candidate, list):
+            candidate = candidate[0] if candidate else None
+        if candidate is not None:
+            return int(candidate)
+    raise ValueError("the model has no end-of-text token (config eos_token_id); set "
+                     "eos_token_id in config.json")
+
+
+def newline_token_ids(tokenizer, vocab_size: int) -> list[int]:
+    """Ids of every token whose decoded text contains a newline (each ends a lyric line)."""
+    backend = tokenizer.backend_tokenizer
+    size = min(vocab_size, backend.get_vocab_size(with_added_tokens=True))
+    texts = backend.decode_batch([[i] for i in range(size)], skip_special_tokens=False)
+    return [i for i, text in enumerate(texts) if "\n" in text]
+
+
+# ---- export -------------------------------------------------------------------------------
+def export_onnx(model, path: Path, opset: int = 17) -> Path:
+    """Trace :class:`CachedGPT2` around ``model`` into ``path`` (TorchScript exporter)."""
+    cfg = model.config
+    wrapper = CachedGPT2(model).eval()
+    head_dim = cfg.n_embd // cfg.n_head
+    # Example sizes only: the graph reads batch, seq and past_len from its inputs (the parity
+    # check runs it at batch 1, with an empty cache and one token at a time).
+    ids = torch.randint(0, cfg.vocab_size, (2, 3), dtype=torch.int64)
+    past = torch.zeros(cfg.n_layer, 2, 2, cfg.n_head, 4, head_dim)
+    dynamic = {"input_ids": {0: "batch", 1: "seq"},
+               "past": {2: "batch", 4: "past_len"},
+               "logits": {0: "batch", 1: "seq"},
+               "present": {2: "batch", 4: "total_len"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No constant folding: it would store a tied lm_head (= wte) a second time, transposed
+    # (+8 MB for our model, +150 MB for gpt2); ONNX Runtime folds it in memory at load.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer notes on shapes read as Python numbers
+        torch.onnx.export(wrapper, (ids, past), str(path), input_names=list(INPUT_NAMES),
+                          output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                          opset_version=opset, dynamo=False, do_constant_folding=False)
+    return path
+
+
+def _session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _empty_past(cfg, batch: int = 1) -> np.ndarray:
+    return np.zeros((cfg.n_layer, 2, batch, cfg.n_head, 0, cfg.n_embd // cfg.n_head), np.float32)
+
+
+def ort_greedy(session, cfg, prompt: list[int], n_tokens: int) -> list[int]:
+    """Greedy continuation with the cache: exactly ``n_tokens`` new ids (end-of-text too)."""
+    if n_tokens < 1:
+        return []
+    logits, past = session.run(None, {"input_ids": np.asarray([prompt], np.int64),
+                                      "past": _empty_past(cfg)})
+    out = [int(np.argmax(logits[0, -1]))]
+    while len(out) < n_tokens:
+        logits, past = session.run(None, {"input_ids": np.asarray([[out[-1]]], np.int64),
+                                          "past": past})
+        out.append(int(np.argmax(logits[0, -1])))
+    return out
+
+
+def hf_greedy(model, prompt: list[int], n_tokens: int, pad_id: int = 0) -> list[int]:
+    """``model.generate(do_sample=False)``: exactly ``n_tokens`` new ids after ``prompt``.
+
+    ``eos_token_id=[]`` keeps generate from stopping at end-of-text (``None`` would be
+    replaced by the model's own generation config), so both sides produce the same count.
+    """
+    from transformers import GenerationConfig
+
+    ids = torch.tensor([prompt], dtype=torch.int64)
+    generation = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n_tokens,
+                                  min_new_tokens=0, eos_token_id=[], pad_token_id=pad_id)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        generated = model.generate(ids, attention_mask=torch.ones_like(ids),
+                                   generation_config=generation)
+    return [int(t) for t in generated[0, len(prompt):]]
+
+
+def check_parity(model, tokenizer, session, prompt: list[int],
+                 n_greedy: int = GREEDY_TOKENS) -> dict:
+    """ONNX Runtime against the transformers model on ``prompt`` (a list of ids).
+
+    Returns ``full_logits_max_abs_diff`` (the whole prompt in one call, empty cache),
+    ``cached_logits_max_abs_diff`` (the same prompt fed one token at a time through the
+    cache, every step compared with the full forward), and whether the greedy continuation
+    of ``n_greedy`` tokens equals ``model.generate(do_sample=False)``'s.
+    """
+    cfg = model.config
+    eos = _eos_id(model, tokenizer)
+    if len(prompt) + n_greedy > cfg.n_positions:
+        raise ValueError(f"parity prompt of {len(prompt)} tokens + {n_greedy} new ones is "
+                         f"longer than the model's {cfg.n_positions} positions")
+    ids = torch.tensor([prompt], dtype=torch.int64)
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits.numpy()
+    full, _ = session.run(None, {"input_ids": ids.numpy(), "past": _empty_past(cfg)})
+    past = _empty_past(cfg)
+    cached = []
+    for token in prompt:
+        step, past = session.run(None, {"input_ids": np.asarray([[token]], np.int64),
+                                        "past": past})
+        cached.append(step[0, 0])
+    reference_greedy = hf_greedy(model, prompt, n_greedy, eos)
+    onnx_greedy = ort_greedy(session, cfg, prompt, n_greedy)
+    return {
+        "prompt_tokens": len(prompt),
+        "full_logits_max_abs_diff": float(np.abs(full - reference).max()),
+        "cached_logits_max_abs_diff": float(np.abs(np.stack(cached) - reference[0]).max()),
+        "greedy_tokens": len(reference_greedy),
+        "greedy_identical": reference_greedy == onnx_greedy,
+        "reference_logits_max_abs": float(np.abs(reference).max()),
+    }
+
+
+def parity_prompt(model, tokenizer) -> list[int]:
+    """The parity check's prompt: end-of-text (a document start), then a themed line."""
+    ids = [_eos_id(model, tokenizer)] + tokenizer.encode(PARITY_TEXT, add_special_tokens=False)
+    return ids[: model.config.n_positions - GREEDY_TOKENS]
+
+
+def _source_name(hf_dir: Path) -> str:
+    """The folder's name, with its parent's when it is a training run's ``hf`` folder."""
+    path = hf_dir.resolve()
+    return f"{path.parent.name}/{path.name}" if path.name == "hf" else path.name
+
+
+def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = 17, *,
+                tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Export the GPT-2 folder ``hf_dir`` into ``out_dir`` and check it; returns the config.
+
+    Writes ``model.onnx``, ``tokenizer.json`` and ``encore_gpt2.json`` (the returned dict,
+    parity figures under ``"parity"``). Raises ValueError when ONNX Runtime's logits differ
+    from transformers' by more than ``tolerance`` (default :data:`PARITY_TOLERANCE`) or the
+    greedy continuations differ; the files are left in place for inspection, without
+    ``encore_gpt2.json``, so the engine will not load them.
+    """
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    model, tokenizer = load_hf(hf_dir)
+    cfg = model.config
+    if cfg.n_embd % cfg.n_head:
+        raise ValueError(f"{hf_dir}: n_embd {cfg.n_embd} is not a multiple of n_head "
+                         f"{cfg.n_head}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / CONFIG_FILE).unlink(missing_ok=True)
+    model_path = export_onnx(model, out_dir / MODEL_FILE, opset)
+    tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
+    session = _session(model_path)
+    parity = check_parity(model, tokenizer, session, parity_prompt(model, tokenizer))
+    parity["tolerance"] = tolerance
+    worst = max(parity["full_logits_max_abs_diff"], parity["cached_logits_max_abs_diff"])
+    if not parity["greedy_identical"] or not math.isfinite(worst):
+        raise ValueError(
+            f"{model_path}: ONNX Runtime does not match transformers ({parity}); the export "
+            "is not usable. Check that the folder is a plain GPT-2 (GPT2LMHeadModel) and "
+            "that torch, transformers and onnxruntime are the versions in pyproject.toml")
+    if worst > tolerance:
+        raise ValueError(
+            f"{model_path}: ONNX Runtime's logits differ from transformers' by {worst:.2e}, "
+            f"more than the tolerance {tolerance:g} ({parity}). The greedy continuations "
+            "agree, so for a large model whose logits reach "
+            f"{parity['reference_logits_max_abs']:.0f} this may be float32 rounding: "
+            "convert again with a larger tolerance (--tolerance 5e-4) if you accept it")
+    eos = _eos_id(model, tokenizer)
+    config = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "n_layer": int(cfg.n_layer),
+        "n_head": int(cfg.n_head),
+        "head_dim": int(cfg.n_embd // cfg.n_head),
+        "n_embd": int(cfg.n_embd),
+        "n_positions": int(cfg.n_positions),
+        "vocab_size": int(cfg.vocab_size),
+        "eos_token_id": eos,
+        "newline_token_ids": newline_token_ids(tokenizer, cfg.vocab_size),
+        "inputs": list(INPUT_NAMES),
+        "outputs": list(OUTPUT_NAMES),
+        "opset": opset,
+        "source": _source_name(hf_dir),
+        "parity": parity,
+    }
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return config
