@@ -28,9 +28,6 @@ import numpy as np
 import pytest
 import yaml
 
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 SR, HOP, BINS, HIDDEN = 16000, 16, 16, 4
 FPS = SR / HOP  # 1000 frames a second: one frame is 1 ms
 CH = {name: i for i, name in enumerate(
@@ -44,7 +41,13 @@ SPEAKERS = {"alto": 0.25, "tenor": 0.75}
 ALL_ACOUSTIC = ("languages", "gender", "velocity", "spk_embed", "depth", "steps")
 AUDIO = {"sample_rate": SR, "hop_size": HOP, "num_mel_bins": BINS, "mel_fmin": 40,
          "mel_fmax": 8000, "mel_base": "e", "win_size": 64, "fft_size": 64}
-F32, I64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+F32, I64, BOOL = 1, 7, 9
+"""onnx.TensorProto's FLOAT, INT64 and BOOL (onnx is imported only when a graph is built, so
+that the other tests of this folder run without it)."""
+
+
+def _onnx():
+    return pytest.importorskip("onnx")
 
 
 class GraphBuilder:
@@ -62,23 +65,25 @@ class GraphBuilder:
         return f"v{self._n}"
 
     def input(self, name: str, dtype: int, shape: Sequence[int | str]) -> str:
-        self.inputs.append(helper.make_tensor_value_info(name, dtype, list(shape)))
+        self.inputs.append(_onnx().helper.make_tensor_value_info(name, dtype, list(shape)))
         return name
 
     def output(self, name: str, dtype: int, shape: Sequence[int | str]) -> None:
-        self.outputs.append(helper.make_tensor_value_info(name, dtype, list(shape)))
+        self.outputs.append(_onnx().helper.make_tensor_value_info(name, dtype, list(shape)))
 
     def const(self, value: Any, dtype: Any = np.int64) -> str:
         name = self.name()
-        self.inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+        self.inits.append(_onnx().numpy_helper.from_array(np.array(value, dtype=dtype), name))
         return name
 
     def op(self, kind: str, *inputs: str, out: str | None = None, **attrs: Any) -> str:
         out = out or self.name()
-        self.nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+        self.nodes.append(_onnx().helper.make_node(kind, list(inputs), [out], **attrs))
         return out
 
     def save(self, path: Path) -> Path:
+        onnx = _onnx()
+        helper = onnx.helper
         graph = helper.make_graph(self.nodes, "g", self.inputs, self.outputs, self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
