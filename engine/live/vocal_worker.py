@@ -76,19 +76,28 @@ def _init(patch_dict: dict[str, Any], model_dir: str | None, rate: int) -> dict[
 
 def _probe(auto_steps: bool) -> dict[str, Any]:
     """Runs in the worker: time the singer; choose steps for a DiffSinger voice."""
+    global _SINGER, _STEPS
     if _SINGER is None:
         return {"singer": "", "rtf": 0.0, "steps": None}
     _time(_SINGER)  # warm-up: first runs allocate
     steps = None
+    note = ""
     if auto_steps and hasattr(_SINGER, "settings"):
         for choice in STEP_CHOICES:
             if _time(_SINGER, choice) <= TARGET_RTF:
                 steps = choice
                 break
-        steps = steps or STEP_CHOICES[-1]
-    global _STEPS
+        if steps is None:  # too slow here even at the fewest steps: the fallback sings
+            slow = _time(_SINGER, STEP_CHOICES[-1])
+            from engine.voice.fallback_singer import FallbackSinger
+
+            note = (f"{_SINGER.name} is too slow on this machine (real-time factor "
+                    f"{slow:.2f} at {STEP_CHOICES[-1]} steps); the fallback singer sings")
+            log.warning("voice: %s", note)
+            _SINGER = FallbackSinger()
     _STEPS = steps
-    return {"singer": _SINGER.name, "rtf": _time(_SINGER, steps), "steps": steps}
+    return {"singer": _SINGER.name, "rtf": _time(_SINGER, steps), "steps": steps,
+            "note": note}
 
 
 def _render(plan_dict: dict[str, Any], tempo_bpm: float) -> tuple[np.ndarray, float, float]:

@@ -31,6 +31,9 @@ class SungAudio:
         if self.samples.ndim != 1 or self.samples.dtype != np.float32:
             raise TypeError(f"SungAudio.samples must be 1-D float32, got {self.samples.ndim}-D "
                             f"{self.samples.dtype}")
+        if not np.isfinite(self.samples).all():
+            raise ValueError("SungAudio.samples holds NaN or infinity: the singer failed on "
+                             "this phrase (never played: it would poison the mix)")
         if self.sample_rate <= 0:
             raise ValueError(f"SungAudio.sample_rate must be positive, got {self.sample_rate}")
 
