@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox)
+APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++)
 VENV=.venv
 STAMP="$VENV/.encore-installed"
 

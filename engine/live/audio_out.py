@@ -680,6 +680,7 @@ class AudioEngine:
         self._reset_counters()
         self._stream: Any = None
         self._device_name: str | None = None
+        self.tap: Any = None  # a recorder's TapRing: every block played is copied into it
 
     def _reset_counters(self) -> None:
         self._callbacks = 0
@@ -947,6 +948,9 @@ class AudioEngine:
             block *= target
         self._limiter.process(block)
         outdata[:] = block
+        tap = self.tap
+        if tap is not None:
+            tap.push(block)
         self._voices = self._voice_count()
 
     # ------------------------------------------------------------------ start / stop

@@ -41,13 +41,16 @@ import numpy as np
 from engine.live.clock import Clock
 from engine.live.generator import BarGenerator
 from engine.live.osc_control import Command, OscDispatcher, OscServer
+from engine.live.recorder import SetRecorder, TapRing
 from engine.live.vocal_worker import VocalWorker
+from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
 from engine.music.latent_walk import WalkSettings, to_typical_set
 from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
 from engine.song.event_log import EventLog
+from engine.song.lyrics_track import lyric_events
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ NS = 1_000_000_000
 START_DELAY_S = 0.5  # from "go" to the first downbeat
 CC_VOLUME = 7
 SWITCH_INTERVAL_S = 0.0005
+RECORD_HOLD_BEATS = 0.5  # the recording commits this far behind the bar line
+RECORD_RING_S = 4.0  # audio the recorder thread may fall behind before frames are lost
 VOCAL_SAFETY_BLOCKS = 2  # a phrase must be in the ring this many audio blocks early
 
 
@@ -63,6 +68,7 @@ class ShowHealth:
     bars_played: int = 0
     lyric_lines: int = 0
     voice: dict[str, Any] = field(default_factory=dict)
+    recording: dict[str, Any] = field(default_factory=dict)
     bars_fallback: int = 0
     bars_silent: int = 0
     push_late_ms_max: float = 0.0
@@ -124,6 +130,8 @@ class Show:
         self.lyric = ""
         self.theme = patch.lyrics.theme
         self.vocals: VocalWorker | None = None
+        self.recorder: SetRecorder | None = None
+        self._recorded_bpm = patch.song.tempo
         self._vocal_tasks: set[asyncio.Task] = set()
         self.voice_level = patch.voice.level
         self.voice_mute = patch.voice.mute
@@ -149,6 +157,18 @@ class Show:
         self.part_ports = {p: getattr(self.patch.parts, p).port for p in PARTS
                            if getattr(self.patch.parts, p).port in ports}
         return ports
+
+    def _start_recorder(self) -> None:
+        """song.mid (and song.wav of the internal mix) written as the set plays."""
+        assert self.record_dir is not None
+        programs = {part.channel - 1: part.program for _name, part in self.patch.parts.items()}
+        tap = None
+        if self.audio_engine is not None:
+            tap = TapRing(round(RECORD_RING_S * self.sample_rate))
+            self.audio_engine.tap = tap
+        self.recorder = SetRecorder(self.record_dir, self.patch.song.tempo, programs,
+                                    sample_rate=self.sample_rate if tap else None, tap=tap)
+        self._recorded_bpm = self.patch.song.tempo
 
     async def _start_voice(self) -> None:
         """Start the voice worker (it loads and times the singer) when the set is sung."""
@@ -237,6 +257,8 @@ class Show:
         if self.use_audio:
             self.audio_engine = self._open_audio()
             await self._start_voice()
+        if self.record_dir is not None:
+            self._start_recorder()
         # Collect before the audio runs: a full collection stalls every thread ~20 ms.
         gc.collect()
         gc.freeze()  # what start-up allocated is never scanned again during the show
@@ -331,6 +353,12 @@ class Show:
         self.bar_index = plan.index
         self.section = plan.position.section
         self.health.last_section = self.section
+        if self.recorder is not None:
+            if self.clock.bpm != self._recorded_bpm:
+                self.recorder.midi.tempo(plan.index * 4, self.clock.bpm)
+                self._recorded_bpm = self.clock.bpm
+            # bars before this one are complete (less what humanizing may pull early)
+            self.recorder.bar_done(max(0.0, plan.index * 4 - RECORD_HOLD_BEATS))
         if bar is None:
             self.health.bars_silent += 1
             return
@@ -344,11 +372,18 @@ class Show:
             channel = settings.channel - 1
             human = humanize(notes, self.patch.humanize.timing_ms, self.patch.humanize.velocity,
                              self.clock.bpm, rng)
+            midi = self.recorder.midi if self.recorder is not None else None
+            beats_per_s = self.clock.bpm / 60.0
             for note, offset_s in human:
                 start = step_ns[min(note.start, len(step_ns) - 1)] + int(offset_s * NS)
                 end_step = min(note.end, len(step_ns) - 1)
                 end = max(step_ns[end_step] + int(offset_s * NS), start + 1_000_000)
                 self._send_note(part, channel, note.pitch, note.velocity, start, end)
+                if midi is not None:
+                    shift = offset_s * beats_per_s
+                    midi.note(channel, note.pitch, note.velocity,
+                              plan.index * 4 + note.start / 4 + shift,
+                              plan.index * 4 + end_step / 4 + shift)
         self.health.bars_played += 1
         if self.event_log is not None:
             self.event_log.write({"type": "bar", "fresh": fresh}
@@ -367,6 +402,9 @@ class Show:
         self.health.lyric_lines += 1
         if self.event_log is not None:
             self.event_log.write(lyric)
+        if self.recorder is not None:
+            for step, text in lyric_events([PhrasePlan.from_dict(lyric)]):
+                self.recorder.midi.lyric(step / 4, text)
         if self.vocals is not None and self.vocals.active:
             task = asyncio.ensure_future(self._sing(lyric))
             self._vocal_tasks.add(task)
@@ -585,6 +623,15 @@ class Show:
         if self.vocals is not None:
             health.voice = self.vocals.health.to_dict() | {"singer": self.vocals.info}
 
+    def _close_recorder(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close((self.bar_index + 1) * 4)
+            self.health.recording = {"bars": self.recorder.bars_committed,
+                                     "wav_frames": self.recorder.frames_written,
+                                     "lost_frames": self.recorder.tap.lost_frames
+                                     if self.recorder.tap else 0,
+                                     "errors": self.recorder.errors}
+
     def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
             self._collect_health()
@@ -595,6 +642,7 @@ class Show:
                              ("osc", lambda: self.osc_server and self.osc_server.close()),
                              ("generator", lambda: self.generator and self.generator.close()),
                              ("voice", lambda: self.vocals and self.vocals.close()),
+                             ("recorder", self._close_recorder),
                              ("clock in", lambda: self.follower and self.follower.close()),
                              ("link", lambda: self.link and self.link.close()),
                              ("log", lambda: self.event_log and self.event_log.close())):
