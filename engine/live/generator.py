@@ -53,7 +53,11 @@ def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
     _COMPOSER = Composer(runner, patch)
     from engine.song.lyrics_track import LyricsTrack, build_writer
 
-    writer = build_writer(patch.lyrics, patch.song.seed, model_dir)
+    try:
+        writer = build_writer(patch.lyrics, patch.song.seed, model_dir)
+    except (OSError, ValueError) as err:  # checked before the show; never kill the music
+        log.warning("lyrics off: %s", err)
+        writer = None
     _LYRICS = LyricsTrack(writer, patch.lyrics) if writer is not None else None
 
 

@@ -50,7 +50,7 @@ from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
 from engine.song.event_log import EventLog
-from engine.song.lyrics_track import lyric_events
+from engine.song.lyrics_track import check_lyrics_models, lyric_events
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,7 @@ class Show:
         from engine.live.midi_sender import MidiSender
 
         patch = self.patch
+        check_lyrics_models(patch.lyrics, self.model_dir)  # a missing model fails here
         self.generator = BarGenerator(patch, model_dir=self.model_dir)
         info = await asyncio.to_thread(self.generator.describe)
         self.conductor = Conductor(patch, info["z_size"], seed=self.seed)

@@ -110,10 +110,12 @@ class GPT2Source:
     def candidates(self, context: Sequence[str], theme: str, n: int, max_syllables: int,
                    rng: np.random.Generator) -> list[str]:
         max_tokens = int(min(32, max(6, 1.6 * max_syllables)))
-        return self.runner.generate_lines(
+        lines = self.runner.generate_lines(
             self.prompt(context, theme), n, rng, max_tokens=max_tokens,
             temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
             repetition_penalty=self.repetition_penalty)
+        # Unprompted, a model trained on our format may open with a theme line of its own.
+        return [line for line in lines if not line.lower().startswith(THEME_PREFIX)]
 
     def rank_words(self, prefix: str, options: Sequence[str]) -> np.ndarray:
         return np.asarray(self.runner.token_logprob_of_words(EOS + prefix, list(options)))

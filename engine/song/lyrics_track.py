@@ -29,6 +29,23 @@ from engine.patch import Lyrics
 from engine.song.conductor import ArrangedBar, BarPlan
 
 
+def check_lyrics_models(settings: Lyrics, model_dir: str | Path | None = None) -> None:
+    """Raise FileNotFoundError, saying how to fix it, when a model the patch's lyricist
+    needs is missing (cheap: run before a show starts, so it fails then, not mid-set)."""
+    from engine.lyrics.sources import GPT2_FOLDER, MARKOV_FILE, find_model
+
+    if settings.source == "off":
+        return
+    find_model(settings.model or MARKOV_FILE if settings.source == "markov" else MARKOV_FILE,
+               model_dir)
+    if settings.source == "gpt2":
+        folder = find_model(settings.model or GPT2_FOLDER, model_dir)
+        if not (folder / "encore_gpt2.json").exists():
+            raise FileNotFoundError(
+                f"[lyrics] model: {folder} is not an exported GPT-2 folder (no "
+                "encore_gpt2.json): export one with `encore convert gpt2 HF_DIR OUT`")
+
+
 def build_writer(settings: Lyrics, seed: int, model_dir: str | Path | None = None
                  ) -> LyricsWriter | None:
     """The lyrics writer the patch asks for, or None for ``source = "off"``."""
