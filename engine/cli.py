@@ -2,16 +2,19 @@
 
     encore render [--patch P] [-o DIR] [--bars N] [--seed S] [--no-audio] ...
     encore stats song.jsonl
+    encore plot song.jsonl [-o DIR]
+    encore replay song.jsonl [-o DIR] [--no-audio] [--no-vocals]
     encore live [--patch P] [--bars N] [--record DIR] [--no-audio] [--dry-run] ...
     encore devices
     encore osc-map [--json]
+    encore layout open-stage-control|touchosc [-o FILE]
     encore convert magenta-js CHECKPOINT_DIR OUT [--name NAME]
     encore convert gpt2 HF_DIR OUT
     encore train musicvae --out DIR [--preset mel_2bar|trio_4bar] [--midi-dir DIR] ...
     encore train lyrics [--from HF_DIR --text FILE] --out DIR [--steps N] [--onnx DIR] ...
     encore export musicvae CHECKPOINT.pt OUT_DIR
 
-``render``, ``stats``, ``live``, ``devices`` and ``osc-map`` need only the runtime.
+``render``, ``stats``, ``replay``, ``live``, ``devices`` and ``osc-map`` need only the runtime.
 ``convert``, ``train`` and ``export`` load the PyTorch code in ``export/`` on first use
 and say how to install it when it is missing. Errors print ``encore: error: ...`` and exit
 with status 2, as argparse does for a bad argument; :func:`main` returns 0 on success.
@@ -72,6 +75,11 @@ def _cmd_render(args: argparse.Namespace) -> None:
           f"onnxruntime provider: {result.provider}")
     if result.lines:
         print(f"lyrics: {result.lines} lines by {patch.lyrics.source}")
+    if args.plot:
+        from engine.song.plot import plot_log
+
+        plots = plot_log(result.log)
+        print(f"wrote {plots.pianoroll}, {plots.latent}")
     vocals = result.vocals
     if result.singer and vocals is not None:
         rtf = sorted(vocals.rtf)
@@ -153,6 +161,44 @@ def _cmd_osc_map(args: argparse.Namespace) -> None:
     from engine.live.osc_table import TABLE, osc_map_markdown, osc_table_json
 
     print(osc_table_json(TABLE) if args.json else osc_map_markdown(TABLE))
+
+
+def _cmd_replay(args: argparse.Namespace) -> None:
+    from engine.song.replay import replay_set
+
+    out = args.out if args.out is not None else args.log.parent
+    result = replay_set(args.log, out, audio=not args.no_audio, vocals=not args.no_vocals,
+                        model_dir=args.model_dir)
+    written = ", ".join(str(p) for p in (result.midi, result.wav) if p)
+    print(f"wrote {written}")
+    kind = "live set" if result.live else "render"
+    torn = "; a torn last line was left out" if result.torn else ""
+    print(f"replayed {result.bars} bars of a {kind} ({result.audio_seconds:.1f} s of music in "
+          f"{result.wall_seconds:.2f} s), {result.lines} lyric lines{torn}")
+    if result.fallback_bars:
+        print(f"{result.fallback_bars} bars were played from the last good bar (generation "
+              "fell behind), as logged")
+    changes = ", ".join(f"{bpm:g} BPM at bar {bar}" for bar, bpm in result.tempo_changes)
+    print(f"controls replayed: {result.controls}" + (f"; tempo: {changes}" if changes else ""))
+    if result.skipped:
+        print("not replayed: " + ", ".join(f"{target} x{n}"
+                                           for target, n in sorted(result.skipped.items())))
+    if result.singer and result.vocals is not None:
+        print(f"voice: {result.singer} sang {result.vocals.sung} phrases")
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    from engine.song.plot import plot_log
+
+    plots = plot_log(args.log, args.out)
+    print(f"wrote {plots.pianoroll}, {plots.latent}")
+
+
+def _cmd_layout(args: argparse.Namespace) -> None:
+    from engine.live.layouts import write_layout
+
+    path = write_layout(args.app, args.out)
+    print(f"wrote {path} ({args.app} layout of the OSC address table)")
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
@@ -240,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="look for models here first")
     render.add_argument("--no-audio", action="store_true",
                         help="write only the MIDI file and the event log")
+    render.add_argument("--plot", action="store_true",
+                        help="also draw DIR/pianoroll.png and DIR/latent.png (see `encore plot`)")
     render.set_defaults(func=_cmd_render)
 
     live = commands.add_parser(
@@ -274,9 +322,51 @@ def build_parser() -> argparse.ArgumentParser:
     osc_map.add_argument("--json", action="store_true", help="as JSON (for tablet layouts)")
     osc_map.set_defaults(func=_cmd_osc_map)
 
+    layout = commands.add_parser(
+        "layout", help="write a tablet layout generated from the OSC address table",
+        description="Write a control surface for every address in the OSC table: an Open "
+                    "Stage Control session (.json) or a TouchOSC document (.tosc). Open it in "
+                    "the app and point the app at the engine's [osc] host and port.")
+    layout.add_argument("app", choices=("open-stage-control", "touchosc"), metavar="APP",
+                        help="open-stage-control or touchosc")
+    layout.add_argument("-o", "--out", default=None, metavar="FILE",
+                        help="where to write it (default: encore.json for Open Stage Control, "
+                             "encore.tosc for TouchOSC, in the current folder)")
+    layout.set_defaults(func=_cmd_layout)
+
     stats = commands.add_parser("stats", help="musical figures of a render's event log")
     stats.add_argument("log", type=Path, metavar="LOG", help="a song.jsonl")
     stats.set_defaults(func=_cmd_stats)
+
+    plot = commands.add_parser(
+        "plot", help="draw a set's piano roll and latent trajectory as PNGs",
+        description="Draw DIR/pianoroll.png (melody, bass and chords on a pitch axis, the "
+                    "drums in a strip, sections shaded and named, lyric lines under the bars "
+                    "where they are sung) and DIR/latent.png (every bar's latent vector, "
+                    "projected by PCA, joined in time order, coloured by section) from an "
+                    "event log.")
+    plot.add_argument("log", type=Path, metavar="LOG", help="a song.jsonl")
+    plot.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
+                      help="output folder (default: the folder LOG is in)")
+    plot.set_defaults(func=_cmd_plot)
+
+    replay = commands.add_parser(
+        "replay", help="make song.mid and song.wav again from a set's event log",
+        description="Re-render a recorded set (the song.jsonl of `encore render` or `encore "
+                    "live`) from its event log alone: the logged notes and lyric lines into "
+                    "DIR/song.mid, the built-in FluidSynth into DIR/song.wav; a tablet's "
+                    "mutes, levels and tempo changes are replayed from the bar after they "
+                    "were applied. No model runs.")
+    replay.add_argument("log", type=Path, metavar="LOG", help="a song.jsonl")
+    replay.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
+                        help="output folder (default: the folder LOG is in)")
+    replay.add_argument("--no-audio", action="store_true", help="write only song.mid")
+    replay.add_argument("--no-vocals", action="store_true",
+                        help="leave the voice out of song.wav (else the patch's singer sings "
+                             "the lines again, when this machine has it)")
+    replay.add_argument("--model-dir", type=Path, metavar="DIR",
+                        help="look for voicebanks here first")
+    replay.set_defaults(func=_cmd_replay)
 
     convert = commands.add_parser("convert", help="convert weights you bring to Encore models")
     convert_kinds = convert.add_subparsers(dest="kind", metavar="KIND", required=True)

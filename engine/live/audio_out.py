@@ -668,6 +668,7 @@ class AudioEngine:
         # clock
         self._frame = int(frame_origin)
         self._clock_offsets = np.full(_CLOCK_WINDOW, _INT64_MAX, dtype=np.int64)
+        self._last_offset: int | None = None
         self._clock_pairs = np.zeros((_CLOCK_WINDOW, 4), dtype=np.float64)
         self._latency_ns = 0
 
@@ -824,7 +825,12 @@ class AudioEngine:
     def _offset_ns(self) -> int:
         offset = int(self._clock_offsets.min())
         if offset == _INT64_MAX:
-            raise RuntimeError("no audio callback has run yet: start() the engine first")
+            # Right after an underrun the window is cleared until the next callback: the
+            # mapping from before it is the best there is (a block or so off at worst).
+            if self._last_offset is None:
+                raise RuntimeError("no audio callback has run yet: start() the engine first")
+            return self._last_offset
+        self._last_offset = offset
         return offset
 
     def frame_to_ns(self, frame: int) -> int:
@@ -989,6 +995,7 @@ class AudioEngine:
                             f"could not open audio output {name}: {exc}") from exc
                     _prepare_portaudio(sd, self._jack_name, rescan=True)  # JACK restarted?
             self._clock_offsets.fill(_INT64_MAX)
+            self._last_offset = None
             self._latency_ns = int(float(stream.latency) * 1e9)
             self._master_cur = 0.0
             self._limiter.reset()

@@ -158,6 +158,19 @@ class Show:
                            if getattr(self.patch.parts, p).port in ports}
         return ports
 
+    async def _first_audio_block(self, timeout_s: float = 5.0) -> None:
+        """Wait for the audio callback's first block: the clock maps beats to frames
+        through it, so no note may be scheduled before."""
+        engine = self.audio_engine
+        assert engine is not None
+        origin = engine.frames_played
+        deadline = time.monotonic() + timeout_s
+        while engine.frames_played == origin:
+            if time.monotonic() > deadline:
+                raise OSError(f"the audio output ran no block within {timeout_s:.0f} s: is "
+                              "the device (or the JACK server) running?")
+            await asyncio.sleep(0.005)
+
     def _start_recorder(self) -> None:
         """song.mid (and song.wav of the internal mix) written as the set plays."""
         assert self.record_dir is not None
@@ -265,6 +278,7 @@ class Show:
         gc.freeze()  # what start-up allocated is never scanned again during the show
         if self.audio_engine is not None:
             self.audio_engine.start()
+            await self._first_audio_block()
         start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
         self._open_sync()
         if self.link is not None:  # bar 0 on the Link session's next downbeat
