@@ -166,7 +166,7 @@ def _cmd_osc_map(args: argparse.Namespace) -> None:
 def _cmd_replay(args: argparse.Namespace) -> None:
     from engine.song.replay import replay_set
 
-    out = args.out if args.out is not None else args.log.parent
+    out = args.out if args.out is not None else args.log.parent / "replay"
     result = replay_set(args.log, out, audio=not args.no_audio, vocals=not args.no_vocals,
                         model_dir=args.model_dir)
     written = ", ".join(str(p) for p in (result.midi, result.wav) if p)
@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "were applied. No model runs.")
     replay.add_argument("log", type=Path, metavar="LOG", help="a song.jsonl")
     replay.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: the folder LOG is in)")
+                        help="output folder (default: replay/ beside LOG; never LOG's own "
+                             "folder, where the set's recording is)")
     replay.add_argument("--no-audio", action="store_true", help="write only song.mid")
     replay.add_argument("--no-vocals", action="store_true",
                         help="leave the voice out of song.wav (else the patch's singer sings "

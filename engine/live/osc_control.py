@@ -15,8 +15,11 @@ checks each message against :data:`~engine.live.osc_table.TABLE`, and calls
 the show). It never raises: what it refuses is counted in :attr:`OscDispatcher.stats`, one
 count per datagram for ``not_allowed``, ``too_large``, ``too_many_elements`` and
 ``bad_parse`` (nothing of such a datagram is applied), one per message for ``good``,
-``released`` (a button let go), ``unknown_address``, ``bad_types`` and ``out_of_range``;
-:attr:`OscDispatcher.problems` keeps the last few refusals in words, for the health view.
+``released`` (a button let go), ``unknown_address``, ``bad_types`` and ``out_of_range``
+(a message in a bundle counts on its own; one with an address pattern counts once per
+control it selects: ``/encore/part/*/level 2.0`` is four ``out_of_range``, an unmatched
+pattern one ``unknown_address``); :attr:`OscDispatcher.problems` keeps the last few
+refusals in words, for the health view.
 
 The parser here is our own and strict (python-osc 1.10's bundle parser logs a warning per
 junk element, loops forever on a negative element size and recurses without limit):

@@ -131,6 +131,7 @@ class Show:
         self.theme = patch.lyrics.theme
         self.vocals: VocalWorker | None = None
         self.recorder: SetRecorder | None = None
+        self.advertisement: Any = None
         self._recorded_bpm = patch.song.tempo
         self._vocal_tasks: set[asyncio.Task] = set()
         self.voice_level = patch.voice.level
@@ -483,6 +484,11 @@ class Show:
         self.osc_server = OscServer(self.patch.osc, self.dispatcher)
         address = await self.osc_server.start()
         log.info("OSC on %s:%s", *address[:2])
+        from engine.live.dnssd import advertise
+
+        # Tablets on the network find the engine by name (where zeroconf is installed).
+        self.advertisement = await asyncio.to_thread(
+            advertise, address[1], self.patch.song.title, self.patch.osc.host)
 
     def _on_command(self, command: Command) -> None:
         if command.lands == "now":
@@ -504,13 +510,15 @@ class Show:
         target, values = command.target, command.values
         conductor, clock = self.conductor, self.clock
         self.health.commands_applied += 1
-        if self.event_log is not None:
-            self.event_log.write({"type": "control", "address": command.address,
-                                  "target": target, "values": list(values),
-                                  "lands": command.lands, "after_bar": self.bar_index})
+        record = {"type": "control", "address": command.address, "target": target,
+                  "values": list(values), "lands": command.lands, "after_bar": self.bar_index}
         if target == "song.tempo" and clock is not None:
-            clock.set_tempo(float(values[0]), at_bar=max(self.bar_index + 1,
-                                                        clock.next_bar()))
+            record["at_bar"] = max(self.bar_index + 1, clock.next_bar())
+            clock.set_tempo(float(values[0]), at_bar=record["at_bar"])
+        if self.event_log is not None:
+            self.event_log.write(record)
+        if target == "song.tempo":
+            self.health.commands_applied -= clock is None
         elif target.startswith("walk.") and conductor is not None:
             self._apply_walk(target, values)
         elif target == "section.next" and conductor is not None:
@@ -655,6 +663,8 @@ class Show:
                              ("ports", self._close_ports),
                              ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
                              ("osc", lambda: self.osc_server and self.osc_server.close()),
+                             ("dns-sd", lambda: self.advertisement
+                              and self.advertisement.close()),
                              ("generator", lambda: self.generator and self.generator.close()),
                              ("voice", lambda: self.vocals and self.vocals.close()),
                              ("recorder", self._close_recorder),
