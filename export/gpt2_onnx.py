@@ -45,6 +45,7 @@ import torch
 FORMAT = "encore-gpt2"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
+HF_CONFIG_FILE = "hf_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "encore_gpt2.json"
 INPUT_NAMES = ("input_ids", "past")
@@ -358,4 +359,41 @@ def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = 17, *,
         "parity": parity,
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    # The Hugging Face config, so the folder can be fine-tuned again (hf_from_export).
+    (out_dir / HF_CONFIG_FILE).write_text(model.config.to_json_string(), encoding="utf-8")
     return config
+
+
+def hf_from_export(onnx_dir: Path, out_dir: Path) -> Path:
+    """A Hugging Face GPT-2 folder rebuilt from an exported one (``model.onnx`` holds every
+    weight under its transformers name; ``hf_config.json`` the model's config), so that the
+    shipped lyricist can be fine-tuned without shipping its weights twice."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    onnx_dir, out_dir = Path(onnx_dir), Path(out_dir)
+    if not (onnx_dir / HF_CONFIG_FILE).exists():
+        raise FileNotFoundError(
+            f"{onnx_dir} has no {HF_CONFIG_FILE}: it was exported by an older Encore; "
+            "fine-tune the Hugging Face folder it came from instead")
+    config = GPT2Config.from_json_file(str(onnx_dir / HF_CONFIG_FILE))
+    model = GPT2LMHeadModel(config)
+    graph = onnx.load(str(onnx_dir / "model.onnx"))
+    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+               for t in graph.graph.initializer}
+    state = model.state_dict()
+    missing = [name for name in state if name not in weights and name != "lm_head.weight"]
+    if missing:
+        raise ValueError(f"{onnx_dir}/model.onnx lacks weights {missing[:4]}...: re-export it "
+                         "with encore convert gpt2")
+    model.load_state_dict({name: weights.get(name, weights["transformer.wte.weight"])
+                           for name in state}, strict=True)
+    eos = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(onnx_dir / TOKENIZER_FILE),
+                                        bos_token=eos, eos_token=eos, unk_token=eos)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

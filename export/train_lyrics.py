@@ -188,6 +188,10 @@ def fine_tune(source: Path, text: Path, out: Path, settings: TrainSettings) -> d
     """Fine-tune the GPT-2 folder ``source`` on the lyrics in ``text``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not (source / "config.json").exists() and (source / "encore_gpt2.json").exists():
+        from export.gpt2_onnx import hf_from_export
+
+        source = hf_from_export(source, out / "base")  # the shipped model, as exported
     if not (source / "config.json").exists():
         raise FileNotFoundError(
             f"{source} is not a Hugging Face model folder (no config.json): give a folder "

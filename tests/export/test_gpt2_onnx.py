@@ -181,3 +181,29 @@ def test_cli_train_lyrics_help_lists_both_modes(capsys) -> None:
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "--from HF_DIR --text FILE" in out and "--limit-lines" in out
+
+
+def test_an_exported_folder_becomes_a_hugging_face_folder_again(
+        tiny_gpt2_hf_dir: Path, tiny_gpt2_onnx_dir: Path, tmp_path: Path) -> None:
+    from export.gpt2_onnx import hf_from_export
+
+    rebuilt = hf_from_export(tiny_gpt2_onnx_dir, tmp_path / "hf")
+    ids = torch.tensor([[0, 5, 17, 42, 7]])
+    with torch.no_grad():
+        original = hf_model(tiny_gpt2_hf_dir)(ids).logits
+        again = hf_model(rebuilt)(ids).logits
+    assert torch.equal(original, again)
+    tok = transformers.AutoTokenizer.from_pretrained(rebuilt)
+    assert tok("the night")["input_ids"] == transformers.AutoTokenizer.from_pretrained(
+        tiny_gpt2_hf_dir)("the night")["input_ids"]
+
+
+def test_the_shipped_kind_of_folder_fine_tunes_directly(tiny_gpt2_onnx_dir: Path,
+                                                        tmp_path: Path) -> None:
+    text = tmp_path / "lyrics.txt"
+    text.write_text("the night is long\nthe road is cold\n\ni walk alone\nbeneath the moon\n" * 8)
+    code = main(["train", "lyrics", "--from", str(tiny_gpt2_onnx_dir), "--text", str(text),
+                 "--out", str(tmp_path / "run"), "--steps", "2", "--batch", "2",
+                 "--onnx", str(tmp_path / "onnx")])
+    assert code == 0
+    assert GPT2Lyricist.load(tmp_path / "onnx").greedy("the night", 4)
