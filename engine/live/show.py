@@ -318,6 +318,7 @@ class Show:
                 bar, fresh = self.generator.fallback(plan), False
             if not fresh:
                 self.health.bars_fallback += 1
+                self._log_fault(plan.index)
         for _plan, task in queue:
             task.cancel()
 
@@ -411,6 +412,15 @@ class Show:
             self.on_bar(self, bar)
         if self.osc_server is not None:
             self.osc_server.send_feedback(self.state())
+
+    def _log_fault(self, bar: int) -> None:
+        """A bar played from the last good material: say why in the event log."""
+        if self.event_log is None or self.generator is None:
+            return
+        health = self.generator.health
+        self.event_log.write({"type": "fault", "bar": bar, "what": "generation",
+                              "fallback": True, "restarts": health.restarts,
+                              "error": health.last_error or "not ready in time"})
 
     def _on_lyric(self, lyric: dict[str, Any]) -> None:
         """A line is written (bars before it is sung): log it, show it, have it sung."""

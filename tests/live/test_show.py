@@ -537,6 +537,12 @@ def test_a_killed_worker_is_replaced_and_the_music_keeps_the_grid(
     last_good = stage.pushed[1].notes
     assert all(stage.pushed[b].notes == last_good for b in fallbacks)
     assert stage.pushed[-1].notes != last_good
+    # the event log says what happened, bar by bar
+    faults = [json.loads(line) for line in
+              (tmp_path / "set" / "song.jsonl").read_text().splitlines()
+              if '"type":"fault"' in line]
+    assert [f["bar"] for f in faults] == fallbacks
+    assert all(f["fallback"] and f["error"] for f in faults)
     # note-ons in every bar, each exactly where the grid puts it: no gap, no burst
     clock = stage.show.clock
     ons = note_ons(events)
