@@ -94,6 +94,7 @@ MAX_SONG_POSITION = 0x3FFF  # 14 bits of 16th notes
 _Event = tuple[int, int, int, str, bytes, int]
 
 _PANIC, _STOP, _CLOCK_START, _CLOCK_STOP = "panic", "stop", "clock start", "clock stop"
+_MISSING = "missing"
 
 
 class _Command:
@@ -262,6 +263,16 @@ class MidiSender:
         command = _Command(_PANIC)
         self._post(command)
         return command.done.wait(timeout) if wait else True
+
+    def port_missing(self, port_name: str) -> None:
+        """The device behind ``port_name`` is gone (a replugged USB synth, a JACK client
+        that quit) though sending to it raises nothing: treat the port as failed, so its
+        messages are counted as lost and it is reopened by name once the device is back."""
+        if not self.is_running:
+            if port_name in self._ports:
+                self._mark_broken(port_name, ConnectionError("its device went away"))
+            return
+        self._post(_Command(_MISSING, port_name))
 
     def stop(self, timeout: float = 2.0) -> None:
         """Panic, send MIDI Stop if the clock runs, and end the thread. Idempotent, safe
@@ -486,6 +497,10 @@ class MidiSender:
                 self._clock_start(*command.args)
             elif command.kind == _CLOCK_STOP:
                 self._halt_clock()
+            elif command.kind == _MISSING:
+                name = command.args[0]
+                if name in self._ports:
+                    self._mark_broken(name, ConnectionError("its device went away"))
             return False
         finally:
             command.done.set()

@@ -66,6 +66,7 @@ VOCAL_SAFETY_BLOCKS = 2  # a phrase must be in the ring this many audio blocks e
 @dataclass
 class ShowHealth:
     bars_played: int = 0
+    ports_lost: int = 0
     lyric_lines: int = 0
     voice: dict[str, Any] = field(default_factory=dict)
     recording: dict[str, Any] = field(default_factory=dict)
@@ -132,6 +133,9 @@ class Show:
         self.vocals: VocalWorker | None = None
         self.recorder: SetRecorder | None = None
         self.advertisement: Any = None
+        self.ports: dict[str, Any] = {}
+        self._missing_ports: set[str] = set()
+        self._port_probes: dict[str, Any] = {}
         self._recorded_bpm = patch.song.tempo
         self._vocal_tasks: set[asyncio.Task] = set()
         self.voice_level = patch.voice.level
@@ -267,6 +271,7 @@ class Show:
                                   z_size=info["z_size"], bars=self.bars or 0,
                                   bpm=patch.song.tempo, provider=info["provider"], live=True)
         ports = self._open_ports()
+        self.ports = ports
         if self.use_osc:
             await self._start_osc()
         if self.use_audio:
@@ -408,10 +413,48 @@ class Show:
         if self.generator is not None:
             for lyric in self.generator.take_lyrics():
                 self._on_lyric(lyric)
+        self._watch_ports()
         if self.on_bar is not None:
             self.on_bar(self, bar)
         if self.osc_server is not None:
             self.osc_server.send_feedback(self.state())
+
+    def _watch_ports(self) -> None:
+        """Once a bar: is every hardware output's device still there? A device that went
+        away raises nothing when sent to (JACK keeps our port), so look: a missing one is
+        marked failed in the sender (its messages counted as lost) and reopened by name,
+        with its sounding notes released, when it comes back."""
+        from engine.live.midi_ports import RtMidiPort, rtmidi_client
+
+        if self.sender is None:
+            return
+        for name, port in self.ports.items():
+            if not isinstance(port, RtMidiPort) or port.virtual:
+                continue
+            try:
+                probe = self._port_probes.get(port.api)
+                if probe is None:
+                    probe = self._port_probes[port.api] = rtmidi_client(port.api,
+                                                                        "encore-watch")
+                wanted = name.casefold()
+                present = any(wanted in other.casefold() for other in probe.get_ports())
+            except Exception as err:  # noqa: BLE001 - the watch must never stop the show
+                log.debug("MIDI port watch: %s", err)
+                continue
+            if not present and name not in self._missing_ports:
+                self._missing_ports.add(name)
+                self.health.ports_lost += 1
+                self.sender.port_missing(name)
+                log.warning("MIDI output %r went away; reopening it when it is back", name)
+                self._log_port(name, "gone")
+            elif present and name in self._missing_ports:
+                self._missing_ports.discard(name)
+                self._log_port(name, "back")
+
+    def _log_port(self, name: str, state: str) -> None:
+        if self.event_log is not None:
+            self.event_log.write({"type": "fault", "what": "midi port", "port": name,
+                                  "state": state, "bar": self.bar_index})
 
     def _log_fault(self, bar: int) -> None:
         """A bar played from the last good material: say why in the event log."""
@@ -624,7 +667,9 @@ class Show:
                                   f"late {self._late_count()} "
                                   f"underruns {self._underruns()}"
                                   + (f" vocal missed {self.vocals.health.missed}"
-                                     if self.vocals is not None else ""))
+                                     if self.vocals is not None else "")
+                                  + (f" midi gone {','.join(sorted(self._missing_ports))}"
+                                     if self._missing_ports else ""))
         return state
 
     def _late_count(self) -> int:
@@ -648,7 +693,8 @@ class Show:
         if self.sender is not None:
             stats = self.sender.stats()
             health.midi = {"sent": stats["sent"], "late": stats["late"],
-                           "dropped": stats["dropped"]} | stats["lateness"]
+                           "dropped": stats["dropped"], "lost": stats["lost"],
+                           "reopens": stats["reopens"]} | stats["lateness"]
         if self.generator is not None:
             health.generation = self.generator.health.to_dict()
         if self.dispatcher is not None:
@@ -671,6 +717,7 @@ class Show:
         errors = []
         for name, action in (("midi", lambda: self.sender and self.sender.stop()),
                              ("ports", self._close_ports),
+                             ("port watch", self._port_probes.clear),
                              ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
                              ("osc", lambda: self.osc_server and self.osc_server.close()),
                              ("dns-sd", lambda: self.advertisement

@@ -654,3 +654,37 @@ def test_lyrics_are_written_live_and_a_tablet_changes_the_theme(
     assert stage.show.state()["lyrics.theme"] == "river"
     assert stage.show.health.lyric_lines == len(lyrics)
     assert any(lines), "the tablet's lyric label stayed empty"
+
+
+def test_a_midi_device_that_goes_away_and_comes_back_is_reopened_by_name(
+        receiver: Receiver, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The synth's JACK client quits mid-set (a USB synth unplugged) and a new one with
+    the same name appears two bars later: the show plays on, notices, reconnects by name,
+    and the returned device gets notes again with none left hanging."""
+    stage = Stage(tmp_path, tiny_model_dir, bars=9, osc=False)
+    back: list[Receiver] = []
+
+    async def scenario() -> None:
+        task = stage.start()
+        await stage.until_pushed(2)
+        receiver.close()  # the device goes away
+        await stage.until_pushed(4)
+        back.append(await asyncio.to_thread(Receiver))  # and is plugged in again
+        await task
+
+    asyncio.run(scenario())
+    returned = back[0]
+    try:
+        events = returned.settle()
+    finally:
+        returned.close()
+    show = stage.show
+    assert [p.bar for p in stage.pushed] == list(range(9))  # the music never stopped
+    assert show.health.ports_lost == 1
+    stats = show.health.midi
+    assert stats["reopens"][RX_NAME] >= 1 and stats["lost"][RX_NAME] > 0, stats
+    log = [json.loads(line) for line in (tmp_path / "set" / "song.jsonl").read_text()
+           .splitlines() if '"what":"midi port"' in line]
+    assert [r["state"] for r in log] == ["gone", "back"]
+    assert any(is_note_on(e.data) for e in events), "no notes reached the returned device"
+    assert_silenced(events)
