@@ -92,6 +92,7 @@ class GPT2Source:
         self.top_k = top_k
         self.top_p = top_p
         self.repetition_penalty = repetition_penalty
+        self._roaming = ""  # the theme the model chose for the stanza when none is given
 
     @classmethod
     def load(cls, path: str | Path | None = None, model_dir: str | Path | None = None,
@@ -109,6 +110,10 @@ class GPT2Source:
 
     def candidates(self, context: Sequence[str], theme: str, n: int, max_syllables: int,
                    rng: np.random.Generator) -> list[str]:
+        if not theme.strip():  # let the model roam: it picks a theme for each stanza
+            if not context or not self._roaming:
+                self._roaming = self._own_theme(rng)
+            theme = self._roaming
         max_tokens = int(min(32, max(6, 1.6 * max_syllables)))
         lines = self.runner.generate_lines(
             self.prompt(context, theme), n, rng, max_tokens=max_tokens,
@@ -116,6 +121,13 @@ class GPT2Source:
             repetition_penalty=self.repetition_penalty)
         # Unprompted, a model trained on our format may open with a theme line of its own.
         return [line for line in lines if not line.lower().startswith(THEME_PREFIX)]
+
+    def _own_theme(self, rng: np.random.Generator) -> str:
+        """A theme word the model itself writes after ``about:`` (as it learned to)."""
+        line = self.runner.generate_lines(EOS + THEME_PREFIX, 1, rng, max_tokens=4,
+                                          temperature=1.0, top_k=self.top_k or 40)[0]
+        found = words(line)
+        return found[0] if found else ""
 
     def rank_words(self, prefix: str, options: Sequence[str]) -> np.ndarray:
         return np.asarray(self.runner.token_logprob_of_words(EOS + prefix, list(options)))
