@@ -65,6 +65,15 @@ __all__ = [
 ]
 
 PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
+MAX_PATCH_BYTES = 1 << 20
+"""A patch is a few kilobytes of TOML; a file over 1 MiB is refused unread (a wrong file, and
+one that would take seconds to parse and could report a million problems)."""
+MAX_KEY_DOTS = 32
+"""More dots than this in one key or table name is refused before TOML parsing: a patch's
+keys are at most three deep, and tomllib takes time quadratic in a dotted key's length
+(a 1 MiB ``[a.a.a...]`` header takes minutes)."""
+MAX_SHOWN_PROBLEMS = 50
+"""PatchError's message lists this many problems, then says how many more there are."""
 SOUNDFONT_CANDIDATES = (
     "/usr/share/sounds/sf2/TimGM6mb.sf2",
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
@@ -83,7 +92,11 @@ class PatchError(ValueError):
     def __init__(self, source: str, problems: Sequence[str]):
         self.source = source
         self.problems = tuple(problems)
-        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
+        lines = [f"{source}: {p}" for p in self.problems[:MAX_SHOWN_PROBLEMS]]
+        if len(self.problems) > MAX_SHOWN_PROBLEMS:
+            lines.append(f"{source}: ... and {len(self.problems) - MAX_SHOWN_PROBLEMS} more "
+                         "problems")
+        super().__init__("\n".join(lines))
 
 
 def setting(
@@ -406,6 +419,13 @@ def load_patch(path: str | PathLike[str], *, validate_files: bool = False) -> Pa
         if shipped.is_file():
             p, source = shipped, str(shipped)
     try:
+        if p.exists() and not p.is_file():  # a folder, or a device that never ends
+            raise PatchError(source, ["is not a file; give a patch file (.toml)"])
+        size = p.stat().st_size if p.is_file() else 0
+        if size > MAX_PATCH_BYTES:
+            raise PatchError(source, [f"is {size / 2**20:.1f} MiB; a patch is a few kilobytes of "
+                                      f"TOML (at most {MAX_PATCH_BYTES >> 20} MiB): is this the "
+                                      "right file?"])
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         names = ", ".join(sorted(q.stem for q in PATCHES_DIR.glob("*.toml"))) or "none"
@@ -421,11 +441,24 @@ def load_patch(path: str | PathLike[str], *, validate_files: bool = False) -> Pa
 
 def parse_patch(text: str, source: str = "<string>", *, validate_files: bool = False) -> Patch:
     """Read a patch from TOML text; ``source`` names it in error messages."""
+    for number, line in enumerate(text.splitlines(), 1):
+        head = line.split("#", 1)[0]
+        if not head.lstrip().startswith("["):
+            head = head.split("=", 1)[0]
+        if head.count(".") > MAX_KEY_DOTS:
+            raise PatchError(source, [f"line {number}: a key or table name of more than "
+                                      f"{MAX_KEY_DOTS} dotted parts; a patch's keys are at "
+                                      "most three deep, e.g. [parts.melody] program"])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise PatchError(source, [f"is not valid TOML: {err}; check the quotes, brackets "
                                   "and = signs there"]) from None
+    except RecursionError:
+        raise PatchError(source, ["is not a patch: its arrays or tables nest too deeply for "
+                                  "the TOML reader"]) from None
+    except ValueError as err:  # tomllib: e.g. an integer of more than 4300 digits
+        raise PatchError(source, [f"cannot be read as TOML: {err}"]) from None
     return build_patch(data, source, validate_files=validate_files)
 
 

@@ -79,7 +79,7 @@ def _load_json(path: Path, what: str) -> object:
                          f"checkpoint folder (the one holding {CONFIG_FILE} and {MANIFEST_FILE})")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"{path}: unreadable {what} ({err}); re-download the checkpoint "
                          "folder") from err
 
@@ -114,6 +114,9 @@ def _decode_weight(raw: bytes, spec: dict) -> np.ndarray:
 
 
 def _weight_nbytes(spec: dict, where: str) -> int:
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: weight entry {spec!r} is not an object with name, shape "
+                         "and dtype; the manifest is damaged, re-download it")
     name = spec.get("name")
     try:
         shape = [int(d) for d in spec["shape"]]
@@ -121,19 +124,22 @@ def _weight_nbytes(spec: dict, where: str) -> int:
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{where}: weight entry {spec!r} lacks a valid name/shape/dtype "
                          f"({err!r}); the manifest is damaged, re-download it") from err
-    if not isinstance(name, str) or any(d < 0 for d in shape):
-        raise ValueError(f"{where}: weight entry {spec!r} has no name or a negative "
-                         "dimension; the manifest is damaged, re-download it")
+    if not isinstance(name, str) or not isinstance(dtype, str) or any(d < 0 for d in shape):
+        raise ValueError(f"{where}: weight entry {spec!r} has no name, no dtype name or a "
+                         "negative dimension; the manifest is damaged, re-download it")
     quant = spec.get("quantization")
     if quant:
         qdtype = quant.get("dtype") if isinstance(quant, dict) else None
-        if qdtype not in _QUANT_DTYPES:
+        if not isinstance(qdtype, str) or qdtype not in _QUANT_DTYPES:
             raise ValueError(f"{where}: weight '{name}' uses quantization dtype {qdtype!r}; "
                              f"supported: {sorted(_QUANT_DTYPES)}. Re-export the checkpoint "
                              "unquantized or with uint8/uint16/float16 quantization")
-        if qdtype != "float16" and not ("scale" in quant and "min" in quant):
+        if qdtype != "float16" and not all(
+                isinstance(quant.get(k), int | float) and not isinstance(quant.get(k), bool)
+                for k in ("scale", "min")):
             raise ValueError(f"{where}: weight '{name}' has {qdtype} quantization without "
-                             "scale and min; the manifest is damaged, re-download it")
+                             "numbers for scale and min; the manifest is damaged, re-download "
+                             "it")
         return math.prod(shape) * _QUANT_DTYPES[qdtype].itemsize
     if dtype not in _DTYPES:
         raise ValueError(f"{where}: weight '{name}' has dtype {dtype!r}; supported: "
@@ -161,9 +167,11 @@ def read_checkpoint(dir: StrPath) -> tuple[dict, dict[str, np.ndarray]]:  # noqa
     manifest = _load_json(manifest_path, "weights_manifest.json (the weight index)")
     if not isinstance(manifest, list) or not all(
             isinstance(g, dict) and isinstance(g.get("paths"), list)
+            and all(isinstance(p, str) for p in g["paths"])
             and isinstance(g.get("weights"), list) for g in manifest):
         raise ValueError(f"{manifest_path}: expected a list of groups, each "
-                         '{"paths": [...], "weights": [...]}; re-download the checkpoint')
+                         '{"paths": ["shard file", ...], "weights": [...]}; re-download the '
+                         "checkpoint")
     missing = [p for g in manifest for p in g["paths"] if not (folder / p).is_file()]
     if missing:
         raise ValueError(f"{folder}: shard files listed in {MANIFEST_FILE} are missing: "
@@ -207,7 +215,14 @@ def read_checkpoint(dir: StrPath) -> tuple[dict, dict[str, np.ndarray]]:  # noqa
 
 # ---- config -----------------------------------------------------------------------------
 
+def _check_args_object(args: object, what: str) -> None:
+    if not isinstance(args, dict):
+        raise ValueError(f"config.json: {what} args are {args!r}, not an object like "
+                         '{"numSteps": 32, ...}; the config is damaged, re-download it')
+
+
 def _check_melody_args(args: dict, what: str) -> None:
+    _check_args_object(args, what)
     lo, hi = args.get("minPitch"), args.get("maxPitch")
     if (lo, hi) != (MELODY_MIN_PITCH, MELODY_MAX_PITCH):
         raise ValueError(
@@ -217,10 +232,13 @@ def _check_melody_args(args: dict, what: str) -> None:
 
 
 def _check_drum_args(args: dict, what: str) -> None:
+    _check_args_object(args, what)
     classes = args.get("pitchClasses")
-    if classes is not None and len(classes) != len(DRUM_PITCHES):
+    if classes is not None and (not isinstance(classes, list)
+                                or len(classes) != len(DRUM_PITCHES)):
+        count = len(classes) if isinstance(classes, list) else repr(classes)
         raise ValueError(
-            f"config.json: {what} has {len(classes)} drum pitch classes; Encore's drum "
+            f"config.json: {what} has {count} drum pitch classes; Encore's drum "
             f"encoding has {len(DRUM_PITCHES)} (kick, snare, closed hat, open hat, 3 toms, "
             "crash, ride -> 512 classes). Use a checkpoint with the default drum classes")
 
@@ -248,6 +266,7 @@ def _parse_config(config: dict) -> tuple[tuple[str, ...], str, int, int]:
                 "GrooveConverter": " (GrooVAE)"}.get(kind, "")
         raise ValueError(f"config.json: dataConverter type {kind!r}{hint} is not supported; "
                          f"supported: {list(_SUPPORTED_CONVERTERS)}")
+    _check_args_object(args, f"dataConverter {kind}")
     if kind == "MelodyConverter":
         _check_melody_args(args, "MelodyConverter")
     elif kind in ("DrumsConverter", "DrumsOneHotConverter"):

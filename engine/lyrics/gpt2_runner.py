@@ -43,6 +43,7 @@ HOW_TO_MAKE = ("make one with `encore convert gpt2 DIR OUT` (DIR: a Hugging Face
                "or `encore train lyrics --out RUN --onnx OUT`")
 _CONFIG_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size", "eos_token_id",
                 "newline_token_ids")
+_SIZE_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size")
 
 
 def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
@@ -59,7 +60,7 @@ def read_config(folder: Path) -> dict:
     path = folder / CONFIG_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}); {HOW_TO_MAKE}") from err
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path}: not an Encore GPT-2 config (format is not {FORMAT!r}); "
@@ -71,7 +72,39 @@ def read_config(folder: Path) -> dict:
     missing = [key for key in _CONFIG_KEYS if key not in config]
     if missing:
         raise ValueError(f"{path}: missing {missing}; {HOW_TO_MAKE}")
+    _check_config_values(path, config)
     return config
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_config_values(path: Path, config: dict) -> None:
+    """Sizes positive whole numbers, token ids whole numbers: a damaged or hand-edited config
+    is refused here, not by a TypeError in the middle of a set (the ids are checked against
+    the vocabulary by :func:`_check_token_ids`, once the graph has confirmed its size)."""
+    bad = [f"{key} = {config[key]!r}" for key in _SIZE_KEYS
+           if not (_is_int(config[key]) and config[key] > 0)]
+    eos, newlines = config["eos_token_id"], config["newline_token_ids"]
+    if not (_is_int(eos) and eos >= 0):
+        bad.append(f"eos_token_id = {eos!r}")
+    if not (isinstance(newlines, list) and all(_is_int(i) and i >= 0 for i in newlines)):
+        bad.append(f"newline_token_ids = {newlines!r}")
+    if bad:
+        raise ValueError(f"{path}: {', '.join(bad)}: sizes must be whole numbers above 0, "
+                         f"eos_token_id a token id (a whole number >= 0) and "
+                         f"newline_token_ids a list of them; {HOW_TO_MAKE}")
+
+
+def _check_token_ids(path: Path, config: dict) -> None:
+    """eos_token_id and newline_token_ids inside the vocabulary."""
+    vocab = config["vocab_size"]
+    outside = [i for i in [config["eos_token_id"], *config["newline_token_ids"]] if i >= vocab]
+    if outside:
+        raise ValueError(f"{path}: token ids {outside} (eos_token_id, newline_token_ids) are "
+                         f"outside the vocabulary 0..{vocab - 1} (vocab_size {vocab}); "
+                         f"{HOW_TO_MAKE}")
 
 
 def _check_io(path: Path, session: ort.InferenceSession, config: dict) -> None:
@@ -161,6 +194,7 @@ class GPT2Lyricist:
             raise ValueError(f"{path}: ONNX Runtime cannot load it ({err}); "
                              f"{HOW_TO_MAKE}") from err
         _check_io(path, session, config)
+        _check_token_ids(folder / CONFIG_FILE, config)
         if tokenizer.get_vocab_size(with_added_tokens=True) > config["vocab_size"]:
             raise ValueError(f"{folder}: the tokenizer has more tokens than the model's "
                              f"{config['vocab_size']}: the files come from different models; "

@@ -37,6 +37,10 @@ START = "<s>"
 END = "</s>"
 FORMAT = "encore-markov-lyricist"
 VERSION = 1
+TABLE_CACHE_SIZE = 20_000
+"""Transition tables kept for reuse, the oldest dropped first: a long set visits hundreds
+of thousands of contexts, most of them once, and an unbounded cache grew about 10 MB an
+hour of song (benchmarks/bench_soak.py)."""
 
 
 def _pretty(tokens: list[str]) -> str:
@@ -95,6 +99,8 @@ class MarkovLyricist:
             if not follow:
                 return None
             table = (list(follow), np.cumsum(np.fromiter(follow.values(), dtype=np.int64)))
+            if len(self._tables) >= TABLE_CACHE_SIZE:
+                del self._tables[next(iter(self._tables))]  # the oldest
             self._tables[key] = table
         return table
 
@@ -174,7 +180,8 @@ class MarkovLyricist:
         try:
             with gzip.open(path, "rt", encoding="utf-8") as f:
                 doc = json.load(f)
-        except (gzip.BadGzipFile, EOFError, zlib.error, UnicodeDecodeError, ValueError) as e:
+        except (gzip.BadGzipFile, EOFError, zlib.error, UnicodeDecodeError, ValueError,
+                RecursionError) as e:
             raise ValueError(
                 f"{path} is not a Markov lyricist file (gzipped JSON written by "
                 f"MarkovLyricist.save): {e}"
@@ -195,8 +202,16 @@ class MarkovLyricist:
             or not all(isinstance(c, dict) for c in counts)
         ):
             raise ValueError(f"{path}: damaged Markov lyricist file (order and counts disagree)")
+        if not all(type(follow) is dict and all(type(n) is int and n > 0 for n in follow.values())
+                   for table in counts for follow in table.values()):
+            raise ValueError(f"{path}: damaged Markov lyricist file (a count is not a whole "
+                             "number above 0); retrain it with MarkovLyricist.train()")
+        if not counts[0] or not all(type(doc.get(k, 0)) is int for k in ("lines", "tokens")):
+            raise ValueError(f"{path}: damaged Markov lyricist file (no words, or lines and "
+                             "tokens are not whole numbers); retrain it with "
+                             "MarkovLyricist.train()")
         model = cls(order)
         model.counts = counts
-        model.lines = int(doc.get("lines", 0))
-        model.tokens = int(doc.get("tokens", 0))
+        model.lines = doc.get("lines", 0)
+        model.tokens = doc.get("tokens", 0)
         return model

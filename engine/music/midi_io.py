@@ -46,6 +46,11 @@ DEFAULT_PROGRAMS: dict[str, int] = {MELODY: 0, BASS: 33, DRUMS: 0}
 """GM programs (0-based) used when the caller names none: piano, finger bass, standard kit."""
 GM_BASS_PROGRAMS = range(32, 40)
 DEFAULT_TEMPO = 500_000  # microseconds a quarter (120 bpm), the MIDI default
+MAX_DELTA_TICKS = 0x0FFFFFFF
+"""The largest delta time a standard MIDI file can hold (a 4-byte variable-length number)."""
+MAX_BEATS = 500_000
+"""A file longer than this (about 35 hours at 240 BPM) is refused as damaged: it is what a
+corrupted delta time makes, and slicing it into training windows would take hours."""
 _NOTE_OFF_VELOCITY = 64
 
 
@@ -310,7 +315,9 @@ def read_midi(path: StrPath) -> MidiContent:
     right, and so do files that write note-on before note-off at equal ticks. A second
     note-on of a pitch at the same tick is ignored. Notes still on at the end of their
     track end there (at least one tick long).
-    Missing files raise the usual ``OSError``; anything unparsable raises ``ValueError``.
+    Missing files raise the usual ``OSError``; anything unparsable raises ``ValueError``, and
+    so does a damaged file: a delta time beyond :data:`MAX_DELTA_TICKS`, a tempo of 0, or
+    more than :data:`MAX_BEATS` beats of music.
     """
     midi = _load(path)
     tpb = midi.ticks_per_beat
@@ -336,11 +343,19 @@ def read_midi(path: StrPath) -> MidiContent:
                 notes.setdefault(key[0], []).append((start, at, key[1], velocity))
 
         for message in track:
+            if message.time > MAX_DELTA_TICKS:
+                raise ValueError(f"{path}: not a readable MIDI file (delta time): track {source} "
+                                 f"has a delta time of more than the {MAX_DELTA_TICKS} ticks a "
+                                 "MIDI file can hold; the file is damaged")
             tick += message.time
             if message.is_meta:
                 if message.type == "track_name" and name is None:
                     name = _fix_text(message.name)
                 elif message.type == "set_tempo":
+                    if message.tempo <= 0:
+                        raise ValueError(f"{path}: not a readable MIDI file (tempo): track "
+                                         f"{source} sets a tempo of {message.tempo} microseconds "
+                                         f"a beat at tick {tick}; the file is damaged")
                     tempo_changes.append((tick, message.tempo))
                 elif message.type == "time_signature":
                     signatures.append((tick, message.numerator, message.denominator))
@@ -370,6 +385,10 @@ def read_midi(path: StrPath) -> MidiContent:
             raw_tracks.append((source, name or "", len(channels) > 1, channel,
                                sorted(notes.get(channel, [])), programs.get(channel, [])))
 
+    if end_tick / tpb > MAX_BEATS:
+        raise ValueError(f"{path}: not a readable MIDI file (length): it claims "
+                         f"{end_tick / tpb:.0f} beats of music, more than {MAX_BEATS} (about "
+                         f"35 hours at 240 BPM); its delta times are damaged")
     tempo_map = _TempoMap(tempo_changes, tpb)
     tracks = []
     for source, name, split, channel, notes, programs in raw_tracks:
@@ -408,6 +427,8 @@ def read_midi(path: StrPath) -> MidiContent:
 
 
 def _load(path: StrPath) -> mido.MidiFile:
+    if Path(path).exists() and not Path(path).is_file():  # a folder, or a device that never ends
+        raise ValueError(f"{path}: not a readable MIDI file (not a file): give a .mid file")
     data = Path(path).read_bytes()
     if data[:4] == b"RIFF" and b"MThd" in data:  # RIFF MIDI (.rmi)
         data = data[data.index(b"MThd"):]

@@ -94,10 +94,10 @@ def read_info(session: ort.InferenceSession, path: StrPath, kind: str) -> ModelI
                          f"{kind!r}")
     try:
         cfg = json.loads(meta["encore.config"])
-        info = ModelInfo(name=str(cfg["name"]), parts=tuple(cfg["parts"]), bars=int(cfg["bars"]),
-                         steps_per_bar=int(cfg["steps_per_bar"]), z_size=int(cfg["z_size"]),
-                         hierarchical=int(cfg["conductor_size"]) > 0)
-    except (ValueError, KeyError, TypeError) as err:
+        info = ModelInfo(name=str(cfg["name"]), parts=tuple(str(p) for p in cfg["parts"]),
+                         bars=int(cfg["bars"]), steps_per_bar=int(cfg["steps_per_bar"]),
+                         z_size=int(cfg["z_size"]), hierarchical=int(cfg["conductor_size"]) > 0)
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise ValueError(f"{path}: unreadable encore.config metadata ({err!r}); "
                          f"{HOW_TO_MAKE}") from err
     unknown = [p for p in info.parts if p not in PART_DEPTHS]

@@ -68,7 +68,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise VoicebankFileError(f"{path}: no such file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:  # deep nesting
         raise VoicebankError(f"{path}: not readable YAML ({err})") from err
     if data is None:
         return {}
@@ -199,7 +199,7 @@ class PhonemeSet:
         if path.suffix.lower() == ".json":
             try:
                 data = json.loads(path.read_text(encoding="utf-8-sig"))
-            except (ValueError, UnicodeDecodeError) as err:
+            except (ValueError, UnicodeDecodeError, RecursionError) as err:
                 raise VoicebankError(f"{path}: not readable JSON ({err})") from err
             if isinstance(data, list):
                 data = {name: i for i, name in enumerate(data)}
@@ -210,7 +210,10 @@ class PhonemeSet:
                                      f"non-negative integer id")
             ids = {str(k): int(v) for k, v in data.items()}
         else:  # phonemes.txt: line i is id i (line 0 is usually the padding token)
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            try:
+                lines = path.read_text(encoding="utf-8-sig").splitlines()
+            except UnicodeDecodeError as err:
+                raise VoicebankError(f"{path}: not UTF-8 text ({err})") from err
             ids = {}
             for i, line in enumerate(lines):
                 name = line.strip()
@@ -232,7 +235,7 @@ def _read_languages(path: Path) -> Mapping[str, int]:
         raise VoicebankFileError(f"{path}: no such languages file")
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise VoicebankError(f"{path}: not readable JSON ({err})") from err
     if not isinstance(data, dict) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in data.values()):
