@@ -4,8 +4,9 @@
     encore stats song.jsonl
     encore plot song.jsonl [-o DIR]
     encore replay song.jsonl [-o DIR] [--no-audio] [--no-vocals]
-    encore live [--patch P] [--bars N] [--record DIR] [--no-audio] [--dry-run] ...
+    encore live [--patch P] [--bars N] [--record DIR] [--no-audio] [--dry-run] [--dashboard]
     encore devices
+    encore doctor [--patch P] [--model-dir DIR]
     encore osc-map [--json]
     encore layout open-stage-control|touchosc [-o FILE]
     encore convert magenta-js CHECKPOINT_DIR OUT [--name NAME]
@@ -14,7 +15,8 @@
     encore train lyrics [--from HF_DIR --text FILE] --out DIR [--steps N] [--onnx DIR] ...
     encore export musicvae CHECKPOINT.pt OUT_DIR
 
-``render``, ``stats``, ``replay``, ``live``, ``devices`` and ``osc-map`` need only the runtime.
+``render``, ``stats``, ``replay``, ``live``, ``devices``, ``doctor`` and ``osc-map`` need only the
+runtime.
 ``convert``, ``train`` and ``export`` load the PyTorch code in ``export/`` on first use
 and say how to install it when it is missing. Errors print ``encore: error: ...`` and exit
 with status 2, as argparse does for a bad argument; :func:`main` returns 0 on success.
@@ -118,9 +120,13 @@ def _cmd_live(args: argparse.Namespace) -> None:
         print(f"recording the set's event log to {record}/song.jsonl")
     print(f"encore live: {patch.song.title}, {patch.song.tempo:g} BPM; Ctrl-C stops "
           f"(every sounding note is released)")
-    health = run_show(patch, model_dir=args.model_dir, record_dir=record,
-                      audio=not args.no_audio, osc=not args.no_osc, bars=args.bars,
-                      seed=args.seed)
+    run = run_show
+    if args.dashboard and sys.stdout.isatty():
+        from engine.live.dashboard import run_with_dashboard as run
+    elif args.dashboard:
+        print("--dashboard draws on a terminal and stdout is not one: playing without it")
+    health = run(patch, model_dir=args.model_dir, record_dir=record,
+                 audio=not args.no_audio, osc=not args.no_osc, bars=args.bars, seed=args.seed)
     print(f"stopped: {health.to_dict()}")
 
 
@@ -155,6 +161,12 @@ def _cmd_devices(args: argparse.Namespace) -> None:
         print(describe_devices())
     except (OSError, RuntimeError) as err:
         print(f"Audio: unavailable: {err}")
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from engine.doctor import run_doctor
+
+    return run_doctor(args.patch, model_dir=args.model_dir)
 
 
 def _cmd_osc_map(args: argparse.Namespace) -> None:
@@ -313,10 +325,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="audio block size in frames (overrides [live] block_size)")
     live.add_argument("--dry-run", action="store_true",
                       help="MIDI goes to memory ports, nowhere (audio still plays)")
+    live.add_argument("--dashboard", action="store_true",
+                      help="a stage dashboard in the terminal (bar, section, lyric, parts, "
+                           "health) with keys: p panic, n next section, f freeze, q quit")
     live.set_defaults(func=_cmd_live)
 
     devices = commands.add_parser("devices", help="list MIDI outputs and audio devices")
     devices.set_defaults(func=_cmd_devices)
+
+    doctor = commands.add_parser(
+        "doctor", help="check what a gig needs on this machine, and how to fix what is not",
+        description="Check the patch, the SoundFont, audio outputs, MIDI ports, ONNX Runtime, "
+                    "the song model's and the lyricist's speed, the singer, the OSC port and "
+                    "the disk space for recording: one line each, OK, WARN or FAIL with the "
+                    "fix. Exits 1 when anything FAILs.")
+    doctor.add_argument("--patch", default="default", metavar="PATCH")
+    doctor.add_argument("--model-dir", type=Path, metavar="DIR")
+    doctor.set_defaults(func=_cmd_doctor)
 
     osc_map = commands.add_parser("osc-map", help="print the OSC address table")
     osc_map.add_argument("--json", action="store_true", help="as JSON (for tablet layouts)")
@@ -422,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``encore``; returns 0, or raises SystemExit(2) with a message on an error."""
+    """Run ``encore``; returns 0 (1 when ``encore doctor`` finds a FAIL), or raises
+    SystemExit(2) with a message on an error."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if getattr(args, "passes_through", False):
@@ -431,12 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments for `encore {args.command}`: {' '.join(rest)} "
                      f"(see `encore {args.command} --help`)")
     try:
-        args.func(args)
+        status = args.func(args)
     except _ExportExtraMissingError:
         parser.exit(2, f"{EXPORT_EXTRA_MESSAGE}\n")
     except (ValueError, OSError) as err:
         parser.exit(2, f"encore: error: {err}\n")
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ class Show:
         self.vocals: VocalWorker | None = None
         self.recorder: SetRecorder | None = None
         self.advertisement: Any = None
+        self.plan: BarPlan | None = None  # the bar playing (the dashboard reads it)
         self.ports: dict[str, Any] = {}
         self._missing_ports: set[str] = set()
         self._port_probes: dict[str, Any] = {}
@@ -373,6 +374,7 @@ class Show:
         late_ms = (time.monotonic_ns() - self.clock.bar_start_ns(plan.index)) / 1e6
         self.health.push_late_ms_max = max(self.health.push_late_ms_max, late_ms)
         self.bar_index = plan.index
+        self.plan = plan
         self.section = plan.position.section
         self.health.last_section = self.section
         if self.recorder is not None:
