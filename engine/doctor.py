@@ -45,7 +45,7 @@ Status = Literal["OK", "WARN", "FAIL"]
 
 SETS_DIR = Path("sets")  # where `encore live` records (relative to where it runs)
 RTF_WARN = 0.5           # the song model: over half a bar's time per bar is a thin margin
-VOICE_RTF_WARN = 0.35    # the voice worker's target (engine.live.vocal_worker.TARGET_RTF)
+VOICE_RTF_WARN = 0.25    # the voice worker's target (engine.live.vocal_worker.TARGET_RTF)
 LOG_BYTES_PER_BAR = 8_000  # a bar's event-log record (z, notes) is a few kB
 DISK_FAIL_HOURS = 0.5
 DISK_WARN_HOURS = 3.0
