@@ -305,7 +305,7 @@ def _source_name(hf_dir: Path) -> str:
 
 
 def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = 17, *,
-                tolerance: float = PARITY_TOLERANCE) -> dict:
+                tolerance: float = PARITY_TOLERANCE, half_weights: bool = True) -> dict:
     """Export the GPT-2 folder ``hf_dir`` into ``out_dir`` and check it; returns the config.
 
     Writes ``model.onnx``, ``tokenizer.json`` and ``encore_gpt2.json`` (the returned dict,
@@ -313,6 +313,12 @@ def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = 17, *,
     from transformers' by more than ``tolerance`` (default :data:`PARITY_TOLERANCE`) or the
     greedy continuations differ; the files are left in place for inspection, without
     ``encore_gpt2.json``, so the engine will not load them.
+
+    ``half_weights`` stores the weight matrices as float16, each behind a Cast that ONNX
+    Runtime folds into a float32 constant when the session opens (half the file, the same
+    speed). The model is first rounded to those weights, so the parity check compares
+    like with like; what the rounding itself moves the logits is recorded as
+    ``half_rounding_max_abs_diff``.
     """
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     model, tokenizer = load_hf(hf_dir)
@@ -322,10 +328,16 @@ def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = 17, *,
                          f"{cfg.n_head}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CONFIG_FILE).unlink(missing_ok=True)
+    prompt = parity_prompt(model, tokenizer)
+    rounding = _round_weights_to_half(model, prompt) if half_weights else 0.0
     model_path = export_onnx(model, out_dir / MODEL_FILE, opset)
+    if half_weights:
+        _store_half(model_path)
     tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
     session = _session(model_path)
-    parity = check_parity(model, tokenizer, session, parity_prompt(model, tokenizer))
+    parity = check_parity(model, tokenizer, session, prompt)
+    if half_weights:
+        parity["half_rounding_max_abs_diff"] = rounding
     parity["tolerance"] = tolerance
     worst = max(parity["full_logits_max_abs_diff"], parity["cached_logits_max_abs_diff"])
     if not parity["greedy_identical"] or not math.isfinite(worst):
@@ -364,6 +376,44 @@ def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = 17, *,
     return config
 
 
+HALF_SUFFIX = "_f16"
+HALF_MIN_ELEMENTS = 4096  # smaller tensors (biases, layer norms) stay float32
+
+
+def _round_weights_to_half(model, prompt_ids) -> float:
+    """Round the big weight tensors to float16 values (kept as float32) in place; returns
+    how far that moved the prompt's logits (max abs)."""
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        before = model(ids).logits
+        for param in model.parameters():
+            if param.numel() >= HALF_MIN_ELEMENTS:
+                param.copy_(param.half().float())
+        return float((model(ids).logits - before).abs().max())
+
+
+def _store_half(path: Path) -> None:
+    """Store the big float32 initializers of ``path`` as float16 behind Cast nodes."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    casts = []
+    for init in list(graph.initializer):
+        array = numpy_helper.to_array(init)
+        if init.data_type != onnx.TensorProto.FLOAT or array.size < HALF_MIN_ELEMENTS:
+            continue
+        half = numpy_helper.from_array(array.astype(np.float16), init.name + HALF_SUFFIX)
+        graph.initializer.remove(init)
+        graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name],
+                                      to=onnx.TensorProto.FLOAT))
+    for node in reversed(casts):
+        graph.node.insert(0, node)
+    onnx.save(graph_model, str(path))
+
+
 def hf_from_export(onnx_dir: Path, out_dir: Path) -> Path:
     """A Hugging Face GPT-2 folder rebuilt from an exported one (``model.onnx`` holds every
     weight under its transformers name; ``hf_config.json`` the model's config), so that the
@@ -381,7 +431,8 @@ def hf_from_export(onnx_dir: Path, out_dir: Path) -> Path:
     config = GPT2Config.from_json_file(str(onnx_dir / HF_CONFIG_FILE))
     model = GPT2LMHeadModel(config)
     graph = onnx.load(str(onnx_dir / "model.onnx"))
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+    weights = {t.name.removesuffix(HALF_SUFFIX):
+               torch.from_numpy(numpy_helper.to_array(t).astype(np.float32))
                for t in graph.graph.initializer}
     state = model.state_dict()
     missing = [name for name in state if name not in weights and name != "lm_head.weight"]

@@ -207,3 +207,23 @@ def test_the_shipped_kind_of_folder_fine_tunes_directly(tiny_gpt2_onnx_dir: Path
                  "--onnx", str(tmp_path / "onnx")])
     assert code == 0
     assert GPT2Lyricist.load(tmp_path / "onnx").greedy("the night", 4)
+
+
+def test_half_weights_halve_the_file_and_keep_parity_with_the_rounded_model(
+        tiny_gpt2_hf_dir: Path, tiny_gpt2_onnx_dir: Path, tmp_path: Path) -> None:
+    from export.gpt2_onnx import hf_from_export
+
+    config = export_gpt2(tiny_gpt2_hf_dir, tmp_path / "half")  # the default, as shipped
+    full = (tiny_gpt2_onnx_dir / "model.onnx").stat().st_size
+    half = (tmp_path / "half" / "model.onnx").stat().st_size
+    assert half < 0.7 * full
+    parity = config["parity"]
+    assert parity["greedy_identical"]
+    assert max(parity["full_logits_max_abs_diff"], parity["cached_logits_max_abs_diff"]) \
+        <= PARITY_TOLERANCE
+    assert 0 < parity["half_rounding_max_abs_diff"] < 0.05
+    runner = GPT2Lyricist.load(tmp_path / "half")
+    assert runner.greedy("the night", 8) == GPT2Lyricist.load(tiny_gpt2_onnx_dir).greedy(
+        "the night", 8)
+    rebuilt = hf_from_export(tmp_path / "half", tmp_path / "hf")  # still fine-tunable
+    assert (rebuilt / "model.safetensors").is_file()
