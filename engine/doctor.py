@@ -223,10 +223,11 @@ def check_midi(patch: Patch) -> Iterator[Check]:
 def _find_port(check: str, name: str, key: str, parts: list[str], backend: str, *,
                inputs: bool = False) -> Check:
     from engine.live.midi_ports import list_outputs, match_port
+    from engine.live.sync import list_inputs
 
     what = f"{name!r}" + (f" ({', '.join(parts)})" if parts else "")
     try:
-        names = _list_inputs(backend) if inputs else list_outputs(backend)
+        names = list_inputs(backend) if inputs else list_outputs(backend)
     except OSError as err:
         return Check(check, "FAIL", f"{what}: {err}", "start the MIDI system named above, or "
                      "choose another [midi] backend")
@@ -243,26 +244,6 @@ def _find_port(check: str, name: str, key: str, parts: list[str], backend: str, 
                      f"{', '.join(repr(n) for n in matches if n != names[index])}",
                      f"give more of the name in {key} so it picks one")
     return Check(check, "OK", f"{what} -> {names[index]!r}")
-
-
-def _list_inputs(backend: str) -> list[str]:
-    """The MIDI inputs a backend can open (for ``[midi] clock_in``)."""
-    from engine.live.midi_ports import BackendUnavailableError, platform_apis, rtmidi_client
-
-    apis = platform_apis() if backend == "auto" else [backend]
-    names: list[str] = []
-    for api in apis:
-        try:
-            midi = rtmidi_client(api, "encore-doctor", direction="in")
-        except BackendUnavailableError:
-            if backend != "auto":
-                raise
-            continue
-        try:
-            names.extend(n for n in midi.get_ports() if n not in names)
-        finally:
-            midi.delete()
-    return names
 
 
 # ---- models -----------------------------------------------------------------------------
