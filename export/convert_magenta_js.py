@@ -148,12 +148,46 @@ def _weight_nbytes(spec: dict, where: str) -> int:
     return math.prod(shape) * _DTYPES[dtype].itemsize
 
 
+def _shard_file(folder: Path, name: str, manifest_path: Path, index: int) -> Path:
+    """The shard ``name`` listed in group ``index`` of the manifest, as the real path of a
+    file inside ``folder``.
+
+    tfjs names shards relative to the manifest (``"group1-shard1of1"``). A name that leads
+    out of the folder (``../../etc/passwd``, an absolute path, or a symlink whose target is
+    elsewhere) is refused with ValueError before anything is read: a downloaded checkpoint
+    must not make the converter read other files of this computer.
+    """
+    where = f"{manifest_path} group {index}"
+    fix = (f"A magenta.js manifest names its shards by file name: put the shard files in "
+           f"{folder} beside {MANIFEST_FILE} and list them by name (e.g. "
+           '"group1-shard1of1"), or re-download the checkpoint')
+    try:
+        root = folder.resolve(strict=True)
+        real = (folder / name).resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL in the name
+        raise ValueError(f"{where}: shard path {name!r} cannot be followed ({err}). {fix}"
+                         ) from err
+    if real != root and real.is_relative_to(root):
+        return real
+    if real == root:
+        problem = "names the checkpoint folder itself, not a shard file"
+    elif Path(name).is_absolute():
+        problem = f"is an absolute path, to {real}, outside the checkpoint folder {root}"
+    elif ".." in Path(name).parts:
+        problem = f"climbs out with .. to {real}, outside the checkpoint folder {root}"
+    else:
+        problem = f"goes through a symlink to {real}, outside the checkpoint folder {root}"
+    raise ValueError(f"{where}: shard path {name!r} {problem}; refused, a checkpoint may only "
+                     f"read its own files. {fix}")
+
+
 def read_checkpoint(dir: StrPath) -> tuple[dict, dict[str, np.ndarray]]:  # noqa: A002
     """Read a magenta.js checkpoint folder -> (config.json as a dict, {TF name: array}).
 
     Float weights come back as float32 (quantized ones dequantized as ``q * scale + min``,
     float16 ones widened). Raises ValueError naming the file or weight at fault when a file
-    is missing or the shard sizes disagree with the manifest's shapes.
+    is missing, a shard path in the manifest leads outside the folder, or the shard sizes
+    disagree with the manifest's shapes.
     """
     folder = Path(dir)
     if not folder.is_dir():
@@ -172,14 +206,16 @@ def read_checkpoint(dir: StrPath) -> tuple[dict, dict[str, np.ndarray]]:  # noqa
         raise ValueError(f"{manifest_path}: expected a list of groups, each "
                          '{"paths": ["shard file", ...], "weights": [...]}; re-download the '
                          "checkpoint")
-    missing = [p for g in manifest for p in g["paths"] if not (folder / p).is_file()]
+    shards = {(index, p): _shard_file(folder, p, manifest_path, index)
+              for index, g in enumerate(manifest) for p in g["paths"]}
+    missing = [p for (_, p), path in shards.items() if not path.is_file()]
     if missing:
         raise ValueError(f"{folder}: shard files listed in {MANIFEST_FILE} are missing: "
                          f"{missing}; download them into the folder beside {MANIFEST_FILE}")
     weights: dict[str, np.ndarray] = {}
     for index, group in enumerate(manifest):
         paths = [str(p) for p in group["paths"]]
-        chunks = [(folder / p).read_bytes() for p in paths]
+        chunks = [shards[index, p].read_bytes() for p in paths]
         sizes = [len(c) for c in chunks]
         data = b"".join(chunks)
         where = f"{manifest_path} group {index}"

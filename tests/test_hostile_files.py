@@ -504,6 +504,77 @@ def test_a_garbage_manifest_is_refused(tmp_path: Path, manifest: object,
             str(folder / "weights_manifest.json"), problem)
 
 
+def _escaping_checkpoint(tmp_path: Path, how: str) -> tuple[Path, str]:
+    """A checkpoint whose manifest names a shard outside its folder, the outside file
+    holding exactly the bytes the manifest wants (so only the path can refuse it); returns
+    the folder and the shard path as the manifest names it."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(bytes(range(128)))
+    shard = {"dotdot": "../secret", "absolute": str(secret), "symlink": "s",
+             "symlinked_folder": "sub/s", "deep_dotdot": "sub/../../../" * 8 + "etc/passwd",
+             "nul": "s\x00"}[how]
+    folder = _checkpoint(tmp_path, [{"paths": ["good", shard], "weights": [
+        KERNEL, KERNEL | {"name": "decoder/bias"}]}], {"good": bytes(128)})
+    if how == "symlink":
+        (folder / "s").symlink_to(secret)
+    elif how == "symlinked_folder":
+        (folder / "sub").symlink_to(tmp_path, target_is_directory=True)
+        (tmp_path / "s").write_bytes(bytes(128))
+    elif how == "deep_dotdot":
+        (folder / "sub").mkdir()
+    return folder, shard
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("dotdot", "climbs out with .."), ("deep_dotdot", "climbs out with .."),
+    ("absolute", "is an absolute path"), ("symlink", "goes through a symlink"),
+    ("symlinked_folder", "goes through a symlink"), ("nul", "cannot be followed")])
+def test_a_shard_path_leading_outside_the_checkpoint_is_refused(
+        tmp_path: Path, how: str, problem: str) -> None:
+    convert_magenta_js = pytest.importorskip("export.convert_magenta_js")
+    folder, shard = _escaping_checkpoint(tmp_path, how)
+    error = refused(lambda: convert_magenta_js.read_checkpoint(folder),
+                    f"{folder / 'weights_manifest.json'} group 0", f"shard path {shard!r}",
+                    problem, "list them by name")
+    if how != "nul":
+        assert "outside the checkpoint folder" in str(error)
+
+
+def test_a_shard_path_leading_outside_is_refused_before_anything_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal comes before any shard is opened, even when the escaping shard is listed
+    after good ones."""
+    convert_magenta_js = pytest.importorskip("export.convert_magenta_js")
+    folder, _ = _escaping_checkpoint(tmp_path, "dotdot")
+    opened: list[Path] = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: opened.append(self) or read_bytes(self))
+    refused(lambda: convert_magenta_js.read_checkpoint(folder), "'../secret'")
+    assert opened == []
+
+
+def test_a_shard_path_inside_the_checkpoint_reads(tmp_path: Path) -> None:
+    """Subfolders, a ``..`` that comes back in, and a symlink to another file of the folder
+    stay inside: read as before."""
+    convert_magenta_js = pytest.importorskip("export.convert_magenta_js")
+    folder = _checkpoint(tmp_path, [{"paths": ["sub/a", "sub/../b", "c"], "weights": [
+        KERNEL, KERNEL | {"name": "decoder/bias"}, KERNEL | {"name": "decoder/w"}]}],
+        {"b": bytes(128)})
+    (folder / "sub").mkdir()
+    (folder / "sub" / "a").write_bytes(bytes(128))
+    (folder / "c").symlink_to(folder / "b")
+    _, weights = convert_magenta_js.read_checkpoint(folder)
+    assert set(weights) == {"decoder/kernel", "decoder/bias", "decoder/w"}
+
+
+def test_a_shard_path_leading_outside_is_refused_by_convert(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("torch")
+    folder, _ = _escaping_checkpoint(tmp_path, "symlink")
+    cli_refuses(["convert", "magenta-js", str(folder), str(tmp_path / "out")], capsys,
+                "weights_manifest.json group 0", "shard path 's'", "outside the checkpoint")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_shard_shorter_than_the_manifest_says_is_refused(tmp_path: Path, capsys) -> None:
     pytest.importorskip("torch")
     folder = _checkpoint(tmp_path, [{"paths": ["shard1", "shard2"],

@@ -101,6 +101,7 @@ class HealthView:
     underruns: int | None = None  # None: no audio output
     osc_good: int | None = None   # None: no OSC server
     osc_bad: int = 0
+    osc_replies_dropped: int = 0  # state requests over the reply budget (a client floods)
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,7 +724,8 @@ def _health(show: Any) -> HealthView:
     if show.dispatcher is not None:
         stats = dict(show.dispatcher.stats)
         values |= {"osc_good": stats.get("good", 0),
-                   "osc_bad": sum(stats.get(k, 0) for k in BAD_OSC)}
+                   "osc_bad": sum(stats.get(k, 0) for k in BAD_OSC),
+                   "osc_replies_dropped": stats.get("replies_dropped", 0)}
     return HealthView(**values)
 
 
@@ -899,7 +901,10 @@ def _health_lines(h: HealthView) -> list[Text]:
     if h.underruns is not None:
         lines.append(line("audio", f"underruns {h.underruns}", h.underruns > 0))
     if h.osc_good is not None:
-        lines.append(line("OSC", f"good {h.osc_good}, bad {h.osc_bad}", h.osc_bad > 0))
+        lines.append(line("OSC", f"good {h.osc_good}, bad {h.osc_bad}"
+                          + (f", replies held back {h.osc_replies_dropped} (a client asks "
+                             "too often)" if h.osc_replies_dropped else ""),
+                          h.osc_bad > 0 or h.osc_replies_dropped > 0))
     return lines
 
 

@@ -21,6 +21,26 @@ control it selects: ``/encore/part/*/level 2.0`` is four ``out_of_range``, an un
 pattern one ``unknown_address``); :attr:`OscDispatcher.problems` keeps the last few
 refusals in words, for the health view.
 
+Replies are rate-limited, commands never are. A request for the state (``/encore/status``,
+``/encore/hello``; several in one datagram count once) is answered with every control's
+value: 19 datagrams, about 600 bytes, for a 20-byte request that any allowed (or spoofed:
+UDP has no handshake) source can repeat thousands of times a second, which would keep the
+loop sending and amplify the traffic thirtyfold. So each client IP address (not address
+and port: a new source port gets no new budget) has a token bucket of
+:data:`REPLY_BURST` (10) answers refilled at :data:`REPLY_RATE` (5) a second, and all
+clients together one of :data:`REPLY_BURST_ALL` (40) refilled at :data:`REPLY_RATE_ALL`
+(20) a second: at most 20 answers (380 datagrams, ~12 kB) a second leave after the first
+40, and a client flooding spends only its own bucket, never another's. A request over
+budget is counted in ``replies_dropped`` and not answered on its own; the client is owed
+one answer, sent with the state as it is then as soon as its budget allows (the
+:class:`OscServer` times it: within 0.2 s unless many clients together use up the common
+budget), so however many requests were held back the latest state still arrives. Valid
+control messages in the same flood are still applied. Control values are not echoed per
+message: :meth:`OscServer.send_feedback` sends the state once a bar to the registered
+tablets (at most :data:`MAX_CLIENTS`), so a tablet moving faders at 60 Hz costs no replies,
+and one that also polls ``/encore/status`` up to 5 times a second (or sends 10 requests at
+once, a layout loading) gets every answer.
+
 The parser here is our own and strict (python-osc 1.10's bundle parser logs a warning per
 junk element, loops forever on a negative element size and recurses without limit):
 lengths must be multiples of 4, every size must fit, bundles nest at most
@@ -80,10 +100,16 @@ MAX_ELEMENTS = 128     # messages and bundles in one datagram
 MAX_DEPTH = 8          # bundles inside bundles
 MAX_CLIENTS = 8        # tablets that get feedback
 MAX_PROBLEMS = 16      # refusals kept in words
+REPLY_RATE = 5.0       # state answers a second per client IP address, sustained ...
+REPLY_BURST = 10       # ... and at once after a quiet spell
+REPLY_RATE_ALL = 20.0  # state answers a second, all clients together ...
+REPLY_BURST_ALL = 40   # ... and at once
+MAX_REPLY_BUCKETS = 256  # client addresses whose budget is remembered (least recent dropped)
+HELD_BACK_SAID_EVERY_S = 10.0  # a client held back is described in problems this seldom
 
 STATS_KEYS = ("good", "released", "bad_parse", "unknown_address", "bad_types",
               "out_of_range", "not_allowed", "too_large", "too_many_elements",
-              "apply_errors", "feedback_errors", "internal_errors")
+              "apply_errors", "feedback_errors", "internal_errors", "replies_dropped")
 
 _BUNDLE = b"#bundle\x00"
 
@@ -351,6 +377,43 @@ def _feedback_value(tag: str, value: Any) -> Any:
     return str(value).replace("\x00", "")[:128]
 
 
+# ---- reply budget ---------------------------------------------------------------------
+class TokenBucket:
+    """``burst`` tokens at most, refilled at ``rate`` a second; one taken per reply.
+    Times are monotonic nanoseconds passed in (the dispatcher's clock)."""
+
+    __slots__ = ("burst", "last_ns", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float, now_ns: int):
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.tokens = self.burst
+        self.last_ns = now_ns
+
+    def _refill(self, now_ns: int) -> None:
+        if now_ns > self.last_ns:
+            self.tokens = min(self.burst, self.tokens + (now_ns - self.last_ns) * self.rate / 1e9)
+            self.last_ns = now_ns
+
+    def ready(self, now_ns: int) -> bool:
+        self._refill(now_ns)
+        return self.tokens >= 1.0
+
+    def take(self, now_ns: int) -> bool:
+        """Take a token if there is one."""
+        if not self.ready(now_ns):
+            return False
+        self.tokens -= 1.0
+        return True
+
+    def wait_s(self, now_ns: int) -> float:
+        """Seconds until a token is there (0 when one is)."""
+        self._refill(now_ns)
+        if self.tokens >= 1.0:
+            return 0.0
+        return (1.0 - self.tokens) / self.rate if self.rate > 0 else math.inf
+
+
 # ---- the dispatcher -------------------------------------------------------------------
 class OscDispatcher:
     """Datagrams in, :class:`Command` out: parse, check against the table, apply, count.
@@ -358,8 +421,12 @@ class OscDispatcher:
     ``apply`` is called once per accepted message (and per control an address pattern
     selects). ``state`` (optional) returns the show's state for the replies to
     ``/encore/status`` and ``/encore/hello``. ``allow`` lists client IP addresses or
-    networks; empty allows everyone. ``now_ns`` stamps ``received_ns`` (a fake clock in
-    tests). Not thread-safe: call it from one thread (the asyncio loop's).
+    networks; empty allows everyone. ``now_ns`` stamps ``received_ns`` and runs the reply
+    budget (a fake clock in tests). ``reply_rate``/``reply_burst`` (per client IP address)
+    and ``reply_rate_all``/``reply_burst_all`` (all clients together) bound the answers to
+    state requests, in answers a second and answers at once (see the module docstring);
+    the excess is counted in ``replies_dropped`` and owed (:meth:`owed_replies`). Not
+    thread-safe: call it from one thread (the asyncio loop's).
     """
 
     def __init__(self, table: OscTable | Iterable[Control] = TABLE,
@@ -368,6 +435,9 @@ class OscDispatcher:
                  allow: Iterable[str] = (), reply_port: int = 0,
                  max_clients: int = MAX_CLIENTS, max_datagram: int = MAX_DATAGRAM,
                  max_elements: int = MAX_ELEMENTS,
+                 reply_rate: float = REPLY_RATE, reply_burst: int = REPLY_BURST,
+                 reply_rate_all: float = REPLY_RATE_ALL,
+                 reply_burst_all: int = REPLY_BURST_ALL,
                  now_ns: Callable[[], int] = time.monotonic_ns):
         self.table = table if isinstance(table, OscTable) else OscTable(table)
         self.apply = apply
@@ -382,6 +452,13 @@ class OscDispatcher:
         self.problems: collections.deque[str] = collections.deque(maxlen=MAX_PROBLEMS)
         self._clients: collections.OrderedDict[tuple[str, int], None] = \
             collections.OrderedDict()
+        self.reply_rate = reply_rate
+        self.reply_burst = reply_burst
+        self._reply_buckets: collections.OrderedDict[str, TokenBucket] = \
+            collections.OrderedDict()
+        self._all_replies = TokenBucket(reply_rate_all, reply_burst_all, now_ns())
+        self._owed: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self._held_back_said: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: OscSettings, apply: Callable[[Command], None], *,
@@ -452,7 +529,76 @@ class OscDispatcher:
         reply = False
         for message in messages:
             reply |= self._message(message, sender, received_ns)
-        return self._state_messages() if reply else []
+        if not reply:
+            return []
+        client = self.reply_address((host, int(sender[1])))
+        if self._take_reply(host, received_ns):
+            self._owed.pop(client, None)  # this answer is the one owed
+            return self._state_messages()
+        self.stats["replies_dropped"] += 1
+        self._owed[client] = None
+        while len(self._owed) > self.max_clients:
+            self._owed.popitem(last=False)
+        said = self._held_back_said.get(host)
+        if said is None or received_ns - said >= HELD_BACK_SAID_EVERY_S * 1e9:
+            self._held_back_said[host] = received_ns  # in words now and then, not per request
+            self._held_back_said.move_to_end(host)
+            while len(self._held_back_said) > MAX_PROBLEMS:
+                self._held_back_said.popitem(last=False)
+            self.problems.append(
+                f"from {_who(sender)}: asks for the state more than {self.reply_burst} times "
+                f"at once or {self.reply_rate:g} a second; answers held back (counted in "
+                "replies_dropped), the latest state follows when the budget allows")
+        return []
+
+    @property
+    def owes_replies(self) -> bool:
+        """Whether a client is owed the answer the budget held back."""
+        return bool(self._owed)
+
+    def owed_wait_s(self) -> float | None:
+        """Seconds until an owed answer may be sent (None when none is owed)."""
+        if not self._owed:
+            return None
+        now = self.now_ns()
+        all_wait = self._all_replies.wait_s(now)
+        return max(all_wait, min(self._bucket(host, now).wait_s(now) for host, _ in self._owed))
+
+    def owed_replies(self) -> list[tuple[tuple[str, int], list[bytes]]]:
+        """The answers owed that the budget now allows, as (reply address, messages), oldest
+        owed first; each is taken off what is owed (one answer pays for every request that
+        was held back)."""
+        out: list[tuple[tuple[str, int], list[bytes]]] = []
+        messages: list[bytes] | None = None
+        now = self.now_ns()
+        for client in list(self._owed):
+            if not self._take_reply(client[0], now):
+                continue
+            del self._owed[client]
+            if messages is None:
+                messages = self._state_messages()
+            out.append((client, messages))
+        return out
+
+    def _bucket(self, host: str, now_ns: int) -> TokenBucket:
+        bucket = self._reply_buckets.get(host)
+        if bucket is None:
+            bucket = self._reply_buckets[host] = TokenBucket(self.reply_rate, self.reply_burst,
+                                                             now_ns)
+            while len(self._reply_buckets) > MAX_REPLY_BUCKETS:
+                self._reply_buckets.popitem(last=False)
+        else:
+            self._reply_buckets.move_to_end(host)
+        return bucket
+
+    def _take_reply(self, host: str, now_ns: int) -> bool:
+        """Take one answer from the client's budget and the common one, if both have it."""
+        bucket = self._bucket(host, now_ns)
+        if not (bucket.ready(now_ns) and self._all_replies.ready(now_ns)):
+            return False
+        bucket.take(now_ns)
+        self._all_replies.take(now_ns)
+        return True
 
     def _message(self, message: Message, sender: tuple[str, int], received_ns: int) -> bool:
         """Apply one message; True when the sender asked for the state."""
@@ -519,7 +665,9 @@ def _who(sender: Any) -> str:
 class OscServer:
     """The dispatcher on a UDP socket: an asyncio datagram endpoint on host:port.
 
-    Replies (to ``/encore/status`` and ``/encore/hello``) go back to the sender;
+    Replies (to ``/encore/status`` and ``/encore/hello``) go back to the sender, within
+    the dispatcher's reply budget; an answer the budget held back is sent by a timer on the
+    loop as soon as the budget allows (one answer for all the requests held back).
     :meth:`send_feedback` sends the state to every registered tablet (unless the settings
     turn feedback off). Send errors are counted in :attr:`stats`, never raised.
     """
@@ -530,6 +678,7 @@ class OscServer:
         self.stats: dict[str, int] = dict.fromkeys(
             ("received", "sent", "send_errors", "receive_errors"), 0)
         self._transport: asyncio.DatagramTransport | None = None
+        self._owed_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> tuple[str, int]:
         """Bind and start receiving; returns the bound (host, port)."""
@@ -560,6 +709,9 @@ class OscServer:
 
     def close(self) -> None:
         """Stop listening; safe to call twice."""
+        if self._owed_timer is not None:
+            self._owed_timer.cancel()
+            self._owed_timer = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -588,6 +740,32 @@ class OscServer:
         target = self.dispatcher.reply_address(sender)
         for reply in replies:
             self._send(reply, target)
+        if self._owed_timer is None and self.dispatcher.owes_replies:
+            self._schedule_owed()
+
+    def _schedule_owed(self) -> None:
+        """Send the answers owed when the budget allows (a timer on the loop)."""
+        try:
+            wait = self.dispatcher.owed_wait_s()
+            if wait is None or self._transport is None or not math.isfinite(wait):
+                return
+            self._owed_timer = asyncio.get_running_loop().call_later(max(wait, 0.001),
+                                                                     self._send_owed)
+        except Exception:  # a bug here must not stop the show: count it
+            self.dispatcher.stats["internal_errors"] += 1
+            log.exception("OSC: error timing the owed replies")
+
+    def _send_owed(self) -> None:
+        self._owed_timer = None
+        try:
+            for target, replies in self.dispatcher.owed_replies():
+                for reply in replies:
+                    self._send(reply, target)
+            if self.dispatcher.owes_replies:
+                self._schedule_owed()
+        except Exception:  # a bug here must not stop the show: count it (the next request
+            self.dispatcher.stats["internal_errors"] += 1  # times the owed answers again)
+            log.exception("OSC: error sending the owed replies")
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> int:
         if self._transport is None or self._transport.is_closing():

@@ -244,3 +244,28 @@ def test_the_latent_picture_keeps_its_orientation_and_marks_the_newest_point() -
     col = grid[newest_row].index("@")
     x, y = trail[-1]
     assert abs(col - (x + 1) / 2 * (len(grid[0]) - 1)) <= 1
+
+
+def test_osc_replies_held_back_show_in_the_health_lines() -> None:
+    """A client flooding ``/encore/status`` shows as replies held back, in red; a quiet
+    OSC line stays as it was."""
+    from types import SimpleNamespace
+
+    from engine.live.dashboard import HealthView, _health, _health_lines
+    from engine.live.osc_control import OscDispatcher
+
+    dispatcher = OscDispatcher(state=lambda: {"song.tempo": 120.0}, now_ns=lambda: 0)
+    status = b"/encore/status\x00\x00,\x00\x00\x00"
+    for _ in range(25):
+        dispatcher.handle_datagram(status, ("10.0.0.5", 9000))
+    show = SimpleNamespace(health=SimpleNamespace(bars_fallback=0, ports_lost=0),
+                           generator=None, clock=None, vocals=None, sender=None,
+                           audio_engine=None, dispatcher=dispatcher)
+    view = _health(show)
+    assert (view.osc_good, view.osc_bad, view.osc_replies_dropped) == (25, 0, 15)
+    osc = next(line for line in _health_lines(view) if line.plain.lstrip().startswith("OSC"))
+    assert re.search(r"OSC +good 25, bad 0, replies held back 15", osc.plain), osc.plain
+    assert any("red" in str(span.style) for span in osc.spans)
+    quiet = next(line for line in _health_lines(HealthView(osc_good=3))
+                 if line.plain.lstrip().startswith("OSC"))
+    assert "held back" not in quiet.plain and "red" not in str(quiet.spans)

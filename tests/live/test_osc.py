@@ -24,6 +24,11 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
 from engine.live.osc_control import (
+    MAX_CLIENTS,
+    REPLY_BURST,
+    REPLY_BURST_ALL,
+    REPLY_RATE,
+    REPLY_RATE_ALL,
     Command,
     Message,
     OscDispatcher,
@@ -395,6 +400,134 @@ def test_failures_of_the_show_are_counted_not_raised():
     assert d.stats["internal_errors"] == 1
 
 
+# ---- the reply budget -----------------------------------------------------------------
+class FakeClock:
+    """now_ns for the dispatcher, moved by hand."""
+
+    def __init__(self) -> None:
+        self.ns = 10**12
+
+    def __call__(self) -> int:
+        return self.ns
+
+    def advance(self, seconds: float) -> None:
+        self.ns += round(seconds * 1e9)
+
+
+STATE_REPLIES = 19  # datagrams in one answer to a state request (test above)
+
+
+def budget(seconds: float, rate: float = REPLY_RATE, burst: int = REPLY_BURST) -> int:
+    """The most answers a token bucket may give over ``seconds``."""
+    return int(burst + rate * seconds)
+
+
+def test_a_status_flood_is_answered_within_the_budget_and_the_rest_counted():
+    clock = FakeClock()
+    applied: list[Command] = []
+    d = OscDispatcher(TABLE, applied.append, state=lambda: STATE, now_ns=clock)
+    answered = 0
+    began = clock.ns
+    for n in range(2000):  # 2000 requests in 2 s, a valid tempo every 100
+        answered += bool(d.handle_datagram(STATUS, SENDER))
+        if n % 100 == 0:
+            d.handle_datagram(TEMPO_120, SENDER)
+        clock.advance(0.001)
+    elapsed = (clock.ns - began) / 1e9
+    assert budget(elapsed) - 1 <= answered <= budget(elapsed)  # 10 at once, then 5 a second
+    assert d.stats["replies_dropped"] == 2000 - answered
+    assert d.stats["good"] == 2000 + 20 and len(applied) == 20  # commands are never limited
+    assert sum("answers held back" in p for p in d.problems) == 1  # said once, not 1980 times
+    assert d.problems[-1].startswith("from 192.168.1.20:50000: asks for the state more than")
+    # the answer held back follows once the budget allows, once for all of them
+    wait = d.owed_wait_s()
+    assert d.owes_replies and 0 <= wait <= 1 / REPLY_RATE
+    clock.advance(wait)
+    owed = d.owed_replies()
+    assert [client for client, _ in owed] == [SENDER]
+    assert len(owed[0][1]) == STATE_REPLIES
+    assert not d.owes_replies and d.owed_wait_s() is None
+    clock.advance(10.0)
+    assert d.owed_replies() == []
+
+
+def test_an_answer_pays_what_was_owed():
+    clock = FakeClock()
+    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock)
+    for _ in range(REPLY_BURST + 3):
+        d.handle_datagram(STATUS, SENDER)
+    assert d.owes_replies and d.stats["replies_dropped"] == 3
+    assert d.owed_wait_s() == pytest.approx(1 / REPLY_RATE) and d.owed_replies() == []
+    clock.advance(1.0)
+    assert len(d.handle_datagram(STATUS, SENDER)) == STATE_REPLIES  # the latest state
+    assert not d.owes_replies
+
+
+def test_one_client_flooding_does_not_starve_another():
+    clock = FakeClock()
+    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock)
+    flooder, tablet = ("192.168.1.66", 40000), ("192.168.1.20", 9000)
+    asked = answered = 0
+    for ms in range(10_000):  # 10 s: the flooder 1000 a second, the tablet 4 a second
+        d.handle_datagram(STATUS, flooder)
+        d.handle_datagram(STATUS, (flooder[0], 40000 + ms))  # a new port does not help
+        if ms % 250 == 0:
+            asked += 1
+            answered += len(d.handle_datagram(STATUS, tablet)) == STATE_REPLIES
+        clock.advance(0.001)
+    assert answered == asked == 40
+    assert budget(10.0) - 1 <= 20_000 - d.stats["replies_dropped"] <= budget(10.0)
+
+
+def test_many_senders_together_are_held_to_the_common_budget():
+    """Spoofed source addresses each get a fresh budget of their own, but not more than
+    the common one."""
+    clock = FakeClock()
+    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock)
+    answered = 0
+    for n in range(5000):  # 5 s, 1000 a second, each from another address
+        answered += bool(d.handle_datagram(STATUS, (f"10.{n // 65536}.{n // 256 % 256}."
+                                                    f"{n % 256}", 9000)))
+        clock.advance(0.001)
+    assert answered <= budget(5.0, REPLY_RATE_ALL, REPLY_BURST_ALL)
+    assert answered >= budget(5.0, REPLY_RATE_ALL, REPLY_BURST_ALL) - 1
+    assert d.stats["replies_dropped"] == 5000 - answered
+    assert len(d.clients) == MAX_CLIENTS  # and feedback still goes to 8 at most
+
+
+def test_a_tablet_at_full_tilt_loses_nothing():
+    """TouchOSC or Open Stage Control: faders moving at 60 Hz, status polled 5 times a
+    second, and 10 requests at once when a layout loads: every command applied, every
+    request answered."""
+    clock = FakeClock()
+    applied: list[Command] = []
+    d = OscDispatcher(TABLE, applied.append, state=lambda: STATE, now_ns=clock)
+    tablet = ("192.168.1.20", 9000)
+    replies = [d.handle_datagram(HELLO, tablet) for _ in range(REPLY_BURST)]
+    assert all(len(r) == STATE_REPLIES for r in replies)
+    clock.advance(2.0)
+    moves = answered = 0
+    for tick in range(60 * 60):  # a minute of 60 Hz fader moves
+        level = encode_message("/encore/part/bass/level", "f", [tick % 100 / 100])
+        assert d.handle_datagram(level, tablet) == []  # a move is not answered one by one
+        moves += 1
+        if tick % 12 == 0:  # 5 a second
+            answered += len(d.handle_datagram(STATUS, tablet)) == STATE_REPLIES
+        clock.advance(1 / 60)
+    assert len(applied) == moves and answered == 60 * 5
+    assert d.stats["replies_dropped"] == 0 and not d.owes_replies
+
+
+def test_the_reply_budget_is_a_setting_of_the_dispatcher():
+    clock = FakeClock()
+    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock, reply_rate=1.0,
+                      reply_burst=2)
+    assert [bool(d.handle_datagram(STATUS, SENDER)) for _ in range(3)] == [True, True, False]
+    clock.advance(1.0)
+    assert [bool(d.handle_datagram(STATUS, SENDER)) for _ in range(2)] == [True, False]
+    assert d.stats["replies_dropped"] == 2
+
+
 # ---- the parser against python-osc ----------------------------------------------------
 @pytest.mark.parametrize("args, tags", [
     ([], ""),
@@ -703,5 +836,68 @@ def test_a_port_in_use_is_refused_with_a_fix():
             taken = OscServer(OscSettings(port=first.address[1]), OscDispatcher())
             with pytest.raises(OSError, match=r"\[osc\] port"):
                 await taken.start()
+
+    asyncio.run(main())
+
+
+async def _heartbeat(lags: list[float], stop: asyncio.Event) -> None:
+    """How late the loop wakes a 2 ms sleep: how long something held it (as in
+    test_osc_fuzz.py)."""
+    while not stop.is_set():
+        began = time.monotonic()
+        await asyncio.sleep(0.002)
+        lags.append(time.monotonic() - began - 0.002)
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(65536))
+        except BlockingIOError:
+            return out
+
+
+def test_a_status_flood_on_the_socket_is_answered_within_the_budget():
+    """2000 ``/encore/status`` requests as fast as the loop reads them, a valid tempo among
+    them: the tempo is applied, the answers stay within the budget (one more, the answer
+    owed, comes when the budget allows), the rest is counted, and the loop is not held."""
+    flood = 2000
+    burst = 32  # datagrams between waits for the server to read them (no kernel drops)
+
+    async def main() -> None:
+        applied: list[Command] = []
+        dispatcher = OscDispatcher(TABLE, applied.append, state=lambda: STATE)
+        lags: list[float] = []
+        stop = asyncio.Event()
+        async with OscServer(OscSettings(port=0), dispatcher) as server:
+            beat = asyncio.ensure_future(_heartbeat(lags, stop))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                sock.setblocking(False)
+                got: list[bytes] = []
+                began = time.monotonic()
+                for n in range(flood + 1):
+                    sock.sendto(STATUS if n != flood // 2 else TEMPO_120, server.address)
+                    if n % burst == burst - 1 or n == flood:
+                        await _eventually(lambda n=n: server.stats["received"] == n + 1)
+                        got += _drain(sock)
+                elapsed = time.monotonic() - began
+                await asyncio.sleep(2 / REPLY_RATE)  # the answer owed comes meanwhile
+                got += _drain(sock)
+            stop.set()
+            await beat
+        answers = len(got) / STATE_REPLIES
+        print(f"\n{flood} status requests in {elapsed:.2f} s: {answers:g} answers "
+              f"({len(got)} datagrams), {dispatcher.stats['replies_dropped']} held back; loop "
+              f"held at most {max(lags) * 1000:.1f} ms")
+        assert [c.target for c in applied] == ["song.tempo"]  # commands are never limited
+        assert answers == int(answers)
+        assert REPLY_BURST < answers <= budget(elapsed + 2 / REPLY_RATE) + 1
+        assert dispatcher.stats["replies_dropped"] >= flood - budget(elapsed)
+        assert dispatcher.stats["good"] == flood + 1
+        assert not dispatcher.owes_replies
+        assert server.stats["sent"] == len(got) and server.stats["send_errors"] == 0
+        assert max(lags) < 0.1, f"the loop was held {max(lags) * 1000:.0f} ms"
 
     asyncio.run(main())
