@@ -2,12 +2,16 @@
 .PHONY: setup render test lint clean distclean
 
 VENV := .venv
+OUT ?= out
+# Bars to render; empty: the patch's [song] bars, else 64 (encore render's default).
+BARS ?=
 
 setup:
 	./scripts/setup.sh
 
+# `make render OUT=/tmp/x BARS=4` renders 4 bars into /tmp/x (the README test does this).
 render: setup
-	$(VENV)/bin/encore render -o out/
+	$(VENV)/bin/encore render -o $(OUT)/ $(if $(BARS),--bars $(BARS))
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,11 @@
 
     python benchmarks/bench_lyrics_gpt2.py        # models_onnx/lyrics_gpt2 vs runs/lyrics_gpt2/hf
     python benchmarks/bench_lyrics_gpt2.py --onnx OUT --hf HF_DIR --threads 1 2 --tokens 64
+    python benchmarks/bench_lyrics_gpt2.py --tokens 4 --threads 1 --runs 1   # a quick smoke run
+
+Without --hf, the Hugging Face folder is runs/lyrics_gpt2/hf when this machine trained the
+lyricist, else the one rebuilt from the exported weights (``hf_from_export``: runs/ is not
+in the repository, so a fresh checkout compares against the shipped model's own weights).
 
 For each thread count (torch.set_num_threads and ORT intra-op threads alike) both engines
 greedily generate the same number of new tokens after the same prompt, at batch 1:
@@ -24,6 +29,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -37,8 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.lyrics.gpt2_runner import GPT2Lyricist  # noqa: E402
-from export.gpt2_onnx import hf_greedy, load_hf  # noqa: E402
+from export.gpt2_onnx import hf_from_export, hf_greedy, load_hf  # noqa: E402
 
+DEFAULT_HF = REPO / "runs" / "lyrics_gpt2" / "hf"
 PROMPT = "about: night\nthe moon is rising over silver water\n"
 
 
@@ -97,12 +104,21 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=REPO / "models_onnx" / "lyrics_gpt2",
                         help="exported folder (encore convert gpt2)")
-    parser.add_argument("--hf", type=Path, default=REPO / "runs" / "lyrics_gpt2" / "hf",
-                        help="the Hugging Face folder it was exported from")
+    parser.add_argument("--hf", type=Path, default=None,
+                        help="the Hugging Face folder it was exported from (default: "
+                             "runs/lyrics_gpt2/hf if there, else rebuilt from --onnx)")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per greedy run")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.hf is None:
+            args.hf = DEFAULT_HF if DEFAULT_HF.is_dir() else hf_from_export(args.onnx,
+                                                                            Path(tmp) / "hf")
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     model, _ = load_hf(args.hf)
     lines = []
     for threads in args.threads:

@@ -7,7 +7,7 @@
     encore live [--patch P] [--bars N] [--record DIR] [--no-audio] [--dry-run] [--dashboard]
     encore devices
     encore doctor [--patch P] [--model-dir DIR]
-    encore osc-map [--json]
+    encore osc-map [--json | --readme README.md]
     encore layout open-stage-control|touchosc [-o FILE]
     encore convert magenta-js CHECKPOINT_DIR OUT [--name NAME]
     encore convert gpt2 HF_DIR OUT
@@ -170,8 +170,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_osc_map(args: argparse.Namespace) -> None:
-    from engine.live.osc_table import TABLE, osc_map_markdown, osc_table_json
+    from engine.live.osc_table import TABLE, osc_map_markdown, osc_table_json, update_readme
 
+    if args.readme is not None:
+        print(f"{args.readme}: {'updated' if update_readme(args.readme) else 'up to date'}")
+        return
     print(osc_table_json(TABLE) if args.json else osc_map_markdown(TABLE))
 
 
@@ -345,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     osc_map = commands.add_parser("osc-map", help="print the OSC address table")
     osc_map.add_argument("--json", action="store_true", help="as JSON (for tablet layouts)")
+    osc_map.add_argument("--readme", type=Path, metavar="FILE",
+                         help="rewrite the map between the osc-map markers in this Markdown "
+                              "file (README.md)")
     osc_map.set_defaults(func=_cmd_osc_map)
 
     layout = commands.add_parser(
