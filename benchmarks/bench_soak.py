@@ -23,8 +23,9 @@ song, the sizes of the engine's known per-song caches, and bars/s.
 Live soak (``--live MINUTES``): ``encore live`` runs as a child process for that many
 minutes of wall time on a JACK dummy server (the default server; one is started, ``jackd -d
 dummy -r 48000 -p 256``, detached, when none answers, and stopped by PID afterwards; one
-that was already running is used and left alone), with the built-in synth, the fallback
-singer, the lyricist of ``--lyrics``, no OSC server, the drums on a virtual JACK MIDI port
+that was already running is used and left alone), with the built-in synth, the patch's
+singer (``--singer fallback|off|NAME`` to change it), the lyricist of ``--lyrics``, no OSC
+server, the drums on a virtual JACK MIDI port
 (``--midi-part``; ``none`` keeps every part on the built-in synth, and then nothing is sent
 as MIDI) and the set recorded into a temporary folder (``--no-record`` for none). Every 10 s
 the resident set size of the show's process and of its workers (its child processes) is
@@ -363,12 +364,13 @@ def write_patch(data: dict[str, Any], path: Path) -> Path:
 
 
 def live_patch(args: argparse.Namespace, path: Path) -> Path:
-    """The soak patch for the show: fallback singer, the drums (``--midi-part``) on a
-    virtual MIDI port, everything else on the built-in synth."""
+    """The soak patch for the show: the patch's singer (``--singer`` to change it), the
+    drums (``--midi-part``) on a virtual MIDI port, everything else on the built-in synth."""
     from engine.patch import load_patch
 
     data = soak_patch(args.patch, args.lyrics).to_dict()
-    data["voice"]["singer"] = "fallback"
+    if args.singer:
+        data["voice"]["singer"] = args.singer
     if args.midi_part != "none":
         data["parts"][args.midi_part]["port"] = f"soak-{args.midi_part}"
         data["midi"]["backend"] = "virtual"
@@ -526,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("drums", "bass", "melody", "chords", "none"),
                         help="live: the part sent to a virtual MIDI port (default drums)")
     parser.add_argument("--no-record", action="store_true", help="live: record no set")
+    parser.add_argument("--singer", default="",
+                        help="live: the [voice] singer (default: the patch's, e.g. auto = the "
+                             "shipped voice; fallback, off, or a voicebank name)")
     args = parser.parse_args(argv)
 
     print(f"Encore soak benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")

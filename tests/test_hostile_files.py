@@ -452,6 +452,21 @@ def test_a_broken_voicebank_is_refused_by_render(tmp_path: Path, capsys) -> None
                 capsys, str(folder / "dsconfig.yaml"), "not readable YAML")
 
 
+def test_a_broken_voicebank_is_refused_by_the_live_voice_worker(tmp_path: Path) -> None:
+    """`encore live` starts the singer in a worker process: the bank's reason comes back
+    to the show as the same error (the CLI prints it and exits 2), not as a broken pool."""
+    from engine.live.vocal_worker import VocalWorker
+    from engine.patch import load_patch
+
+    folder = _bank(tmp_path, dsconfig=b"[" * DEEP + b"]" * DEEP)
+    patch = load_patch(_song_patch(tmp_path, '[lyrics]\nsource = "markov"\n'
+                                             f'[voice]\nsinger = "{folder}"\n'))
+    worker = VocalWorker(patch, 48000)
+    error = refused(worker.start, str(folder / "dsconfig.yaml"), "not readable YAML")
+    assert isinstance(error, VoicebankError)
+    assert worker._pool is None  # the worker process is gone
+
+
 # ---- magenta.js checkpoints --------------------------------------------------------------------
 
 MAGENTA_CONFIG = {"type": "MusicVAE", "dataConverter": {

@@ -825,9 +825,6 @@ def test_readme_command_runs(command: str, tmp_path: Path, request) -> None:
     (run.runner or plain)(command, run, ws, request)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/live/show.py writes song.mid's tempo event when "
-                   "the clock's current tempo has changed, at the push of the bar after the "
-                   "change (bars are pushed ahead of their line): one bar late")
 def test_the_recorded_tempo_change_sits_on_its_bar(live_set: LiveSet) -> None:
     records = [json.loads(line) for line in
                (live_set.set_dir / "song.jsonl").read_text().splitlines()]

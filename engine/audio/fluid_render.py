@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -355,6 +355,62 @@ class FluidRenderer:
         :attr:`float_output`."""
         self._write_float(self._synth.synth, frames, address, 2 * start, 2, address,
                           2 * start + 1, 2)
+
+    def callback_functions(self) -> tuple[Callable[[int, int, int], None],
+                                          Callable[[str, int, int, int], None],
+                                          Callable[[], int]]:
+        """``(render_into, send, active_voices)`` for the live audio callback: the same
+        as the methods, but the FluidSynth calls keep the GIL (ctypes ``PyDLL``).
+
+        Through ``CDLL`` every call releases the GIL and takes it back; when another
+        thread of the process wants the GIL just then, the callback waits for its turn
+        (up to the switch interval, longer when that thread is preempted), several
+        times a block. Rendering a block or sending a note takes microseconds, so the
+        callback is better off keeping the GIL: other threads wait a little more, the
+        audio does not. Valid while this renderer is open and its synth not reset.
+        """
+        synth = self._live()
+        handle = synth.synth
+        lib = ctypes.PyDLL(self._fluidsynth.lib)
+        write = lib.fluid_synth_write_float
+        write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        write.restype = ctypes.c_int
+        calls = {}
+        for kind, name, nargs in (("note_on", "fluid_synth_noteon", 3),
+                                  ("note_off", "fluid_synth_noteoff", 2),
+                                  ("cc", "fluid_synth_cc", 3),
+                                  ("pitch_bend", "fluid_synth_pitch_bend", 2)):
+            function = getattr(lib, name)
+            function.argtypes = [ctypes.c_void_p] + [ctypes.c_int] * nargs
+            function.restype = ctypes.c_int
+            calls[kind] = function
+        voices = lib.fluid_synth_get_active_voice_count
+        voices.argtypes = [ctypes.c_void_p]
+        voices.restype = ctypes.c_int
+        note_on, note_off, cc, bend = (calls["note_on"], calls["note_off"], calls["cc"],
+                                       calls["pitch_bend"])
+        fallback = self.send
+
+        def render_into(address: int, start: int, frames: int) -> None:
+            write(handle, frames, address, 2 * start, 2, address, 2 * start + 1, 2)
+
+        def send(kind: str, channel: int, data1: int, data2: int = 0) -> None:
+            if kind == "note_on" and data2 > 0:
+                note_on(handle, channel, data1, data2)
+            elif kind == "note_on" or kind == "note_off":
+                note_off(handle, channel, data1)
+            elif kind == "cc":
+                cc(handle, channel, data1, data2)
+            elif kind == "pitch_bend":
+                bend(handle, channel, max(0, min(data1 + 8192, 16383)))  # as pyfluidsynth
+            else:  # program changes: rare, through the checked path
+                fallback(kind, channel, data1, data2)
+
+        def active_voices() -> int:
+            return int(voices(handle))
+
+        return render_into, send, active_voices
 
     def _write(self, out: np.ndarray, start: int, frames: int) -> None:
         if frames <= 0:

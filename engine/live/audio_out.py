@@ -649,9 +649,8 @@ class AudioEngine:
         self._vocals = VocalRing(max(1, round(vocal_capacity_s * sample_rate)))
         self._vocals.reset(frame_origin)
         self._limiter = Limiter(self._max_frames, sample_rate=sample_rate)
-        self._render_into = self._fr.render_into
-        self._send = self._fr.send
-        self._voice_count = self._fr.active_voices
+        # the callback's FluidSynth calls keep the GIL (see FluidRenderer.callback_functions)
+        self._render_into, self._send, self._voice_count = self._fr.callback_functions()
 
         # events
         self._inbox: deque[tuple] = deque()

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 import multiprocessing
-import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from engine.live.priority import lower_worker_priority
 from engine.patch import Patch, build_patch
 from engine.song.conductor import ArrangedBar, BarPlan, Composer
 
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 _COMPOSER: Composer | None = None
 _LYRICS: Any = None  # engine.song.lyrics_track.LyricsTrack in the worker, or None
-WORKER_NICENESS = 5
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -44,8 +42,7 @@ def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
     # it mid-bar would only print a traceback over the performer's terminal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Model work yields the CPU to the show's time-keeping threads when both want it.
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(WORKER_NICENESS)
+    lower_worker_priority()
     from engine.music.musicvae_runner import load_model
 
     patch = build_patch(patch_dict, "<worker>")

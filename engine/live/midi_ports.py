@@ -396,7 +396,7 @@ def rtmidi_module() -> Any:
 def unavailable(api: str, detail: object) -> BackendUnavailableError:
     hints = {
         "jack": "start a JACK server first (e.g. `jackd -d alsa`, or `jackd -d dummy -r 48000 "
-                "-p 64` on a machine without a sound card), or choose backend 'alsa'",
+                "-p 256` on a machine without a sound card), or choose backend 'alsa'",
         "alsa": "this machine has no ALSA sequencer (/dev/snd/seq): load the snd-seq kernel "
                 "module, or use backend 'jack' with a running JACK server",
         "coremidi": "CoreMIDI is only on macOS",

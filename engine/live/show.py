@@ -41,6 +41,7 @@ import numpy as np
 from engine.live.clock import Clock
 from engine.live.generator import BarGenerator
 from engine.live.osc_control import Command, OscDispatcher, OscServer
+from engine.live.priority import SHOW_NICENESS, set_thread_nice, thread_nice
 from engine.live.recorder import SetRecorder, TapRing
 from engine.live.vocal_worker import VocalWorker
 from engine.lyrics.phrase import PhrasePlan
@@ -75,6 +76,7 @@ class ShowHealth:
     push_late_ms_max: float = 0.0
     commands_applied: int = 0
     last_section: str = ""
+    nice: int = 0  # the show threads' nice value (SHOW_NICENESS when the system allows)
     audio: dict[str, Any] = field(default_factory=dict)
     midi: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
@@ -239,11 +241,14 @@ class Show:
         # default 5 ms switch interval is the lateness they would otherwise see.
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        nice_before = thread_nice()
+        self.health.nice = set_thread_nice(SHOW_NICENESS)
         try:
             await self._play()
         finally:
             self._shutdown()
             sys.setswitchinterval(switch_interval)
+            set_thread_nice(nice_before)  # raising the value back is always allowed
             gc.unfreeze()
             for sig in installed:
                 loop.remove_signal_handler(sig)
@@ -377,10 +382,12 @@ class Show:
         self.plan = plan
         self.section = plan.position.section
         self.health.last_section = self.section
+        # the tempo of the bar being pushed (a change lands on its bar line, still ahead)
+        bpm = self.clock.bpm_at(plan.index * 4)
         if self.recorder is not None:
-            if self.clock.bpm != self._recorded_bpm:
-                self.recorder.midi.tempo(plan.index * 4, self.clock.bpm)
-                self._recorded_bpm = self.clock.bpm
+            if bpm != self._recorded_bpm:
+                self.recorder.midi.tempo(plan.index * 4, bpm)
+                self._recorded_bpm = bpm
             # bars before this one are complete (less what humanizing may pull early)
             self.recorder.bar_done(max(0.0, plan.index * 4 - RECORD_HOLD_BEATS))
         if bar is None:
@@ -395,9 +402,9 @@ class Show:
             settings = getattr(self.patch.parts, part)
             channel = settings.channel - 1
             human = humanize(notes, self.patch.humanize.timing_ms, self.patch.humanize.velocity,
-                             self.clock.bpm, rng)
+                             bpm, rng)
             midi = self.recorder.midi if self.recorder is not None else None
-            beats_per_s = self.clock.bpm / 60.0
+            beats_per_s = bpm / 60.0
             for note, offset_s in human:
                 start = step_ns[min(note.start, len(step_ns) - 1)] + int(offset_s * NS)
                 end_step = min(note.end, len(step_ns) - 1)

@@ -15,10 +15,8 @@ audio arrives (see ``Show._sing``).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import multiprocessing
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.live.priority import lower_worker_priority
 from engine.lyrics.phrase import PhrasePlan, SungNote, SungSyllable
 from engine.patch import Patch, build_patch
 
@@ -34,12 +33,12 @@ log = logging.getLogger(__name__)
 
 TARGET_RTF = 0.25  # headroom: the probe runs on an idle machine, the show does not
 STEP_CHOICES = (20, 10, 6, 4, 2)
-WORKER_NICENESS = 5
 
 _SINGER: Any = None
 _RATE = 44100
 _TRANSPOSE = 0
 _STEPS: int | None = None  # diffusion steps chosen at start-up (DiffSinger voices only)
+_LOAD_ERROR: Exception | None = None  # why the singer the patch names could not load
 
 
 def probe_phrase(tempo_bpm: float = 120.0) -> PhrasePlan:
@@ -61,14 +60,16 @@ def _time(singer: Any, steps: int | None = None) -> float:
 
 
 def _init(patch_dict: dict[str, Any], model_dir: str | None, rate: int) -> dict[str, Any]:
-    global _SINGER, _RATE, _TRANSPOSE
+    global _SINGER, _RATE, _TRANSPOSE, _LOAD_ERROR
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the show stops the worker itself
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(WORKER_NICENESS)
+    lower_worker_priority()
     from engine.voice.choose import load_singer
 
     patch = build_patch(patch_dict, "<voice worker>")
-    _SINGER = load_singer(patch.voice, model_dir)
+    try:
+        _SINGER = load_singer(patch.voice, model_dir)
+    except Exception as err:  # noqa: BLE001 - given to the show by _probe, with its reason
+        _SINGER, _LOAD_ERROR = None, err
     _RATE = rate
     _TRANSPOSE = patch.voice.transpose
     return {}
@@ -77,6 +78,8 @@ def _init(patch_dict: dict[str, Any], model_dir: str | None, rate: int) -> dict[
 def _probe(auto_steps: bool) -> dict[str, Any]:
     """Runs in the worker: time the singer; choose steps for a DiffSinger voice."""
     global _SINGER, _STEPS
+    if _LOAD_ERROR is not None:  # raised again in the show's process, reason and all
+        raise _LOAD_ERROR
     if _SINGER is None:
         return {"singer": "", "rtf": 0.0, "steps": None}
     _time(_SINGER)  # warm-up: first runs allocate
@@ -157,7 +160,12 @@ class VocalWorker:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=context, initializer=_init,
             initargs=(self.patch.to_dict(), self.model_dir, self.sample_rate))
-        self.info = self._pool.submit(_probe, self.patch.voice.steps == 0).result(timeout=180)
+        try:
+            self.info = self._pool.submit(_probe, self.patch.voice.steps == 0).result(
+                timeout=180)
+        except BaseException:  # a voicebank refused (its reason), a worker that died
+            self.close()
+            raise
         return self.info
 
     @property

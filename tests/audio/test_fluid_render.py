@@ -171,3 +171,32 @@ def test_write_wav_is_peak_safe(tmp_path):
     assert np.abs(soft_clip(np.array([0.95, -50.0]))).max() <= 0.98
     with pytest.raises(ValueError, match="NaN"):
         write_wav(path, np.array([0.0, np.nan]), RATE)
+
+
+def test_callback_functions_play_exactly_what_the_checked_path_plays():
+    """The audio callback's GIL-keeping FluidSynth calls (PyDLL) give the same samples as
+    the ordinary methods, for notes, controllers and pitch bends sent between blocks."""
+    events = [(0, "note_on", 0, 60, 100), (300, "cc", 0, 7, 64), (500, "pitch_bend", 0, -2048, 0),
+              (700, "note_on", 0, 64, 0), (700, "note_on", 9, 36, 110), (900, "note_off", 0, 60, 0)]
+
+    def play(functions: bool) -> tuple[np.ndarray, int]:
+        with FluidRenderer(SOUNDFONT, sample_rate=RATE) as fr:
+            fr.program(0, OCARINA)
+            if functions:
+                render_into, send, voices = fr.callback_functions()
+            else:
+                render_into, send, voices = fr.render_into, fr.send, fr.active_voices
+            out = np.zeros((1200, 2), dtype=np.float32)
+            position = 0
+            for frame, kind, channel, data1, data2 in events:
+                render_into(out.ctypes.data, position, frame - position)
+                position = frame
+                send(kind, channel, data1, data2)
+            render_into(out.ctypes.data, position, len(out) - position)
+            return out, voices()
+
+    checked, checked_voices = play(False)
+    held, held_voices = play(True)
+    assert np.sqrt(np.mean(checked ** 2)) > 0.01  # it played
+    assert checked_voices > 0 and held_voices == checked_voices
+    np.testing.assert_array_equal(held, checked)

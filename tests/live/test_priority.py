@@ -1,0 +1,64 @@
+"""Nice values of the show's threads and of its model workers (engine.live.priority).
+
+Each case runs in a child process: a nice value lowered here could not be raised back
+without privileges, and the test process must stay as it was."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "setpriority"), reason="POSIX only")
+
+
+def run_child(code: str, *, nice: int = 0) -> list[int]:
+    prefix = ["nice", "-n", str(nice)] if nice else []
+    out = subprocess.run(prefix + [sys.executable, "-c", code], cwd=REPO, check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_worker_runs_below_the_show_whatever_it_inherited():
+    code = ("from engine.live.priority import lower_worker_priority as f, thread_nice as n;"
+            "print(n(), f())")
+    assert run_child(code) == [0, 5]
+    assert run_child(code, nice=10) == [10, 15]  # a show started under `nice 10`
+    assert run_child(code, nice=17) == [17, 19]  # capped at the lowest priority
+
+
+def _may_raise_priority() -> bool:
+    code = "import os; os.setpriority(os.PRIO_PROCESS, 0, -1)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_show_nice_is_per_thread_inherited_and_given_back():
+    """set_thread_nice changes the calling thread only; a thread started afterwards
+    inherits it; setting the old value back works. Without the privilege to go below 0
+    the value stays and is reported unchanged (never an error)."""
+    code = """
+import threading
+from engine.live.priority import SHOW_NICENESS, set_thread_nice, thread_nice
+seen = []
+before = threading.Thread(target=lambda: threading.Event().wait(0.3))
+before.start()
+got = set_thread_nice(SHOW_NICENESS)
+t = threading.Thread(target=lambda: seen.append(thread_nice()))
+t.start(); t.join()
+import os
+other = os.getpriority(os.PRIO_PROCESS, before.native_id)
+before.join()
+back = set_thread_nice(0)
+print(got, seen[0], other, back)
+"""
+    got, child_thread, earlier_thread, back = run_child(code)
+    expected = -10 if _may_raise_priority() else 0
+    assert got == expected
+    assert child_thread == expected  # inherited by threads started later
+    assert earlier_thread == 0       # threads started before keep theirs
+    assert back == 0
