@@ -488,7 +488,9 @@ def report_live(rows: list[tuple[float, float, float, int]], ran_s: float, exite
     singer = voice.get("singer") if isinstance(voice.get("singer"), dict) else {}
     print(f"voice ({singer.get('singer', 'none')}): sung {voice.get('sung')}, missed "
           f"{voice.get('missed')}, failed {voice.get('failed')}; render margin min "
-          f"{voice.get('margin_ms_min')} ms, median {voice.get('margin_ms_median')} ms; "
+          f"{voice.get('margin_ms_min')} ms, p10 {voice.get('margin_ms_p10')}, median "
+          f"{voice.get('margin_ms_median')}, p90 {voice.get('margin_ms_p90')}, max "
+          f"{voice.get('margin_ms_max')} ms; "
           f"real-time factor median {voice.get('rtf_median')}, max {voice.get('rtf_max')}"
           + (f"; last error {voice['last_error']!r}" if voice.get("last_error") else ""))
     print(f"bars pushed late: worst {_num(health.get('push_late_ms_max'))} ms")

@@ -116,6 +116,13 @@ def _render(plan_dict: dict[str, Any], tempo_bpm: float) -> tuple[np.ndarray, fl
                                                                              1e-9)
 
 
+def _quantile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile of an ascending list (nearest rank), rounded; None when empty."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
 @dataclass
 class VocalHealth:
     """How the singing goes, for the event log and the tablet."""
@@ -136,7 +143,10 @@ class VocalHealth:
             "submitted": self.submitted, "sung": self.sung, "missed": self.missed,
             "failed": self.failed, "restarts": self.restarts, "last_error": self.last_error,
             "margin_ms_min": round(margins[0], 1) if margins else None,
+            "margin_ms_p10": _quantile(margins, 0.1),
             "margin_ms_median": round(margins[len(margins) // 2], 1) if margins else None,
+            "margin_ms_p90": _quantile(margins, 0.9),
+            "margin_ms_max": round(margins[-1], 1) if margins else None,
             "rtf_median": round(rtf[len(rtf) // 2], 3) if rtf else None,
             "rtf_max": round(rtf[-1], 3) if rtf else None,
         }

@@ -98,11 +98,11 @@ class LyricsTrack:
                              pos.section_bars) - pos.bar_in_section + arranged.index
         end_beat = phrase_end_bar * STEPS_PER_BAR / STEPS_PER_QUARTER
         offset = arranged.index * STEPS_PER_BAR
-        for note in arranged.parts.get("melody", ()):
+        for note in sorted(arranged.parts.get("melody", ()), key=lambda n: (n.start, n.pitch)):
             start = (offset + note.start) / STEPS_PER_QUARTER
             end = min((offset + note.end) / STEPS_PER_QUARTER, end_beat)
             if end > start:
-                self._notes.append(SungNote(note.pitch, start, end - start))
+                self._add_note(SungNote(note.pitch, start, end - start))
         if arranged.index + 1 < phrase_end_bar:
             return None
         notes, first = self._notes, self._first_bar
@@ -114,6 +114,19 @@ class LyricsTrack:
         phrase, report = written
         report.ms = round(1000 * (time.perf_counter() - began), 2)
         return phrase, report
+
+
+    def _add_note(self, note: SungNote) -> None:
+        """Append ``note`` to the phrase's line, which a voice sings one note at a time: a
+        note still held when this one starts (a long note tied over the bar line while the
+        next bar begins its own) ends there; of two starting together the higher, which comes
+        last, stays."""
+        notes = self._notes
+        if notes and notes[-1].start + notes[-1].duration > note.start:
+            held = notes.pop()
+            if note.start > held.start:
+                notes.append(SungNote(held.pitch, held.start, note.start - held.start))
+        notes.append(note)
 
 
 def lyric_record(phrase: PhrasePlan, report: LineReport) -> dict[str, Any]:

@@ -55,6 +55,8 @@ def test_phrases_are_sung_ahead_of_their_beat_on_jack(jack_server: str, tiny_mod
     assert ring.frames_written > 0
     assert ring.underflows == 0 and ring.overflows == 0
     assert voice["margin_ms_min"] > 0
+    assert (voice["margin_ms_min"] <= voice["margin_ms_p10"] <= voice["margin_ms_median"]
+            <= voice["margin_ms_p90"] <= voice["margin_ms_max"])
     # every line written was either sung or counted as missed; nothing vanished
     assert voice["submitted"] + (voice["missed"] if voice["submitted"] < len(lines) else 0) \
         >= voice["sung"]
