@@ -85,7 +85,8 @@ def _cmd_render(args: argparse.Namespace) -> None:
     vocals = result.vocals
     if result.singer and vocals is not None:
         rtf = sorted(vocals.rtf)
-        median = f", real-time factor {rtf[len(rtf) // 2]:.2f} a phrase" if rtf else ""
+        median = (f", real-time factor {rtf[len(rtf) // 2]:.2f} a phrase (max {rtf[-1]:.2f})"
+                  if rtf else "")
         failed = f", {vocals.failed} failed ({vocals.last_error})" if vocals.failed else ""
         print(f"voice: {result.singer} sang {vocals.sung} phrases{median}{failed}")
 
