@@ -204,22 +204,39 @@ def use_readme_jack(ws: Workspace, request: pytest.FixtureRequest) -> str:
 
 
 class JackSynths:
-    """JACK clients with a MIDI input each, standing in for hardware synths."""
+    """JACK clients with a MIDI input each, standing in for hardware synths.
+
+    They live in a child process: libjack keeps per-process state, and this test process
+    already has clients on the session's other JACK server (tests/live), so opening and
+    closing clients of a second server here crashed it (a segfault in deactivate)."""
+
+    _CHILD = ("import sys, jack\n"
+              "clients = []\n"
+              "for name in sys.argv[2:]:\n"
+              "    c = jack.Client(name, servername=sys.argv[1], no_start_server=True)\n"
+              "    c.midi_inports.register('in'); c.activate(); clients.append(c)\n"
+              "print('ready', flush=True)\n"
+              "sys.stdin.read()\n"
+              "for c in clients:\n"
+              "    c.deactivate(); c.close()\n")
 
     def __init__(self, names: tuple[str, ...], server: str) -> None:
-        import jack
-
-        self.clients = []
-        for name in names:
-            client = jack.Client(name, servername=server, no_start_server=True)
-            client.midi_inports.register("in")
-            client.activate()
-            self.clients.append(client)
+        self.process = subprocess.Popen([sys.executable, "-c", self._CHILD, server, *names],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if line.strip() != "ready":
+            self.close()
+            raise RuntimeError(f"the stand-in synths did not start (got {line!r})")
 
     def close(self) -> None:
-        for client in self.clients:
-            client.deactivate()
-            client.close()
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 # ---- runs shared by several commands ----------------------------------------------------
