@@ -116,11 +116,12 @@ def _render(plan_dict: dict[str, Any], tempo_bpm: float) -> tuple[np.ndarray, fl
                                                                              1e-9)
 
 
-def _quantile(ordered: list[float], q: float) -> float | None:
-    """The ``q`` quantile of an ascending list (nearest rank), rounded; None when empty."""
+def _quantile(ordered: list[float], q: float, digits: int = 1) -> float | None:
+    """The ``q`` quantile of an ascending list (nearest rank; 0 is the least, 1 the
+    greatest), rounded; None when empty."""
     if not ordered:
         return None
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], digits)
 
 
 @dataclass
@@ -142,13 +143,13 @@ class VocalHealth:
         return {
             "submitted": self.submitted, "sung": self.sung, "missed": self.missed,
             "failed": self.failed, "restarts": self.restarts, "last_error": self.last_error,
-            "margin_ms_min": round(margins[0], 1) if margins else None,
+            "margin_ms_min": _quantile(margins, 0.0),
             "margin_ms_p10": _quantile(margins, 0.1),
-            "margin_ms_median": round(margins[len(margins) // 2], 1) if margins else None,
+            "margin_ms_median": _quantile(margins, 0.5),
             "margin_ms_p90": _quantile(margins, 0.9),
-            "margin_ms_max": round(margins[-1], 1) if margins else None,
-            "rtf_median": round(rtf[len(rtf) // 2], 3) if rtf else None,
-            "rtf_max": round(rtf[-1], 3) if rtf else None,
+            "margin_ms_max": _quantile(margins, 1.0),
+            "rtf_median": _quantile(rtf, 0.5, 3),
+            "rtf_max": _quantile(rtf, 1.0, 3),
         }
 
 
