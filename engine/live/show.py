@@ -502,8 +502,9 @@ class Show:
             health.last_error = f"bar {lyric['bar']}: written after its first note"
             return
         bpm = clock.bpm
-        future = vocals.submit(lyric, bpm)
-        try:
+        restarts = health.restarts  # a worker that broke under several lines restarts once
+        try:  # submit too: a pool already known broken raises there
+            future = vocals.submit(lyric, bpm)
             samples, start_s, rtf = await asyncio.wait_for(asyncio.wrap_future(future), wait_s)
         except TimeoutError:
             health.missed += 1
@@ -512,8 +513,14 @@ class Show:
         except Exception as err:  # noqa: BLE001 - a phrase may fail; the set goes on
             health.failed += 1
             health.last_error = f"bar {lyric['bar']}: {type(err).__name__}: {err}"
-            if isinstance(err, concurrent.futures.process.BrokenProcessPool):
-                await asyncio.to_thread(vocals.restart)
+            if (isinstance(err, concurrent.futures.process.BrokenProcessPool)
+                    and health.restarts == restarts and vocals.active):
+                try:
+                    await asyncio.to_thread(vocals.restart)
+                except Exception as restart_err:  # noqa: BLE001 - the band plays on, unsung
+                    health.last_error = (f"the voice worker could not start again: "
+                                         f"{type(restart_err).__name__}: {restart_err}")
+                    log.warning("voice: %s; the set goes on without singing", health.last_error)
             return
         health.rtf.append(rtf)
         start_frame = engine.ns_to_frame(note_ns) + round(

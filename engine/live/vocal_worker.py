@@ -184,7 +184,8 @@ class VocalWorker:
         return self._pool is not None and bool(self.info.get("singer"))
 
     def submit(self, plan: dict[str, Any], tempo_bpm: float) -> concurrent.futures.Future:
-        assert self._pool is not None
+        if self._pool is None:
+            raise RuntimeError("the voice worker is starting again")
         self.health.submitted += 1
         return self._pool.submit(_render, plan, tempo_bpm)
 

@@ -61,3 +61,32 @@ def test_phrases_are_sung_ahead_of_their_beat_on_jack(jack_server: str, tiny_mod
     assert voice["submitted"] + (voice["missed"] if voice["submitted"] < len(lines) else 0) \
         >= voice["sung"]
     assert voice["sung"] + voice["missed"] + voice["failed"] <= len(lines)
+
+
+def test_a_killed_voice_worker_is_restarted_and_the_set_keeps_singing(
+        jack_server: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """kill -9 of the voice worker between phrases: the next phrase finds the pool broken,
+    the worker is started again, and later lines are sung; the band never stops."""
+    import os
+    import signal
+
+    patch = parse_patch(PATCH)
+    show = Show(patch, model_dir=tiny_model_dir, record_dir=tmp_path / "set", audio=True,
+                osc=False, bars=16)
+    killed: list[int] = []
+    sung_before: list[int] = []
+
+    def kill_at_bar_4(show: Show, _bar) -> None:
+        if show.bar_index == 4 and not killed and show.vocals is not None:
+            for process in list(show.vocals._pool._processes.values()):
+                os.kill(process.pid, signal.SIGKILL)
+                killed.append(process.pid)
+            sung_before.append(show.vocals.health.sung)
+
+    show.on_bar = kill_at_bar_4
+    health = asyncio.run(show.run())
+    voice = health.voice
+    assert killed, "the voice worker was not found"
+    assert health.bars_played == 16 and health.bars_silent == 0
+    assert voice["restarts"] == 1, voice
+    assert voice["sung"] > sung_before[0], voice  # singing came back after the restart
