@@ -44,7 +44,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
-from engine.live.osc_control import OscSettings
+from engine.osc_settings import OscSettings
 
 __all__ = [
     "Audio",

@@ -56,14 +56,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import ipaddress
 import logging
 import math
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine.live.osc_table import (
@@ -75,6 +74,7 @@ from engine.live.osc_table import (
     osc_map_markdown,
     osc_table_json,
 )
+from engine.osc_settings import OscSettings
 
 __all__ = [
     "MAX_DATAGRAM",
@@ -112,52 +112,6 @@ STATS_KEYS = ("good", "released", "bad_parse", "unknown_address", "bad_types",
               "apply_errors", "feedback_errors", "internal_errors", "replies_dropped")
 
 _BUNDLE = b"#bundle\x00"
-
-
-# ---- settings -------------------------------------------------------------------------
-def _setting(default: Any = dataclasses.MISSING, help: str = "", *,
-             range: tuple[float | None, float | None] | None = None) -> Any:
-    """A field with the metadata :func:`engine.patch.setting` gives, so the patch reader
-    and ``describe_schema`` read this section like any other (engine.patch imports this
-    module, so this module cannot import it)."""
-    return field(default=default, metadata={
-        "help": help, "range": range, "unit": "", "identifier": False, "path": False,
-        "missing_hint": "", "default_text": ""})
-
-
-@dataclass(frozen=True, slots=True)
-class OscSettings:
-    """OSC control from a tablet (TouchOSC, Open Stage Control): where the engine listens."""
-
-    host: str = _setting(
-        "127.0.0.1", 'Address to listen on: "127.0.0.1" takes only this computer, '
-        '"0.0.0.0" every network (then name the tablets in allow).')
-    port: int = _setting(9000, "UDP port to listen on (the tablet's outgoing port); 0 picks a "
-                         "free one.", range=(0, 65535))
-    allow: tuple[str, ...] = _setting(
-        (), 'IP addresses (or networks, e.g. "192.168.1.0/24") of the tablets that may play; '
-        "empty allows every sender that reaches host.")
-    feedback: bool = _setting(
-        True, "Echo every control's value back to the tablets that have spoken, so their "
-        "faders show the truth.")
-    reply_port: int = _setting(
-        0, "Port the tablets listen on for feedback (TouchOSC's incoming port); 0 answers "
-        "the port each message came from.", range=(0, 65535))
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        """Rules across keys, as (key, what is wrong and how to fix it)."""
-        if self.host != "localhost":
-            try:
-                ipaddress.ip_address(self.host)
-            except ValueError:
-                yield "host", (f'= "{self.host}" is not an IP address; use "0.0.0.0" for '
-                               'every network or "127.0.0.1" for this computer only')
-        for entry in self.allow:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                yield "allow", (f'has "{entry}", which is not an IP address or network; '
-                                'write e.g. "192.168.1.20" or "192.168.1.0/24"')
 
 
 # ---- OSC bytes ------------------------------------------------------------------------
