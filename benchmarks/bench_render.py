@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         _child(args)
         return 0
 
-    from engine.music.musicvae_runner import find_model, model_dirs
+    from engine.models import model_dirs
+    from engine.music.musicvae_runner import find_model
 
     patch = _load_patch(args)
     try:

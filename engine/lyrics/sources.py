@@ -8,7 +8,6 @@ end of a line (rhyme repair). The shipped models live in ``models_onnx/``:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,22 +15,12 @@ import numpy as np
 
 from engine.lyrics.markov import START, MarkovLyricist
 from engine.lyrics.syllables import words
+from engine.models import model_dirs
 
 MARKOV_FILE = "lyrics_markov.json.gz"
 GPT2_FOLDER = "lyrics_gpt2"
 THEME_PREFIX = "about:"
 EOS = "<|endoftext|>"
-
-
-def model_dirs(model_dir: str | Path | None = None) -> list[Path]:
-    """Where models are looked for: the given folder, $ENCORE_MODELS, the shipped ones."""
-    dirs = []
-    if model_dir:
-        dirs.append(Path(model_dir))
-    if os.environ.get("ENCORE_MODELS"):
-        dirs.append(Path(os.environ["ENCORE_MODELS"]))
-    dirs.append(Path(__file__).resolve().parents[2] / "models_onnx")
-    return dirs
 
 
 def find_model(name: str, model_dir: str | Path | None = None) -> Path:

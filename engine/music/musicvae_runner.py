@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from engine.models import MODELS_ENV, model_dirs, open_session
 from engine.music.encoding import (
     PART_DEPTHS,
     decode_drums,
@@ -44,9 +45,6 @@ StrPath = str | PathLike[str]
 
 SUPPORTED_VERSIONS = frozenset({"1"})
 """``encore.version`` values this runner reads (export.musicvae.FORMAT_VERSION)."""
-MODELS_ENV = "ENCORE_MODELS"
-"""Environment variable: a folder (or several, joined by ``os.pathsep``) of ONNX models."""
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models_onnx"
 HOW_TO_MAKE = ("make one with `encore convert magenta-js DIR OUT` (from a magenta.js "
                "checkpoint) or `python -m export.train_musicvae` then `encore export musicvae`")
 
@@ -123,28 +121,13 @@ def _check_tensors(path: StrPath, actual: Sequence, expected: dict[str, list], w
                              f"for this model's encore.config")
 
 
-def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
-    """The providers to ask for: ``providers`` as given, else CUDA when available, else CPU."""
-    if providers is not None:
-        return list(providers)
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 def make_session(path: StrPath, providers: Sequence[str] | None = None,
                  threads: int = 1) -> ort.InferenceSession:
-    """An ONNX Runtime session with explicit thread counts and every graph optimisation."""
+    """An ONNX Runtime session (:func:`engine.models.open_session`) with this runner's errors."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(str(path), sess_options=options,
-                                    providers=choose_providers(providers))
+        return open_session(path, threads=threads, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph)
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such model file") from err
@@ -291,14 +274,6 @@ class MusicVAERunner:
             raise ValueError(f"z must have shape ({self.z_size},) or (B, {self.z_size}) for "
                              f"{self.name}, got {np.shape(z)}")
         return np.ascontiguousarray(z)
-
-
-def model_dirs(model_dir: StrPath | None = None) -> list[Path]:
-    """Where models are looked for: ``model_dir``, then $ENCORE_MODELS, then the repo's."""
-    dirs = [] if model_dir is None else [Path(model_dir)]
-    dirs += [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
-    dirs.append(REPO_MODELS)
-    return dirs
 
 
 def find_model(name_or_path: StrPath, model_dir: StrPath | None = None

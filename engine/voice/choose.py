@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.lyrics.sources import model_dirs
+from engine.models import model_dirs
 from engine.patch import Voice
 from engine.voice.singer import Singer, SungAudio
 

@@ -1,0 +1,71 @@
+"""Where models are found and how an ONNX Runtime session is opened: one owner for both.
+
+    for folder in model_dirs(args.model_dir): ...       # --model-dir, $ENCORE_MODELS, shipped
+    session = open_session(path, threads=1)             # CUDA when present, else CPU
+
+Every runner (MusicVAE, GPT-2 lyrics, DiffSinger voicebanks) looks for models through
+:func:`model_dirs` and opens its graphs through :func:`open_session`, so a folder list in
+``$ENCORE_MODELS`` (``a:b``, joined by ``os.pathsep``) and the execution-provider choice mean
+the same for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import onnxruntime as ort
+
+__all__ = ["MODELS_ENV", "SHIPPED_MODELS", "choose_providers", "model_dirs", "open_session",
+           "session_options"]
+
+StrPath = str | PathLike[str]
+
+MODELS_ENV = "ENCORE_MODELS"
+"""Environment variable: a folder (or several, joined by ``os.pathsep``) of models."""
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models_onnx"
+"""The models that come with Encore."""
+
+
+def model_dirs(model_dir: StrPath | None = None) -> list[Path]:
+    """Where models are looked for, in order: ``model_dir``, each folder of $ENCORE_MODELS,
+    then the shipped ones."""
+    dirs = [] if not model_dir else [Path(model_dir)]
+    dirs += [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
+    dirs.append(SHIPPED_MODELS)
+    return dirs
+
+
+def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
+    """The providers to ask for: ``providers`` as given, else CUDA when available, else CPU."""
+    if providers is not None:
+        return list(providers)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session_options(threads: int | None = 1) -> ort.SessionOptions:
+    """Every graph optimisation, one inter-op thread, ``threads`` intra-op threads (None:
+    ONNX Runtime's choice), and only errors logged."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None), got {threads}")
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(path: StrPath, *, threads: int | None = 1,
+                 providers: Sequence[str] | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session for ``path``. ONNX Runtime's own exceptions (Fail,
+    InvalidGraph, ...) pass through: each runner turns them into its own error, which names
+    how to make a model it can read."""
+    return ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                providers=choose_providers(providers))
