@@ -18,7 +18,7 @@ the word it is given.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -118,6 +118,3 @@ def format_corpus(
         theme = theme_word(stanza, rng) if rng.random() < themed_share else None
         yield format_stanza(stanza, theme)
 
-
-def config_dict(config: LyricsModelConfig) -> dict:
-    return asdict(config)

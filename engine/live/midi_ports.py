@@ -612,17 +612,3 @@ def list_outputs(backend: str = "auto") -> list[str]:
         finally:
             midi.delete()
     return names
-
-
-def available_backends() -> dict[str, str]:
-    """``{backend: "ok" or why not}`` for the rtmidi backends of this platform."""
-    status: dict[str, str] = {}
-    apis = {"darwin": ["coremidi"], "win32": ["winmm"]}.get(sys.platform, ["jack", "alsa"])
-    for api in apis:
-        try:
-            rtmidi_client(api, "encore-probe").delete()
-            status[api] = "ok"
-        except BackendUnavailableError as exc:
-            status[api] = str(exc)
-    status["memory"] = "ok"
-    return status

@@ -235,10 +235,6 @@ class LatentWalker:
     def frozen(self) -> bool:
         return self._frozen
 
-    @property
-    def gliding(self) -> bool:
-        return self._glide is not None
-
     # -- motions (each takes effect from the next step) ------------------------------------
     def drift(self) -> None:
         """Drift around the anchor; during a glide, stop and drift around the point reached."""
