@@ -30,6 +30,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.shipped import checkout_with_trainers
+
 EXPORT_EXTRA_MESSAGE = "the converter needs the export extra: pip install -e '.[export]'"
 _EXPORT_EXTRA_MODULES = {"torch", "onnx", "music21", "tqdm"}
 
@@ -38,8 +40,17 @@ class _ExportExtraMissingError(Exception):
     pass
 
 
+class _TrainersMissingError(Exception):
+    pass
+
+
 def _import_export(module: str):
     """Import a module of ``export/`` (PyTorch), or raise _ExportExtraMissingError without torch."""
+    checkout = checkout_with_trainers()
+    if checkout is None:
+        raise _TrainersMissingError
+    if str(checkout) not in sys.path:  # the console script's sys.path lacks the checkout
+        sys.path.append(str(checkout))
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
@@ -467,6 +478,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.func(args)
     except _ExportExtraMissingError:
         parser.exit(2, f"{EXPORT_EXTRA_MESSAGE}\n")
+    except _TrainersMissingError:
+        parser.exit(2, f"encore: error: `encore {args.command}` needs the trainers (PyTorch), "
+                       "which an installed wheel does not carry: run it from a source checkout "
+                       "(`make setup` there installs them)\n")
     except (ValueError, OSError) as err:
         parser.exit(2, f"encore: error: {err}\n")
     return status or 0

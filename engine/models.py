@@ -18,6 +18,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from engine.shipped import shipped_folder
+
 __all__ = ["MODELS_ENV", "SHIPPED_MODELS", "choose_providers", "model_dirs", "open_session",
            "session_options"]
 
@@ -25,7 +27,7 @@ StrPath = str | PathLike[str]
 
 MODELS_ENV = "ENCORE_MODELS"
 """Environment variable: a folder (or several, joined by ``os.pathsep``) of models."""
-SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models_onnx"
+SHIPPED_MODELS = shipped_folder("models_onnx")
 """The models that come with Encore."""
 
 

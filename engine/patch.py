@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from engine.osc_settings import OscSettings
+from engine.shipped import shipped_folder
 
 __all__ = [
     "Audio",
@@ -64,7 +65,7 @@ __all__ = [
     "patches_dir",
 ]
 
-PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
+PATCHES_DIR = shipped_folder("patches")
 MAX_PATCH_BYTES = 1 << 20
 """A patch is a few kilobytes of TOML; a file over 1 MiB is refused unread (a wrong file, and
 one that would take seconds to parse and could report a million problems)."""
