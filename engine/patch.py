@@ -219,8 +219,9 @@ class Part:
         1, "MIDI channel; 10 is the General MIDI drum channel.", range=(1, 16))
     velocity: int = setting(
         100, "How hard notes are played (MIDI velocity) before humanizing.", range=(1, 127))
-    level: float = setting(1.0, "Mix level: scales the velocities, 0 is silent.",
-                           range=(0.0, 1.0))
+    level: float = setting(
+        1.0, "Mix level: the channel volume (CC 7; 1.0 is the GM default 100), what the "
+        "tablet's fader moves; 0 is silent. Velocities are left alone.", range=(0.0, 1.0))
     mute: bool = setting(False, "Silence the part (it is still generated, so unmuting is "
                          "seamless).")
     octave: int = setting(0, "Transposition in octaves (not applied to drums).",

@@ -128,6 +128,10 @@ class MidiRecording:
         self._add(on, bytes([0x90 | channel, pitch & 0x7F, max(1, velocity) & 0x7F]))
         self._add(off, bytes([0x80 | channel, pitch & 0x7F, 0]))
 
+    def control(self, channel: int, controller: int, value: int, beat: float) -> None:
+        self._add(round(beat * TICKS_PER_BEAT),
+                  bytes([0xB0 | channel, controller & 0x7F, value & 0x7F]))
+
     def lyric(self, beat: float, text: str) -> None:
         self._add(round(beat * TICKS_PER_BEAT), _meta(0x05, text.encode("utf-8")))
 

@@ -47,6 +47,7 @@ from engine.live.vocal_worker import VocalWorker
 from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
 from engine.music.latent_walk import WalkSettings, to_typical_set
+from engine.music.midi_io import CC_VOLUME, channel_volume
 from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 START_DELAY_S = 0.5  # from "go" to the first downbeat
-CC_VOLUME = 7
 SWITCH_INTERVAL_S = 0.0005
 RECORD_HOLD_BEATS = 0.5  # the recording commits this far behind the bar line
 RECORD_RING_S = 4.0  # audio the recorder thread may fall behind before frames are lost
@@ -300,6 +300,8 @@ class Show:
             self.sender = MidiSender(self.clock, ports).start()
             if patch.midi.clock_out and patch.midi.clock_out in ports:
                 self.sender.start_clock(patch.midi.clock_out, from_bar=0)
+        for part in PARTS:  # the patch's levels, before the first note
+            self._send_volume(part, beat=0)
 
         plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
@@ -640,13 +642,18 @@ class Show:
         elif target == "walk.xy":
             self.conductor.set_xy(float(values[0]), float(values[1]))
 
-    def _send_volume(self, part: str) -> None:
+    def _send_volume(self, part: str, beat: int | None = None) -> None:
+        """The part's level as its channel volume (CC 7), on ``beat`` (default: the next
+        beat), to its port or the built-in synth, and into the recording."""
         settings = getattr(self.patch.parts, part)
-        value = max(0, min(127, round(127 * self.mix.level[part])))
+        value = channel_volume(self.mix.level[part])
         if self.clock is None:
             return
-        beat = int(self.clock.now_beat()) + 1
+        if beat is None:
+            beat = int(self.clock.now_beat()) + 1
         at = self.clock.beat_to_ns(beat)
+        if self.recorder is not None:
+            self.recorder.midi.control(settings.channel - 1, CC_VOLUME, value, beat)
         port = self.part_ports.get(part)
         if port is not None and self.sender is not None:
             self.sender.schedule(at, port, bytes((0xB0 | settings.channel - 1, CC_VOLUME, value)))

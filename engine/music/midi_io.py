@@ -45,6 +45,16 @@ DRUM_CHANNEL = 9
 DEFAULT_PROGRAMS: dict[str, int] = {MELODY: 0, BASS: 33, DRUMS: 0}
 """GM programs (0-based) used when the caller names none: piano, finger bass, standard kit."""
 GM_BASS_PROGRAMS = range(32, 40)
+CC_VOLUME = 7
+"""Channel volume: what a part's ``level`` sets (patch, tablet fader, replay)."""
+UNITY_VOLUME = 100
+"""The GM default channel volume: a part at level 1.0 plays at its instrument's own volume."""
+
+
+def channel_volume(level: float) -> int:
+    """A part's mix level (0..1) as its channel volume (CC 7): 1.0 is the GM default 100,
+    0 is silent. The level never touches velocities, which stay the music's dynamics."""
+    return max(0, min(127, round(UNITY_VOLUME * float(level))))
 DEFAULT_TEMPO = 500_000  # microseconds a quarter (120 bpm), the MIDI default
 MAX_DELTA_TICKS = 0x0FFFFFFF
 """The largest delta time a standard MIDI file can hold (a 4-byte variable-length number)."""
@@ -65,6 +75,7 @@ def write_midi(
     programs: Mapping[str, int] | None = None,
     channels: Mapping[str, int] | None = None,
     lyrics: Sequence[tuple[int, str]] | None = None,
+    volumes: Mapping[str, int] | None = None,
     ticks_per_beat: int = 480,
 ) -> None:
     """Write ``parts`` (absolute 16th steps) to a type-1 standard MIDI file at ``path``.
@@ -75,6 +86,8 @@ def write_midi(
     (``programs``, else :data:`DEFAULT_PROGRAMS`, else 0) and its notes on its channel
     (``channels``, else 9 for ``drums`` and the lowest free channel other than 9 for the
     rest). Names in ``programs`` / ``channels`` that are not parts are ignored.
+
+    ``volumes`` (part -> 0..127) puts a channel volume (CC 7) after the program change.
 
     ``lyrics`` are ``(step, text)`` lyric meta events, written to the melody track (or to
     the conductor track when there is no melody part).
@@ -137,6 +150,9 @@ def write_midi(
             (0, -1, 0, mido.Message("program_change", channel=channel,
                                     program=program_of[name])),
         ]
+        if name in (volumes or {}):
+            events.append((0, -1, 1, mido.Message("control_change", channel=channel,
+                                                  control=CC_VOLUME, value=volumes[name])))
         for note in _playable(name, parts[name]):
             events.append((note.start * ticks_per_step, 2, note.pitch,
                            mido.Message("note_on", channel=channel, note=note.pitch,

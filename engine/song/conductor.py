@@ -197,13 +197,13 @@ class Composer:
             settings = getattr(self.patch.parts, part)
             octave = 0 if part == DRUMS else settings.octave * 12
             levelled = apply_velocity(notes, base=settings.velocity)
-            out[part] = tuple(_level(n, octave, settings.level) for n in levelled)
+            out[part] = tuple(_in_octave(n, octave) for n in levelled)
         for part, notes in out.items():
             out[part] = tuple(n for n in notes if n.start < STEPS_PER_BAR)
         return ArrangedBar(plan.index, plan.position.section, out, shift)
 
 
-def _level(note: Note, octave: int, level: float) -> Note:
-    velocity = max(1, min(127, round(note.velocity * level)))
+def _in_octave(note: Note, octave: int) -> Note:
+    velocity = max(1, min(127, note.velocity))
     pitch = max(0, min(127, note.pitch + octave))
     return Note(note.start, pitch, note.end, velocity)

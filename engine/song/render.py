@@ -18,7 +18,7 @@ import soundfile as sf
 from engine.audio.fluid_render import FluidRenderer, SynthEvent, note_events, soft_clip
 from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
-from engine.music.midi_io import write_midi
+from engine.music.midi_io import CC_VOLUME, channel_volume, write_midi
 from engine.music.musicvae_runner import MusicVAERunner, load_model
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
 from engine.patch import Patch
@@ -52,6 +52,11 @@ class RenderResult:
         return self.audio_seconds / max(self.wall_seconds, 1e-9)
 
 
+def part_volumes(patch: Patch) -> dict[str, int]:
+    """Each part's channel volume (CC 7) from its patch level, as a set starts."""
+    return {name: channel_volume(part.level) for name, part in patch.parts.items()}
+
+
 class _StreamingAudio:
     """FluidSynth rendered chunk by chunk into a WAV file as events become known."""
 
@@ -62,6 +67,7 @@ class _StreamingAudio:
                                    reverb=audio.reverb)
         for _name, part in patch.parts.items():
             self.synth.program(part.channel - 1, part.program)
+            self.synth.send("cc", part.channel - 1, CC_VOLUME, channel_volume(part.level))
         self.file = sf.SoundFile(str(path), "w", samplerate=self.rate, channels=2,
                                  subtype="PCM_16")
         self.pending: list[tuple[int, int, SynthEvent]] = []  # (sample, order, event)
@@ -187,7 +193,7 @@ def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | Non
     audible = {p: notes for p, notes in midi_notes.items()
                if not getattr(patch.parts, p).mute}
     write_midi(out / "song.mid", audible, bpm=bpm, programs=programs, channels=channels,
-               lyrics=lyric_events(phrases))
+               lyrics=lyric_events(phrases), volumes=part_volumes(patch))
     return RenderResult(out / "song.mid", out / "song.wav" if audio else None, log_path, bars,
                         bars * bar_seconds, time.perf_counter() - started, runner.provider,
                         singer.name if singer is not None else "", vocals, len(phrases))

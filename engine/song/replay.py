@@ -54,19 +54,18 @@ import numpy as np
 from engine.audio.fluid_render import SynthEvent, note_events
 from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
-from engine.music.midi_io import write_midi
+from engine.music.midi_io import CC_VOLUME, channel_volume, write_midi
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
 from engine.patch import Patch, build_patch
 from engine.song.conductor import PARTS, ArrangedBar
 from engine.song.event_log import LOG_VERSION
 from engine.song.lyrics_track import lyric_events
-from engine.song.render import SAFETY_SECONDS, VocalStats, _StreamingAudio
+from engine.song.render import SAFETY_SECONDS, VocalStats, _StreamingAudio, part_volumes
 from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
 __all__ = ["LoggedSet", "ReplayResult", "read_set", "replay_set"]
 
-CC_VOLUME = 7
 BEATS_PER_BAR = STEPS_PER_BAR // STEPS_PER_QUARTER
 IN_THE_NOTES = ("walk.", "section.", "lyrics.", "form")  # their effect is in the log already
 
@@ -428,7 +427,7 @@ def _apply(changes: list[dict[str, Any]], mix: _Mix) -> list[tuple[str, int]]:
         if what == "mute":
             mix.mute[part] = bool(value)
         else:
-            levels.append((part, max(0, min(127, round(127 * value)))))
+            levels.append((part, channel_volume(value)))
     return levels
 
 
@@ -484,7 +483,8 @@ def _write_midi(path: Path, patch: Patch, notes: dict[str, list[Note]],
     write_midi(path, notes, bpm=patch.song.tempo,
                programs={name: part.program for name, part in patch.parts.items()},
                channels={name: part.channel - 1 for name, part in patch.parts.items()},
-               lyrics=[e for e in lyric_events(phrases) if e[0] < end_step])
+               lyrics=[e for e in lyric_events(phrases) if e[0] < end_step],
+               volumes=part_volumes(patch))
     levels = [item for item in levels if item[1] in notes]
     if not tempo.tempo_changes and not levels:
         return  # the render's bytes

@@ -259,8 +259,8 @@ def test_part_settings_shape_the_notes(tiny_trio) -> None:
     for a, b in zip(plain, shaped, strict=True):
         assert [n.pitch - 12 for n in a.parts[CHORDS]] == [n.pitch for n in b.parts[CHORDS]]
         assert [n.pitch for n in a.parts["drums"]] == [n.pitch for n in b.parts["drums"]]
-        assert all(nb.velocity <= (na.velocity + 1) // 2 + 1
-                   for na, nb in zip(a.parts["drums"], b.parts["drums"], strict=True))
+        # the level is the channel volume, never the velocities (issue: they compounded)
+        assert [n.velocity for n in a.parts["drums"]] == [n.velocity for n in b.parts["drums"]]
 
 
 def test_a_model_without_drums_is_refused(tiny_mel_dir: Path, tmp_path: Path,

@@ -180,7 +180,7 @@ def test_tablet_controls_in_a_live_log_land_from_the_bar_after_them(
     assert tempos == [(0, mido.bpm2tempo(120.0)), (3 * BAR_TICKS, mido.bpm2tempo(150.0))]
     volume = [(t, dict(f)["value"]) for t, kind, f in events["bass"]
               if kind == "control_change" and dict(f)["control"] == 7]
-    assert volume == [(5 * BAR_TICKS, 32)]
+    assert volume == [(0, 100), (5 * BAR_TICKS, 25)]  # the patch's level, then the fader
     assert lyrics_of(result.midi) == lyrics_of(rendered.midi)
 
     # the audio is the render's up to bar 2's line (the first change), then it is not
@@ -292,8 +292,8 @@ def test_a_live_set_replays_to_the_notes_its_ports_were_sent(tiny_model_dir: Pat
     controls = {r["target"]: r for r in records(result.log) if r["type"] == "control"}
     volume = [(t, dict(f)["value"]) for t, kind, f in midi_events(result.midi)["drums"]
               if kind == "control_change" and dict(f)["control"] == 7]
-    assert live_cc == [64] and volume == [
-        ((controls["parts.drums.level"]["after_bar"] + 1) * BAR_TICKS, 64)]
+    assert live_cc == [100, 50] and volume == [  # the patch's level, then the fader's
+        (0, 100), ((controls["parts.drums.level"]["after_bar"] + 1) * BAR_TICKS, 50)]
     # the words: every line logged, at its syllables
     phrases = [PhrasePlan.from_dict(r) for r in records(result.log) if r["type"] == "lyric"]
     played = [p for p in phrases if p.bar < 6]
