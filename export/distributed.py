@@ -64,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with a gradient scaler")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse an impossible --device/--precision before any data is loaded."""
+    resolve_precision(args.precision, resolve_device(args.device))
+
+
 def resolve_device(choice: str) -> str:
     """``auto`` | ``cpu`` | ``cuda`` -> ``cpu`` or ``cuda``; refuses CUDA when there is none."""
     if choice not in DEVICES:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.distributed import Run, add_arguments, running
+from export.distributed import Run, add_arguments, check_arguments, running
 from export.gpt2_lyrics import EOS, LyricsModelConfig, build_model, format_corpus, train_tokenizer
 
 
@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch.add_argument("--layers", type=int, default=4)
     scratch.add_argument("--width", type=int, default=256)
     args = parser.parse_args(argv)
+    check_arguments(args)
     settings = TrainSettings(
         steps=args.steps, batch=args.batch, block=args.block, lr=args.lr, seed=args.seed,
         max_minutes=args.max_minutes, warmup=min(200, max(1, args.steps // 10)),

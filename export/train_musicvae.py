@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.distributed import Run, ShardedSampler, add_arguments, record_windows, running
+from export.distributed import (
+    Run,
+    ShardedSampler,
+    add_arguments,
+    check_arguments,
+    record_windows,
+    running,
+)
 from export.musicvae import (
     MusicVAE,
     MusicVAEConfig,
@@ -202,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="write the window indices each rank trained on to OUT/windows.json")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    check_arguments(args)
     cfg = PRESETS[args.preset]
     if args.name:
         cfg = replace(cfg, name=args.name)

@@ -31,6 +31,7 @@ from export.distributed import (
     Run,
     ShardedSampler,
     add_arguments,
+    check_arguments,
     record_windows,
     running,
     save_atomic,
@@ -417,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
         a.run = a.run_dir
     if getattr(a, "data_dir", None):
         a.cache = a.data_dir
+    if hasattr(a, "precision"):
+        check_arguments(a)
     {"data": cmd_data, "acoustic": cmd_acoustic, "vocoder": cmd_vocoder, "export": cmd_export,
      "evaluate": cmd_evaluate, "depths": cmd_depths}[a.cmd](a)
 
