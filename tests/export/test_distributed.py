@@ -108,7 +108,7 @@ def voice_corpus(tmp_path_factory) -> Path:
 def test_musicvae_trains_on_two_ranks(duet_windows: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = torchrun("-m", "engine.cli", "train", "musicvae", "--preset", "trio_4bar",
-                    "--minutes", "0.2", "--max-steps", "30", "--batch-size", "8",
+                    "--minutes", "0.2", "--max-steps", "12", "--batch-size", "8",
                     "--data", str(duet_windows), "--out", str(out), "--record-windows",
                     cwd=tmp_path)
     assert "2 rank(s): batch 8 a rank, effective batch 16" in done.stdout
@@ -133,7 +133,7 @@ def test_lyrics_fine_tune_on_two_ranks(tiny_gpt2_hf_dir: Path, tmp_path: Path) -
     out = tmp_path / "run"
     done = torchrun("-m", "engine.cli", "train", "lyrics", "--from", str(tiny_gpt2_hf_dir),
                     "--text", str(text), "--out", str(out), "--minutes", "0.2",
-                    "--steps", "40", "--batch", "2", "--block", "16", "--record-windows",
+                    "--steps", "16", "--batch", "2", "--block", "16", "--record-windows",
                     cwd=tmp_path)
     assert done.stdout.count("effective batch 4") == 1
     assert sorted(p.name for p in out.iterdir()) == [
@@ -153,7 +153,7 @@ def test_voice_trains_on_two_ranks(part: str, voice_corpus: Path, tmp_path: Path
               "1", "--flow-layers", "1"] if part == "acoustic" else
              ["--hidden", "16", "--harmonics", "8", "--bands", "4"])
     done = torchrun("-m", "engine.cli", "train", "voice", part, "--data", str(voice_corpus),
-                    "--out", str(out), "--minutes", "0.2", "--steps", "12", "--batch", "2",
+                    "--out", str(out), "--minutes", "0.2", "--steps", "8", "--batch", "2",
                     "--log-every", "4", "--record-windows", *small, cwd=tmp_path)
     assert done.stdout.count("effective batch 4") == 1
     assert sorted(p.name for p in out.iterdir()) == [
