@@ -301,3 +301,17 @@ def test_musicvae_trains_on_cuda_in_mixed_precision(duet_windows: Path, tmp_path
     model, blob = load_checkpoint(tmp_path / "gpu" / "last.pt")  # loads on the CPU
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert "optimizer" in blob["training"]
+
+
+def test_every_train_command_takes_the_device_options(capsys) -> None:
+    from engine.cli import main
+
+    for argv in (["train", "musicvae", "--help"], ["train", "lyrics", "--help"],
+                 ["train", "lyrics", "--from", "x", "--help"],
+                 ["train", "voice", "acoustic", "--help"], ["train", "voice", "vocoder", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        assert "--device {auto,cpu,cuda}" in out and "--precision" in out, argv
+        assert "--resume" in out and "--record-windows" in out, argv
