@@ -374,8 +374,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--max-minutes", "--minutes", dest="max_minutes", type=float,
                        default=30.0)
         p.add_argument("--steps", type=int, default=10 ** 9)
-        p.add_argument("--threads", type=int, default=None,
-                       help="CPU threads a rank (default: the cores shared by the ranks)")
+        p.add_argument("--threads", type=int, default=1,
+                       help="CPU threads a rank (1: acoustic and vocoder can train at once)")
         p.add_argument("--out", dest="run_dir", default=None,
                        help="the run folder (same as --run before the command)")
         p.add_argument("--data", dest="data_dir", default=None,
