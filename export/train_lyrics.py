@@ -357,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         eval_every=min(250, max(1, args.steps // 4)), threads=args.threads,
     )
     with running(args.device, args.precision, threads=args.threads) as run:
+        if not run.is_main:  # rank 0 alone shows progress
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         if args.mode == "scratch":
             config = LyricsModelConfig(n_layer=args.layers, n_embd=args.width,
                                        n_head=max(1, args.width // 64))
