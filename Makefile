@@ -1,5 +1,5 @@
 # Encore: `make render` and `make test` set everything up first (scripts/setup.sh).
-.PHONY: setup render test lint clean distclean
+.PHONY: setup render test lint gpu clean distclean
 
 VENV := .venv
 OUT ?= out
@@ -19,6 +19,10 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# GPU inference: onnxruntime-gpu replaces onnxruntime (see scripts/use_gpu.sh).
+gpu: setup
+	VENV=$(VENV) ./scripts/use_gpu.sh
 
 clean:
 	rm -rf out/ .pytest_cache/ .ruff_cache/ .hypothesis/ ./*.egg-info/

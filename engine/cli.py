@@ -13,6 +13,8 @@
     encore convert gpt2 HF_DIR OUT
     encore train musicvae --out DIR [--preset mel_2bar|trio_4bar] [--midi-dir DIR] ...
     encore train lyrics [--from HF_DIR --text FILE] --out DIR [--steps N] [--onnx DIR] ...
+    encore train voice data|acoustic|vocoder|export|evaluate [--out DIR] ...
+    (every train command: --device auto|cpu|cuda, --precision, and torchrun for many ranks)
     encore export musicvae CHECKPOINT.pt OUT_DIR
 
 ``render``, ``stats``, ``replay``, ``live``, ``devices``, ``doctor`` and ``osc-map`` need only the
@@ -273,6 +275,15 @@ def _cmd_train_lyrics(args: argparse.Namespace) -> None:
     train_main(["finetune" if fine_tune else "scratch", *rest])
 
 
+def _cmd_train_voice(args: argparse.Namespace) -> None:
+    train_main = _import_export("export.train_voice").main
+    program, sys.argv[0] = sys.argv[0], "encore train voice"  # its argparse prog (help)
+    try:
+        train_main(list(args.train_args))
+    finally:
+        sys.argv[0] = program
+
+
 def _cmd_export_musicvae(args: argparse.Namespace) -> None:
     if not args.checkpoint.is_file():
         raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint; train one with "
@@ -451,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
              "public-domain verse, or fine-tune a GPT-2 folder with --from HF_DIR --text FILE; "
              "`encore train lyrics --help` lists every option",
     ).set_defaults(func=_cmd_train_lyrics, passes_through=True)
+    train_kinds.add_parser(
+        "voice", add_help=False,
+        help="train our own voice: data | acoustic | vocoder | export | evaluate, e.g. "
+             "`encore train voice acoustic --out runs/encore_voice --minutes 30`; "
+             "`encore train voice --help` lists every option",
+    ).set_defaults(func=_cmd_train_voice, passes_through=True)
 
     export = commands.add_parser("export", help="export a trained checkpoint to ONNX")
     export_kinds = export.add_subparsers(dest="kind", metavar="KIND", required=True)

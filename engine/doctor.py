@@ -253,10 +253,52 @@ def check_onnxruntime() -> Check:
 
     providers = ort.get_available_providers()
     shown = ", ".join(p.removesuffix("ExecutionProvider") for p in providers)
+    both = [name for name in ("onnxruntime", "onnxruntime-gpu") if _installed(name)]
+    if len(both) == 2:
+        return Check("onnxruntime", "WARN", f"{ort.__version__}: onnxruntime and "
+                     "onnxruntime-gpu are both installed; they share the module, so which "
+                     f"one loads is chance ({shown})",
+                     "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install "
+                     "onnxruntime-gpu (for CUDA) or onnxruntime (CPU only)")
     if "CUDAExecutionProvider" in providers:
         return Check("onnxruntime", "OK", f"{ort.__version__}: {shown} (models run on CUDA)")
     return Check("onnxruntime", "OK", f"{ort.__version__}: {shown} (no CUDA: models run on "
                  "the CPU; the real-time factors below say whether that is enough)")
+
+
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+_SESSION_HOLDERS = ("source", "runner", "singer", "acoustic", "vocoder", "_decoder")
+
+
+def providers_of(obj: object, depth: int = 3) -> str:
+    """The execution providers the ONNX sessions inside ``obj`` run on, e.g. ``CUDA`` or
+    ``acoustic CPU, vocoder CUDA``; "" when it holds none (Markov, the fallback singer)."""
+    found: dict[str, str] = {}
+
+    def walk(item: object, name: str, left: int) -> None:
+        provider = getattr(item, "provider", None)
+        if isinstance(provider, str):
+            found[name] = provider.removesuffix("ExecutionProvider")
+            return
+        if left > 0:
+            for attr in _SESSION_HOLDERS:
+                inner = getattr(item, attr, None)
+                if inner is not None and inner is not item:
+                    walk(inner, attr.strip("_"), left - 1)
+
+    walk(obj, "", depth)
+    if len(set(found.values())) <= 1:
+        return next(iter(found.values()), "")
+    return ", ".join(f"{name} {p}" for name, p in found.items())
 
 
 def bar_seconds(patch: Patch) -> float:
@@ -341,6 +383,8 @@ def check_lyrics(patch: Patch, model_dir: str | Path | None) -> Check:
     seconds = max(times)
     share = seconds / bar_seconds(patch)
     source = settings.model or ("lyrics_gpt2" if settings.source == "gpt2" else "markov")
+    provider = providers_of(writer)
+    source += f", {provider}" if provider else ""
     detail = (f"{settings.source} ({source}): a fitted line of {beats} notes in "
               f"{1000 * seconds:.0f} ms ({settings.candidates} candidates), {share:.2f} of a "
               "bar")
@@ -405,9 +449,11 @@ def check_voice(patch: Patch, model_dir: str | Path | None) -> Iterator[Check]:
     began = time.perf_counter()
     audio = singer.render(plan, 120.0)
     rtf = (time.perf_counter() - began) / max(audio.duration, 1e-9)
+    provider = providers_of(singer)
+    on = f" ({provider})" if provider else ""
     with contextlib.suppress(Exception):
         getattr(singer, "close", lambda: None)()
-    detail = (f"{singer.name}: {audio.duration:.1f} s test phrase ({plan.text!r}) in "
+    detail = (f"{singer.name}{on}: {audio.duration:.1f} s test phrase ({plan.text!r}) in "
               f"{rtf * audio.duration:.2f} s, real-time factor {rtf:.2f}")
     fix = 'fewer [voice] steps (0 picks them), or singer = "fallback"'
     verdict: Status = "OK"

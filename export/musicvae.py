@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -204,7 +205,7 @@ class MusicVAE(nn.Module):
                     steps.append(logits)
                     with torch.no_grad():
                         sampled = torch.distributions.Categorical(logits=logits).sample()
-                        use = torch.rand(batch, generator=generator) < sample_prob
+                        use = torch.rand(batch, generator=generator, device=z.device) < sample_prob
                         own = F.one_hot(sampled, core.depth).to(part.dtype)
                         prev = torch.where(use[:, None], own, part[:, t])
             all_logits.append(torch.stack(steps, dim=1))
@@ -242,7 +243,7 @@ class MusicVAE(nn.Module):
         """x (B, T, D) one-hot. Magenta's loss: mean recon + beta * mean(KL beyond free bits)."""
         cfg = self.cfg
         mu, sigma = self.encoder(x)
-        eps = torch.randn(mu.shape, generator=generator)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
         z = mu + sigma * eps
         if cfg.sampling_rate > 0:
             k = cfg.sampling_rate
@@ -275,9 +276,17 @@ def learning_rate(cfg: MusicVAEConfig, step: int) -> float:
         cfg.min_learning_rate
 
 
-def save_checkpoint(path, model: MusicVAE, step: int, extra: dict | None = None) -> None:
-    torch.save({"format_version": FORMAT_VERSION, "config": model.cfg.to_json(), "step": step,
-                "state_dict": model.state_dict(), "extra": extra or {}}, path)
+def save_checkpoint(path, model: MusicVAE, step: int, extra: dict | None = None,
+                    training: dict | None = None) -> None:
+    """Config, weights and step; ``training`` (optimiser state etc.) lets a run resume."""
+    from export.distributed import save_atomic
+
+    blob = {"format_version": FORMAT_VERSION, "config": model.cfg.to_json(), "step": step,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "extra": extra or {}}
+    if training is not None:
+        blob["training"] = training
+    save_atomic(blob, Path(path))
 
 
 def load_checkpoint(path) -> tuple[MusicVAE, dict]:

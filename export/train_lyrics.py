@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.distributed import Run, add_arguments, check_arguments, running
 from export.gpt2_lyrics import EOS, LyricsModelConfig, build_model, format_corpus, train_tokenizer
 
 
@@ -38,7 +39,7 @@ class TrainSettings:
     save_every: int = 500
     max_minutes: float | None = None
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # per rank; None: the cores shared by the ranks on this node
 
 
 def _blocks(ids: np.ndarray, block: int) -> np.ndarray:
@@ -60,7 +61,7 @@ def _encode_documents(tokenizer, documents: list[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def _held_out_loss(model, blocks: np.ndarray, batch: int) -> float:
+def _held_out_loss(model, blocks: np.ndarray, batch: int, run: Run | None = None) -> float:
     import torch
 
     model.eval()
@@ -68,6 +69,8 @@ def _held_out_loss(model, blocks: np.ndarray, batch: int) -> float:
     with torch.no_grad():
         for start in range(0, len(blocks), batch):
             x = torch.from_numpy(blocks[start : start + batch])
+            if run is not None:
+                x, = run.to(x)
             out = model(input_ids=x, labels=x)
             total += float(out.loss) * len(x)
             count += len(x)
@@ -75,24 +78,51 @@ def _held_out_loss(model, blocks: np.ndarray, batch: int) -> float:
     return total / max(count, 1)
 
 
-def train_blocks(
-    model, tokenizer, train: np.ndarray, held: np.ndarray, settings: TrainSettings, out: Path
-) -> dict:
-    """The training loop shared by both modes. Returns the final metrics."""
+def _optimizer(model, settings: TrainSettings):
+    """AdamW, no weight decay on biases and norms (1-d parameters)."""
     import torch
 
-    torch.manual_seed(settings.seed)
-    torch.set_num_threads(settings.threads)
-    rng = np.random.default_rng(settings.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    hf_dir = out / "hf"
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optim = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr, betas=(0.9, 0.95),
     )
+
+
+STATE_FILE = "train_state.pt"  # beside hf/: optimiser, step and seed, for --resume
+
+
+def train_blocks(
+    model, tokenizer, train: np.ndarray, held: np.ndarray, settings: TrainSettings, out: Path,
+    run: Run | None = None, *, resume: bool = False, record_windows: bool = False,
+) -> dict:
+    """The training loop shared by both modes (one rank of a torchrun job, or alone).
+    ``resume`` continues from ``out``'s saved state. Returns the final metrics on rank 0
+    and {} on the other ranks."""
+    if run is None:
+        with running(threads=settings.threads) as alone:
+            return train_blocks(model, tokenizer, train, held, settings, out, alone,
+                                resume=resume, record_windows=record_windows)
+    import torch
+
+    from export.distributed import ShardedSampler, save_atomic
+    from export.distributed import record_windows as write_windows
+
+    torch.manual_seed(settings.seed)
+    hf_dir = out / "hf"
+    net = run.wrap(model)
+    optim = _optimizer(model, settings)
+    first = 1
+    if resume:
+        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        optim.load_state_dict(state["optimizer"])
+        run.scaler.load_state_dict(state.get("scaler", {}))
+        first = int(state["step"]) + 1
+    sampler = ShardedSampler.for_run(len(train), settings.batch, run, settings.seed)
+    run.print(run.describe(settings.batch, settings.lr)
+              + (f"; resuming after step {first - 1}" if resume else ""))
 
     def lr_at(step: int) -> float:
         if step < settings.warmup:
@@ -100,52 +130,76 @@ def train_blocks(
         progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
         return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
-    eval_blocks = held[:64]
-    metrics = {"held_out_loss_start": _held_out_loss(model, eval_blocks, settings.batch)}
-    log = (out / "log.jsonl").open("a", encoding="utf-8")
-    log.write(json.dumps({"step": 0, "held_out_loss": metrics["held_out_loss_start"]}) + "\n")
-    began = time.monotonic()
-    model.train()
-    step = 0
-    running = []
-    for step in range(1, settings.steps + 1):
-        for group in optim.param_groups:
-            group["lr"] = lr_at(step - 1)
-        rows = rng.integers(0, len(train), size=settings.batch)
-        x = torch.from_numpy(train[rows])
-        loss = model(input_ids=x, labels=x).loss
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-        running.append(float(loss))
-        elapsed = time.monotonic() - began
-        out_of_time = settings.max_minutes is not None and elapsed > 60 * settings.max_minutes
-        if step % settings.eval_every == 0 or step == settings.steps or out_of_time:
-            held_loss = _held_out_loss(model, eval_blocks, settings.batch)
-            record = {
-                "step": step, "train_loss": float(np.mean(running)), "held_out_loss": held_loss,
-                "lr": lr_at(step - 1), "minutes": round(elapsed / 60, 2),
-                "tokens_per_s": round(step * settings.batch * train.shape[1] / elapsed),
-            }
-            running = []
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            print(json.dumps(record), flush=True)
-        if step % settings.save_every == 0 or out_of_time:
+    def save(step: int) -> None:
+        if run.is_main:
             model.save_pretrained(hf_dir)
             tokenizer.save_pretrained(hf_dir)
+            save_atomic({"optimizer": optim.state_dict(), "scaler": run.scaler.state_dict(),
+                         "step": step, "seed": settings.seed, "ranks": run.world_size},
+                        out / STATE_FILE)
+
+    eval_blocks = held[:64]
+    metrics: dict = {}
+    log = None
+    if run.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics["held_out_loss_start"] = _held_out_loss(model, eval_blocks, settings.batch,
+                                                        run)
+        log = (out / "log.jsonl").open("a", encoding="utf-8")
+        log.write(json.dumps({"step": first - 1, "held_out_loss":
+                              metrics["held_out_loss_start"]}) + "\n")
+    began = time.monotonic()
+    model.train()
+    step = first - 1
+    running_loss: list[float] = []
+    seen: list[tuple[int, int, list[int]]] = []
+    for step in range(first, settings.steps + 1):
+        for group in optim.param_groups:
+            group["lr"] = lr_at(step - 1)
+        rows = sampler.batch(step - 1)
+        if record_windows:
+            seen.append((step - 1, sampler.epoch_of(step - 1), rows.tolist()))
+        run.step_rng(settings.seed, step - 1)  # dropout
+        x, = run.to(torch.from_numpy(train[rows]))
+        with run.autocast():
+            loss = net(input_ids=x, labels=x).loss
+        run.backward_step(loss, model, optim, 1.0)
+        running_loss.append(loss.item())
+        elapsed = time.monotonic() - began
+        out_of_time = run.stop_agreed(settings.max_minutes is not None
+                                      and elapsed > 60 * settings.max_minutes)
+        if step % settings.eval_every == 0 or step == settings.steps or out_of_time:
+            train_loss = float(run.mean([np.mean(running_loss)])[0])
+            running_loss = []
+            if run.is_main:
+                held_loss = _held_out_loss(model, eval_blocks, settings.batch, run)
+                record = {
+                    "step": step, "train_loss": train_loss, "held_out_loss": held_loss,
+                    "lr": lr_at(step - 1), "minutes": round(elapsed / 60, 2),
+                    "tokens_per_s": round((step - first + 1) * settings.batch * run.world_size
+                                          * train.shape[1] / elapsed),
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                print(json.dumps(record), flush=True)
+        if step % settings.save_every == 0 or out_of_time:
+            save(step)
         if out_of_time:
-            print(f"stopping at step {step}: --max-minutes {settings.max_minutes} reached")
+            run.print(f"stopping at step {step}: --max-minutes {settings.max_minutes} reached")
             break
-    model.save_pretrained(hf_dir)
-    tokenizer.save_pretrained(hf_dir)
-    held_loss = _held_out_loss(model, held[:256], settings.batch)
+    if record_windows:
+        write_windows(run, seen, out / "windows.json")
+    save(step)
+    if not run.is_main:
+        return {}
+    held_loss = _held_out_loss(model, held[:256], settings.batch, run)
     metrics.update({
         "steps": step, "minutes": round((time.monotonic() - began) / 60, 1),
         "held_out_loss": held_loss, "held_out_perplexity": math.exp(held_loss),
         "held_out_blocks": int(min(len(held), 256)), "block": int(train.shape[1]),
-        "batch": settings.batch, "parameters": sum(p.numel() for p in model.parameters()),
+        "batch": settings.batch, "ranks": run.world_size,
+        "effective_batch": settings.batch * run.world_size, "device": run.device.type,
+        "precision": run.precision, "parameters": sum(p.numel() for p in model.parameters()),
     })
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.close()
@@ -154,25 +208,68 @@ def train_blocks(
 
 def train_from_scratch(
     out: Path, settings: TrainSettings, config: LyricsModelConfig | None = None,
-    limit_lines: int | None = None,
+    limit_lines: int | None = None, run: Run | None = None, *, resume: bool = False,
+    record_windows: bool = False,
 ) -> dict:
+    if run is None:
+        with running(threads=settings.threads) as alone:
+            return train_from_scratch(out, settings, config, limit_lines, alone, resume=resume,
+                                      record_windows=record_windows)
     from export.lyrics_corpus import load_verse
 
     config = config or LyricsModelConfig()
     corpus = load_verse(limit_lines=limit_lines)
-    sample = [line for i, line in enumerate(corpus.lines("train")) if i % 4 == 0]
-    tokenizer = train_tokenizer(sample, vocab_size=config.vocab_size)
+    if resume:
+        model, tokenizer = _load_hf(_resume_folder(out))
+    else:
+        sample = [line for i, line in enumerate(corpus.lines("train")) if i % 4 == 0]
+        tokenizer = train_tokenizer(sample, vocab_size=config.vocab_size)
+        _same_on_every_rank(run, tokenizer)
     train_docs = list(format_corpus(corpus.train, seed=settings.seed))
     held_docs = list(format_corpus(corpus.held_out, seed=settings.seed + 1))
     train = _blocks(_encode_documents(tokenizer, train_docs), settings.block)
     held = _blocks(_encode_documents(tokenizer, held_docs), settings.block)
-    print(f"{train.size} training tokens in {len(train)} blocks, {held.size} held out")
-    model = build_model(config, tokenizer)
-    metrics = train_blocks(model, tokenizer, train, held, settings, out)
-    metrics.update({"training_tokens": int(train.size), "held_out_tokens": int(held.size),
-                    "training_stanzas": len(corpus.train), "config": config.__dict__})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    run.print(f"{train.size} training tokens in {len(train)} blocks, {held.size} held out")
+    if not resume:
+        import torch
+
+        torch.manual_seed(settings.seed)
+        model = build_model(config, tokenizer)
+    metrics = train_blocks(model, tokenizer, train, held, settings, out, run, resume=resume,
+                           record_windows=record_windows)
+    if run.is_main:
+        metrics.update({"training_tokens": int(train.size), "held_out_tokens": int(held.size),
+                        "training_stanzas": len(corpus.train), "config": config.__dict__})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _resume_folder(out: Path) -> Path:
+    if not (out / STATE_FILE).is_file() or not (out / "hf" / "config.json").is_file():
+        raise FileNotFoundError(f"{out}: nothing to resume (no {STATE_FILE} and hf/ from an "
+                                "earlier run); leave out --resume to start afresh")
+    return out / "hf"
+
+
+def _load_hf(folder: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    if model.config.model_type != "gpt2":
+        raise ValueError(
+            f"{folder} holds a {model.config.model_type} model; only GPT-2 is supported")
+    return model, tokenizer
+
+
+def _same_on_every_rank(run: Run, tokenizer) -> None:
+    """Each rank trains the tokenizer itself; refuse a run whose ranks disagree on it."""
+    import hashlib
+
+    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+    if len(set(run.gather(digest))) > 1:
+        raise RuntimeError("the ranks trained different tokenizers; train on one rank first "
+                           "and fine-tune that folder with --from")
 
 
 def read_lyrics_text(path: Path) -> list[str]:
@@ -184,24 +281,30 @@ def read_lyrics_text(path: Path) -> list[str]:
     return [d + "\n" + EOS for d in docs]
 
 
-def fine_tune(source: Path, text: Path, out: Path, settings: TrainSettings) -> dict:
-    """Fine-tune the GPT-2 folder ``source`` on the lyrics in ``text``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not (source / "config.json").exists() and (source / "encore_gpt2.json").exists():
+def fine_tune(source: Path, text: Path, out: Path, settings: TrainSettings,
+              run: Run | None = None, *, resume: bool = False,
+              record_windows: bool = False) -> dict:
+    """Fine-tune the GPT-2 folder ``source`` on the lyrics in ``text`` (``resume``: go on
+    from the state an earlier run left in ``out``)."""
+    if run is None:
+        with running(threads=settings.threads) as alone:
+            return fine_tune(source, text, out, settings, alone, resume=resume,
+                             record_windows=record_windows)
+    if resume:
+        source = _resume_folder(out)
+    elif not (source / "config.json").exists() and (source / "encore_gpt2.json").exists():
         from export.gpt2_onnx import hf_from_export
 
-        source = hf_from_export(source, out / "base")  # the shipped model, as exported
+        if run.is_main:
+            hf_from_export(source, out / "base")  # the shipped model, as exported
+        run.barrier()
+        source = out / "base"
     if not (source / "config.json").exists():
         raise FileNotFoundError(
             f"{source} is not a Hugging Face model folder (no config.json): give a folder "
             "saved with save_pretrained, e.g. a downloaded gpt2 or distilgpt2"
         )
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
-    if model.config.model_type != "gpt2":
-        raise ValueError(
-            f"{source} holds a {model.config.model_type} model; only GPT-2 is supported")
+    model, tokenizer = _load_hf(source)
     docs = read_lyrics_text(text)
     block = min(settings.block, model.config.n_positions)
     ids = _encode_documents(tokenizer, docs)
@@ -210,8 +313,9 @@ def fine_tune(source: Path, text: Path, out: Path, settings: TrainSettings) -> d
     held = blocks[held_every - 1 :: held_every] if held_every <= len(blocks) else blocks[:1]
     train = np.delete(blocks, np.s_[held_every - 1 :: held_every], axis=0) if held_every <= len(
         blocks) else blocks
-    print(f"fine-tuning on {train.size} tokens ({len(train)} blocks of {blocks.shape[1]})")
-    return train_blocks(model, tokenizer, train, held, settings, out)
+    run.print(f"fine-tuning on {train.size} tokens ({len(train)} blocks of {blocks.shape[1]})")
+    return train_blocks(model, tokenizer, train, held, settings, out, run, resume=resume,
+                        record_windows=record_windows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,8 +333,16 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--batch", type=int, default=16 if p is scratch else 8)
         p.add_argument("--block", type=int, default=128)
         p.add_argument("--lr", type=float, default=lr)
-        p.add_argument("--max-minutes", type=float, default=None)
+        p.add_argument("--max-minutes", "--minutes", dest="max_minutes", type=float,
+                       default=None, help="stop after this many minutes (saving first)")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=None,
+                       help="CPU threads a rank (default: the cores shared by the ranks)")
+        p.add_argument("--resume", action="store_true",
+                       help="continue the run that OUT holds (hf/ and train_state.pt)")
+        p.add_argument("--record-windows", action="store_true",
+                       help="write the blocks each rank trained on to OUT/windows.json")
+        add_arguments(p)
         p.add_argument("--onnx", type=Path, default=None,
                        help="also export the trained model for the engine into this folder")
     scratch.add_argument("--limit-lines", type=int, default=None,
@@ -238,17 +350,27 @@ def main(argv: list[str] | None = None) -> int:
     scratch.add_argument("--layers", type=int, default=4)
     scratch.add_argument("--width", type=int, default=256)
     args = parser.parse_args(argv)
+    check_arguments(args)
     settings = TrainSettings(
         steps=args.steps, batch=args.batch, block=args.block, lr=args.lr, seed=args.seed,
         max_minutes=args.max_minutes, warmup=min(200, max(1, args.steps // 10)),
-        eval_every=min(250, max(1, args.steps // 4)),
+        eval_every=min(250, max(1, args.steps // 4)), threads=args.threads,
     )
-    if args.mode == "scratch":
-        config = LyricsModelConfig(n_layer=args.layers, n_embd=args.width,
-                                   n_head=max(1, args.width // 64))
-        metrics = train_from_scratch(args.out, settings, config, limit_lines=args.limit_lines)
-    else:
-        metrics = fine_tune(args.source, args.text, args.out, settings)
+    with running(args.device, args.precision, threads=args.threads) as run:
+        if not run.is_main:  # rank 0 alone shows progress
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        if args.mode == "scratch":
+            config = LyricsModelConfig(n_layer=args.layers, n_embd=args.width,
+                                       n_head=max(1, args.width // 64))
+            metrics = train_from_scratch(args.out, settings, config, args.limit_lines, run,
+                                         resume=args.resume, record_windows=args.record_windows)
+        else:
+            metrics = fine_tune(args.source, args.text, args.out, settings, run,
+                                resume=args.resume, record_windows=args.record_windows)
+        if not run.is_main:
+            return 0
     print(json.dumps(metrics, indent=2))
     if args.onnx is not None:
         from export.gpt2_onnx import export_gpt2

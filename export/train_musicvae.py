@@ -21,6 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.distributed import (
+    Run,
+    ShardedSampler,
+    add_arguments,
+    check_arguments,
+    record_windows,
+    running,
+)
 from export.musicvae import (
     MusicVAE,
     MusicVAEConfig,
@@ -73,59 +81,104 @@ def windows_from_midi(folder: Path, bars: int) -> WindowSet:
 
 
 def train(cfg: MusicVAEConfig, data: WindowSet, out: Path, *, minutes: float, max_steps: int,
-          batch_size: int, seed: int, init: Path | None = None, threads: int = 2,
-          checkpoint_minutes: float = 5.0) -> dict:
+          batch_size: int, seed: int, init: Path | None = None, resume: Path | None = None,
+          threads: int | None = None, checkpoint_minutes: float = 5.0, device: str = "auto",
+          precision: str = "auto", record_windows: bool = False) -> dict:
+    """Train (one rank of a torchrun job, or alone). ``init`` starts from a checkpoint's
+    weights at step 0; ``resume`` continues one (weights, optimiser, step) as if the run
+    had not stopped. Returns the metrics (rank 0; the others return {})."""
+    with running(device, precision, threads=threads) as run:
+        return _train(run, cfg, data, out, minutes=minutes, max_steps=max_steps,
+                      batch_size=batch_size, seed=seed, init=init, resume=resume,
+                      checkpoint_minutes=checkpoint_minutes, record=record_windows)
+
+
+def _train(run: Run, cfg: MusicVAEConfig, data: WindowSet, out: Path, *, minutes: float,
+           max_steps: int, batch_size: int, seed: int, init: Path | None, resume: Path | None,
+           checkpoint_minutes: float, record: bool) -> dict:
     from tqdm import tqdm
 
-    torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    out.mkdir(parents=True, exist_ok=True)
     train_set, held_out = data.split(0.1)
-    step = 0
-    if init is not None:
-        model, blob = load_checkpoint(init)
+    step, training, spent = 0, None, 0.0
+    if resume is not None or init is not None:
+        model, blob = load_checkpoint(resume or init)
         if model.cfg.parts != cfg.parts or model.cfg.bars != cfg.bars:
-            raise ValueError(f"{init}: its parts/bars {model.cfg.parts}/{model.cfg.bars} differ "
-                             f"from the preset's {cfg.parts}/{cfg.bars}")
+            raise ValueError(f"{resume or init}: its parts/bars {model.cfg.parts}/"
+                             f"{model.cfg.bars} differ from the preset's {cfg.parts}/{cfg.bars}")
         cfg = model.cfg
+        if resume is not None:
+            step, training = int(blob["step"]), blob.get("training")
+            spent = float(blob.get("extra", {}).get("wall_seconds", 0.0))
     else:
         model = MusicVAE(cfg)
+    net = run.wrap(model, "loss")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    if training is not None:
+        optimizer.load_state_dict(training["optimizer"])
+        run.scaler.load_state_dict(training.get("scaler", {}))
+    sampler = ShardedSampler.for_run(len(train_set), batch_size, run, seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{cfg.name}: {n_params / 1e6:.2f}M parameters, {len(train_set)} train / "
-          f"{len(held_out)} held-out windows, {threads} threads")
-    started = time.time()
-    last_ckpt = started
-    log = (out / "train_log.jsonl").open("a")
-    bar = tqdm(total=max_steps, desc=cfg.name, unit="step", dynamic_ncols=True)
-    gen = torch.Generator().manual_seed(seed)
-    while step < max_steps and time.time() - started < minutes * 60:
-        model.train()
-        index = rng.integers(0, len(train_set), batch_size)
-        x = torch.from_numpy(make_batch(train_set, index, cfg.parts, cfg.depths, rng))
+    run.print(f"{cfg.name}: {n_params / 1e6:.2f}M parameters, {len(train_set)} train / "
+              f"{len(held_out)} held-out windows" + (f", resuming at step {step}" if step else ""))
+    run.print(run.describe(batch_size, cfg.learning_rate))
+    if run.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = (out / "train_log.jsonl").open("a") if run.is_main else None
+    started = time.time() - spent
+    last_ckpt = time.time()
+    bar = tqdm(total=max_steps, initial=step, desc=cfg.name, unit="step", dynamic_ncols=True,
+               disable=not run.is_main)
+    seen: list[tuple[int, int, list[int]]] = []
+    stats: dict[str, float] = {}
+
+    def save(final: bool) -> None:
+        if run.is_main:
+            save_checkpoint(out / "last.pt", model, step,
+                            {"wall_seconds": time.time() - started, "ranks": run.world_size,
+                             "batch_size": batch_size, "seed": seed},
+                            {"optimizer": optimizer.state_dict(),
+                             "scaler": run.scaler.state_dict()})
+
+    model.train()
+    while step < max_steps and not run.stop_agreed(time.time() - started >= minutes * 60):
+        index = sampler.batch(step)
+        if record:
+            seen.append((step, sampler.epoch_of(step), index.tolist()))
+        rng = run.step_rng(seed, step)
+        x, = run.to(torch.from_numpy(make_batch(train_set, index, cfg.parts, cfg.depths, rng)))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        loss, stats = model.loss(x, step, gen)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        optimizer.step()
+        with run.autocast():
+            loss, stats = net(x, step, run.step_generator(seed, step))
+        run.backward_step(loss, model, optimizer, cfg.clip_norm)
         step += 1
         bar.update(1)
         if step % 25 == 0:
+            loss_all, kl_all = run.mean([stats["loss"], stats["kl_bits"]])
+            stats |= {"loss": float(loss_all), "kl_bits": float(kl_all)}
             bar.set_postfix(loss=f"{stats['loss']:.1f}", kl=f"{stats['kl_bits']:.0f}")
-            log.write(json.dumps({"step": step, "t": round(time.time() - started, 1)} | stats)
-                      + "\n")
-            log.flush()
+            if log is not None:
+                log.write(json.dumps({"step": step, "t": round(time.time() - started, 1)}
+                                     | stats) + "\n")
+                log.flush()
         if time.time() - last_ckpt > checkpoint_minutes * 60:
-            save_checkpoint(out / "last.pt", model, step)
+            save(final=False)
             last_ckpt = time.time()
     bar.close()
+    if record:
+        record_windows(run, seen, out / "windows.json")
     wall = time.time() - started
-    save_checkpoint(out / "last.pt", model, step, {"wall_seconds": wall})
+    save(final=True)
+    if not run.is_main:
+        return {}
+    log.close()
+    model.cpu().eval()
     metrics = {"name": cfg.name, "parameters": n_params, "steps": step, "batch_size": batch_size,
-               "wall_seconds": round(wall), "threads": threads,
+               "ranks": run.world_size, "effective_batch": batch_size * run.world_size,
+               "device": run.device.type, "precision": run.precision,
+               "wall_seconds": round(wall), "threads": run.threads,
+               "final_train_loss": stats.get("loss"),
                "train_windows": len(train_set), "held_out_windows": len(held_out),
                "held_out": reconstruction(model, held_out),
                "prior_T1.0": prior_samples(model, temperature=1.0),
@@ -140,15 +193,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("export/cache"),
                         help="folder with the cached corpus windows (export.corpus_music21)")
     parser.add_argument("--midi-dir", type=Path, help="train on this folder of MIDI files")
-    parser.add_argument("--init", type=Path, help="continue from this checkpoint (.pt)")
+    parser.add_argument("--init", type=Path,
+                        help="start from this checkpoint's weights (.pt), at step 0")
+    parser.add_argument("--resume", type=Path,
+                        help="continue this checkpoint (.pt: weights, optimiser, step)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--max-steps", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads a rank (default: the cores shared by the ranks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", help="name of the trained model (default: the preset's)")
+    parser.add_argument("--record-windows", action="store_true",
+                        help="write the window indices each rank trained on to OUT/windows.json")
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    check_arguments(args)
     cfg = PRESETS[args.preset]
     if args.name:
         cfg = replace(cfg, name=args.name)
@@ -158,8 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         data = load_windows(args.data / PRESET_DATA[args.preset])
     metrics = train(cfg, data, args.out, minutes=args.minutes, max_steps=args.max_steps,
                     batch_size=args.batch_size, seed=args.seed, init=args.init,
-                    threads=args.threads)
-    print(json.dumps(metrics, indent=2))
+                    resume=args.resume, threads=args.threads, device=args.device,
+                    precision=args.precision, record_windows=args.record_windows)
+    if metrics:
+        print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
     python -m export.train_voice depths                         # choose max_depth
     python -m export.train_voice evaluate --bank runs/encore_voice/bank
 
-``acoustic`` and ``vocoder`` can run at the same time (one thread each on two cores). Both
+``acoustic`` and ``vocoder`` can run at the same time (one thread each on two cores), and
+each under ``torchrun`` on several ranks (``--device``, ``--precision``: see
+export/distributed.py). Both
 keep a wall-clock limit, log to ``<run>/<name>.log`` and write their checkpoint every few
 minutes and at the end, so a run cut short still leaves a usable model. The held-out
 phrases (``export/cache/voice/heldout``, seed 999) never enter training.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import random
 import time
 from pathlib import Path
 
@@ -26,6 +27,15 @@ import numpy as np
 import torch
 
 from export import voice_data as vd
+from export.distributed import (
+    Run,
+    ShardedSampler,
+    add_arguments,
+    check_arguments,
+    record_windows,
+    running,
+    save_atomic,
+)
 from export.voice_acoustic import AcousticConfig, AcousticModel, normalize
 from export.voice_vocoder import HOP, Vocoder, VocoderConfig, stft_loss
 
@@ -115,126 +125,194 @@ def load_vocoder(path: Path) -> Vocoder:
     return voc.eval()
 
 
+def _resume_state(a: argparse.Namespace, path: Path) -> dict | None:
+    if not a.resume:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: nothing to resume; leave out --resume to start afresh")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _shared_start(a: argparse.Namespace, run: Run, name: str, log: Log | None,
+                  state: dict | None) -> tuple[float, int]:
+    """(start time, first step) of a fresh or resumed run; prints the set-up line."""
+    step = int(state["step"]) if state else 0
+    t0 = time.perf_counter() - (60 * float(state["minutes"]) if state else 0.0)
+    if log is not None:
+        log(run.describe(a.batch, a.lr) + (f"; resuming {name} at step {step}" if state else ""))
+    return t0, step
+
+
 def cmd_acoustic(a: argparse.Namespace) -> None:
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    rng = random.Random(a.seed)
-    run = Path(a.run)
-    log = Log(run / "acoustic.log")
+    with running(a.device, a.precision, threads=a.threads) as run:
+        _train_acoustic(a, run)
+
+
+def _train_acoustic(a: argparse.Namespace, run: Run) -> None:
+    run_dir = Path(a.run)
+    log = Log(run_dir / "acoustic.log") if run.is_main else None
     items = vd.load_corpus(Path(a.cache))
     held = list(vd.read_shard(next((Path(a.cache) / "heldout").glob("*.npz"))))
-    cfg = AcousticConfig(hidden=a.hidden, flow_hidden=a.flow_hidden, enc_layers=a.enc_layers,
-                         dec_layers=a.dec_layers, flow_layers=a.flow_layers)
+    state = _resume_state(a, run_dir / "acoustic.pt")
+    cfg = (AcousticConfig(**state["config"]) if state else
+           AcousticConfig(hidden=a.hidden, flow_hidden=a.flow_hidden, enc_layers=a.enc_layers,
+                          dec_layers=a.dec_layers, flow_layers=a.flow_layers))
+    torch.manual_seed(a.seed)
     model = AcousticModel(cfg)
+    if state:
+        model.load_state_dict(state["model"])
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"acoustic: {len(items)} phrases, {n_params / 1e6:.2f} M params, {cfg}")
+    if log is not None:
+        log(f"acoustic: {len(items)} phrases, {n_params / 1e6:.2f} M params, {cfg}")
+    net = run.wrap(model, "loss")
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    if state and "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+        run.scaler.load_state_dict(state.get("scaler", {}))
     items.sort(key=lambda it: len(it.f0))
     batches = [items[i:i + a.batch] for i in range(0, len(items), a.batch)]
-    t0 = time.perf_counter()
-    last_save = t0
-    step, hist = 0, []
+    sampler = ShardedSampler.for_run(len(batches), 1, run, a.seed)
+    t0, step = _shared_start(a, run, "acoustic", log, state)
+    last_save = time.perf_counter()
+    hist: list[list[float]] = []
+    seen: list[tuple[int, int, list[int]]] = []
 
     def save(final: bool = False) -> None:
+        if not run.is_main:
+            return
         model.eval()
         with torch.no_grad():
-            tok, dur, f0, mel, mask = _acoustic_batch(held)
+            tok, dur, f0, mel, mask = run.to(*_acoustic_batch(held))
             coarse, _ = model.encode(tok, dur, f0)
             m = mask.unsqueeze(-1)
             l1n = float(((coarse - normalize(mel)).abs() * m).sum() / (m.sum() * vd.N_MELS))
         model.train()
-        torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "step": step,
-                    "minutes": (time.perf_counter() - t0) / 60, "params": n_params,
-                    "phrases": len(items), "heldout_coarse_l1_norm": l1n},
-                   run / "acoustic.pt")
+        save_atomic({"config": cfg.to_dict(), "model": _cpu(model.state_dict()), "step": step,
+                     "minutes": (time.perf_counter() - t0) / 60, "params": n_params,
+                     "phrases": len(items), "heldout_coarse_l1_norm": l1n,
+                     "optimizer": opt.state_dict(), "scaler": run.scaler.state_dict(),
+                     "ranks": run.world_size, "batch": a.batch},
+                    run_dir / "acoustic.pt")
         log(f"saved step {step} ({'final' if final else 'checkpoint'}); held-out coarse L1 "
             f"(normalized) {l1n:.4f} = {l1n * 7.5:.3f} log-mel")
 
     model.train()
     while True:
-        elapsed = time.perf_counter() - t0
-        if elapsed > a.max_minutes * 60 or step >= a.steps:
+        progress = run.agree_max((time.perf_counter() - t0) / (a.max_minutes * 60))
+        if progress >= 1.0 or step >= a.steps:
             break
         lr = a.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + np.cos(
-            np.pi * min(1.0, elapsed / (a.max_minutes * 60)))))
+            np.pi * min(1.0, progress))))
         for g in opt.param_groups:
             g["lr"] = lr
-        tok, dur, f0, mel, mask = _acoustic_batch(rng.choice(batches))
-        losses = model.loss(tok, dur, f0, mel, mask)
-        loss = losses["l1"] + losses["flow"]
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        k = int(sampler.batch(step)[0])
+        if a.record_windows:
+            seen.append((step, sampler.epoch_of(step), list(range(k * a.batch,
+                                                                 k * a.batch + len(batches[k])))))
+        run.step_rng(a.seed, step)  # the flow's time and noise
+        tok, dur, f0, mel, mask = run.to(*_acoustic_batch(batches[k]))
+        with run.autocast():
+            losses = net(tok, dur, f0, mel, mask)
+        loss = losses["l1"].float() + losses["flow"].float()
+        run.backward_step(loss, model, opt, 1.0)
         hist.append([losses["l1"].item(), losses["flow"].item()])
         step += 1
         if step % a.log_every == 0:
-            m = np.mean(hist[-a.log_every:], axis=0)
-            log(f"step {step} l1 {m[0]:.4f} flow {m[1]:.4f} lr {lr:.2e} "
-                f"{(time.perf_counter() - t0) / step:.2f} s/step")
+            m = run.mean(np.mean(hist[-a.log_every:], axis=0))
+            if log is not None:
+                log(f"step {step} l1 {m[0]:.4f} flow {m[1]:.4f} lr {lr:.2e} "
+                    f"{(time.perf_counter() - t0) / step:.2f} s/step")
         if time.perf_counter() - last_save > a.save_minutes * 60:
             save()
             last_save = time.perf_counter()
+    if a.record_windows:
+        record_windows(run, seen, run_dir / "acoustic.windows.json")
     save(final=True)
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 # ---- vocoder ------------------------------------------------------------------------------
 
 def cmd_vocoder(a: argparse.Namespace) -> None:
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    rng = random.Random(a.seed)
-    run = Path(a.run)
-    log = Log(run / "vocoder.log")
+    with running(a.device, a.precision, threads=a.threads) as run:
+        _train_vocoder(a, run)
+
+
+def _train_vocoder(a: argparse.Namespace, run: Run) -> None:
+    run_dir = Path(a.run)
+    log = Log(run_dir / "vocoder.log") if run.is_main else None
     items = [it for it in vd.load_corpus(Path(a.cache)) if len(it.f0) > a.segment + 8]
-    cfg = VocoderConfig(hidden=a.hidden, harmonics=a.harmonics, bands=a.bands)
+    state = _resume_state(a, run_dir / "vocoder.pt")
+    cfg = (VocoderConfig(**state["config"]) if state else
+           VocoderConfig(hidden=a.hidden, harmonics=a.harmonics, bands=a.bands))
+    torch.manual_seed(a.seed)
     voc = Vocoder(cfg)
+    if state:
+        voc.load_state_dict(state["model"])
     n_params = sum(p.numel() for p in voc.parameters())
-    log(f"vocoder: {len(items)} phrases, {n_params / 1e6:.3f} M params, {cfg}")
+    if log is not None:
+        log(f"vocoder: {len(items)} phrases, {n_params / 1e6:.3f} M params, {cfg}")
+    net = run.wrap(voc)
     opt = torch.optim.AdamW(voc.parameters(), lr=a.lr, weight_decay=0.0)
+    if state and "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+        run.scaler.load_state_dict(state.get("scaler", {}))
+    sampler = ShardedSampler.for_run(len(items), a.batch, run, a.seed)
     ctx, seg = 4, a.segment
-    t0 = time.perf_counter()
-    last_save, step, hist = t0, 0, []
+    t0, step = _shared_start(a, run, "vocoder", log, state)
+    last_save = time.perf_counter()
+    hist: list[float] = []
+    seen: list[tuple[int, int, list[int]]] = []
 
     def save(final: bool = False) -> None:
-        torch.save({"config": cfg.to_dict(), "model": voc.state_dict(), "step": step,
-                    "minutes": (time.perf_counter() - t0) / 60, "params": n_params},
-                   run / "vocoder.pt")
+        if not run.is_main:
+            return
+        save_atomic({"config": cfg.to_dict(), "model": _cpu(voc.state_dict()), "step": step,
+                     "minutes": (time.perf_counter() - t0) / 60, "params": n_params,
+                     "optimizer": opt.state_dict(), "scaler": run.scaler.state_dict(),
+                     "ranks": run.world_size, "batch": a.batch},
+                    run_dir / "vocoder.pt")
         log(f"saved step {step} ({'final' if final else 'checkpoint'})")
 
     while True:
-        elapsed = time.perf_counter() - t0
-        if elapsed > a.max_minutes * 60 or step >= a.steps:
+        progress = run.agree_max((time.perf_counter() - t0) / (a.max_minutes * 60))
+        if progress >= 1.0 or step >= a.steps:
             break
-        lr = a.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, elapsed /
-                                                                 (a.max_minutes * 60)))))
+        lr = a.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
         for g in opt.param_groups:
             g["lr"] = lr
+        index = sampler.batch(step)
+        if a.record_windows:
+            seen.append((step, sampler.epoch_of(step), index.tolist()))
+        rng = run.step_rng(a.seed, step)
         mels, f0s, wavs = [], [], []
-        for _ in range(a.batch):
-            it = rng.choice(items)
-            i = rng.randint(0, len(it.f0) - seg - 2 * ctx)
+        for k in index:
+            it = items[k]
+            i = int(rng.integers(0, len(it.f0) - seg - 2 * ctx + 1))
             mels.append(it.mel[i:i + seg + 2 * ctx])
             f0s.append(it.f0_sung[i:i + seg + 2 * ctx])
             wavs.append(it.audio[(i + ctx) * HOP:(i + ctx + seg) * HOP])
-        mel = torch.from_numpy(np.stack(mels))
-        f0 = torch.from_numpy(np.stack(f0s))
-        wav = torch.from_numpy(np.stack(wavs))
-        out = voc(mel, f0, noise_offset=rng.randrange(1 << 15),
-                  phase0=torch.rand(a.batch) * 2 * np.pi)[:, ctx * HOP:(ctx + seg) * HOP]
-        loss = stft_loss(out, wav)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(voc.parameters(), 1.0)
-        opt.step()
+        mel, f0, wav = run.to(*(torch.from_numpy(np.stack(x)) for x in (mels, f0s, wavs)))
+        phase0, = run.to(torch.from_numpy(rng.random(len(index), np.float32) * 2 * np.pi))
+        with run.autocast():
+            out = net(mel, f0, noise_offset=int(rng.integers(1 << 15)), phase0=phase0)
+        loss = stft_loss(out[:, ctx * HOP:(ctx + seg) * HOP].float(), wav)
+        run.backward_step(loss, voc, opt, 1.0)
         hist.append(loss.item())
         step += 1
         if step % a.log_every == 0:
-            log(f"step {step} stft {np.mean(hist[-a.log_every:]):.4f} lr {lr:.2e} "
-                f"{(time.perf_counter() - t0) / step:.2f} s/step")
+            m = run.mean([np.mean(hist[-a.log_every:])])
+            if log is not None:
+                log(f"step {step} stft {m[0]:.4f} lr {lr:.2e} "
+                    f"{(time.perf_counter() - t0) / step:.2f} s/step")
         if time.perf_counter() - last_save > a.save_minutes * 60:
             save()
             last_save = time.perf_counter()
+    if a.record_windows:
+        record_windows(run, seen, run_dir / "vocoder.windows.json")
     save(final=True)
 
 
@@ -293,9 +371,20 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--heldout", action="store_true", help="rewrite the held-out shard")
     for name, hidden in (("acoustic", 160), ("vocoder", 128)):
         p = sub.add_parser(name, help=f"train the {name} model")
-        p.add_argument("--max-minutes", type=float, default=30.0)
+        p.add_argument("--max-minutes", "--minutes", dest="max_minutes", type=float,
+                       default=30.0)
         p.add_argument("--steps", type=int, default=10 ** 9)
-        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--threads", type=int, default=1,
+                       help="CPU threads a rank (1: acoustic and vocoder can train at once)")
+        p.add_argument("--out", dest="run_dir", default=None,
+                       help="the run folder (same as --run before the command)")
+        p.add_argument("--data", dest="data_dir", default=None,
+                       help="the teacher data (same as --cache before the command)")
+        p.add_argument("--resume", action="store_true",
+                       help=f"continue from the run folder's {name}.pt")
+        p.add_argument("--record-windows", action="store_true",
+                       help=f"write the phrases each rank trained on to {name}.windows.json")
+        add_arguments(p)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--hidden", type=int, default=hidden)
         p.add_argument("--save-minutes", type=float, default=4.0)
@@ -325,6 +414,12 @@ def main(argv: list[str] | None = None) -> None:
     dp.add_argument("--steps-list", type=int, nargs="+", default=[4, 10, 20])
     dp.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
+    if getattr(a, "run_dir", None):
+        a.run = a.run_dir
+    if getattr(a, "data_dir", None):
+        a.cache = a.data_dir
+    if hasattr(a, "precision"):
+        check_arguments(a)
     {"data": cmd_data, "acoustic": cmd_acoustic, "vocoder": cmd_vocoder, "export": cmd_export,
      "evaluate": cmd_evaluate, "depths": cmd_depths}[a.cmd](a)
 

@@ -744,6 +744,25 @@ TABLE: dict[str, Run] = {
             "the test's folder)",
         setup=midi_folder, check=files("runs/my_trio/last.pt", "runs/my_trio/metrics.json",
                                        says='"steps": 2,')),
+    ".venv/bin/torchrun --standalone --nproc_per_node 2 .venv/bin/encore train musicvae "
+    "--preset trio_4bar --midi-dir ~/my_midi --out runs/my_trio --name my_trio": Run(
+        runs=".venv/bin/torchrun --standalone --nproc_per_node 2 .venv/bin/encore train "
+             "musicvae --preset trio_4bar --midi-dir ~/my_midi --out runs/my_trio --name "
+             "my_trio --max-steps 2 --minutes 0.5 --batch-size 4",
+        why="2 steps of batch 4 a rank instead of an hour; ~/my_midi: two 8-bar MIDI files",
+        setup=midi_folder, check=files("runs/my_trio/last.pt", "runs/my_trio/metrics.json",
+                                       says="2 rank(s): batch 4 a rank, effective batch 8")),
+    ".venv/bin/torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint "
+    "HOST:29500 --rdzv_id my_trio .venv/bin/encore train musicvae --preset trio_4bar "
+    "--midi-dir ~/my_midi --out runs/my_trio --name my_trio --device cuda": Run(
+        runs=".venv/bin/torchrun --nnodes 1 --nproc_per_node 2 --rdzv_backend c10d "
+             "--rdzv_endpoint localhost:0 --rdzv_id my_trio .venv/bin/encore train musicvae "
+             "--preset trio_4bar --midi-dir ~/my_midi --out runs/my_trio --name my_trio "
+             "--device cpu --max-steps 2 --minutes 0.5 --batch-size 4",
+        why="no cluster or GPU here: one machine of the two, 2 CPU processes instead of 4 "
+            "GPUs, through the same c10d rendezvous on localhost (port 0: a free one); 2 steps",
+        setup=midi_folder, check=files("runs/my_trio/last.pt", "runs/my_trio/metrics.json",
+                                       says="2 rank(s): batch 4 a rank, effective batch 8")),
     ".venv/bin/encore export musicvae runs/my_trio/last.pt models_onnx/": Run(
         why="runs/my_trio/last.pt: a tiny trio checkpoint named my_trio made by the test",
         setup=trio_checkpoint, check=check_trio),

@@ -102,3 +102,24 @@ def test_an_osc_port_in_use_fails_and_a_free_one_passes() -> None:
     assert free.status == "OK", free.line()
     wrong = check_osc(parse_patch('[osc]\nhost = "192.0.2.77"\nport = 9000\n'))
     assert wrong.status == "FAIL" and "[osc] host" in wrong.fix  # not this machine's address
+
+
+def test_providers_of_names_the_provider_each_model_got(tiny_trio, tiny_gpt2_onnx_dir) -> None:
+    """The runners' real ONNX sessions: the provider each got (CPU here; CUDA where
+    onnxruntime-gpu finds a GPU), none for a model without a session."""
+    import onnxruntime as ort
+
+    from engine.doctor import providers_of
+    from engine.lyrics.gpt2_runner import GPT2Lyricist
+
+    expected = "CUDA" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPU"
+    assert providers_of(tiny_trio) == "CPU"  # the fixture asks for the CPU
+    lyricist = GPT2Lyricist.load(tiny_gpt2_onnx_dir)
+    assert providers_of(lyricist) == expected
+
+    class Holder:  # a writer-like object holding a source that holds the runner
+        def __init__(self, inner: object) -> None:
+            self.source = inner
+
+    assert providers_of(Holder(Holder(lyricist))) == expected
+    assert providers_of(object()) == ""
