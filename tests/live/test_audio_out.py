@@ -163,9 +163,12 @@ def fake_callback(engine: AudioEngine, frames: int = BLOCK, underflow: bool = Fa
     return out
 
 
-@pytest.fixture
-def offline_engine():
-    engine = AudioEngine(SOUNDFONT, channels_programs={0: OCARINA})
+PATHS = ["python", "core"]
+
+
+@pytest.fixture(params=PATHS)
+def offline_engine(request):
+    engine = AudioEngine(SOUNDFONT, channels_programs={0: OCARINA}, path=request.param)
     yield engine
     engine.close()
 
@@ -194,6 +197,8 @@ def test_callback_places_events_at_their_sample_offsets(offline_engine):
 @needs_soundfont
 def test_callback_counts_late_events_and_never_raises(offline_engine):
     engine = offline_engine
+    if engine.path == "core":
+        pytest.skip("the Python callback's error path (the core has no Python to fail)")
     fake_callback(engine)
     engine.schedule(10, "note_on", 0, 60, 100)      # frame 10 is already past
     fake_callback(engine)
@@ -212,8 +217,9 @@ def test_callback_counts_late_events_and_never_raises(offline_engine):
 
 
 @needs_soundfont
-def test_schedule_validates_and_bounds_the_queue():
-    engine = AudioEngine(SOUNDFONT, max_events=3)
+@pytest.mark.parametrize("path", PATHS)
+def test_schedule_validates_and_bounds_the_queue(path):
+    engine = AudioEngine(SOUNDFONT, max_events=3, path=path)
     try:
         with pytest.raises(ValueError):
             engine.schedule(0, "note_on", 16, 60, 100)
