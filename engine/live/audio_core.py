@@ -63,7 +63,7 @@ CLOCK_WINDOW = 128
 DURATION_WINDOW = 4096
 
 
-class CoreUnavailable(RuntimeError):
+class CoreUnavailableError(RuntimeError):
     """The native core could not be built or loaded (the message says why)."""
 
 
@@ -89,28 +89,28 @@ def stale() -> bool:
 def build(*, force: bool = False) -> Path:
     """Compile the core into :data:`LIBRARY` unless it is up to date; returns its path.
     Safe when several processes build at once (each writes a temporary file, then
-    renames it over the library). Raises :class:`CoreUnavailable`."""
+    renames it over the library). Raises :class:`CoreUnavailableError`."""
     if not force and not stale():
         return LIBRARY
     cc = compiler()
     if cc is None:
-        raise CoreUnavailable("no C compiler (install gcc, or set CC) to build "
+        raise CoreUnavailableError("no C compiler (install gcc, or set CC) to build "
                               f"{SOURCE.name}")
     try:
         BUILD_DIR.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=LIBRARY.suffix, dir=BUILD_DIR)
         os.close(fd)
     except OSError as exc:
-        raise CoreUnavailable(f"cannot write {BUILD_DIR}: {exc}") from exc
+        raise CoreUnavailableError(f"cannot write {BUILD_DIR}: {exc}") from exc
     try:
         result = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"],
                                 capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            raise CoreUnavailable(f"{cc} could not build {SOURCE.name}: "
+            raise CoreUnavailableError(f"{cc} could not build {SOURCE.name}: "
                                   f"{(result.stderr or result.stdout).strip()[-800:]}")
         os.replace(tmp, LIBRARY)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CoreUnavailable(f"building {SOURCE.name} failed: {exc}") from exc
+        raise CoreUnavailableError(f"building {SOURCE.name} failed: {exc}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -173,9 +173,9 @@ def _load() -> tuple[Any, str]:
         _declare(lib)
         if lib.encore_core_abi() != ABI:
             build(force=True)
-            raise CoreUnavailable(f"{LIBRARY.name} was built from another version; rebuilt "
+            raise CoreUnavailableError(f"{LIBRARY.name} was built from another version; rebuilt "
                                   "it: restart encore to use it")
-    except (CoreUnavailable, OSError, AttributeError) as exc:
+    except (CoreUnavailableError, OSError, AttributeError) as exc:
         return None, str(exc)
     return lib, ""
 
@@ -251,7 +251,7 @@ class NativeCore:
                     and n != "fluid_synth_set_channel_type"]
         if required:
             self.close()
-            raise CoreUnavailable(f"this FluidSynth lacks {', '.join(required)}")
+            raise CoreUnavailableError(f"this FluidSynth lacks {', '.join(required)}")
         lib.encore_core_bind_synth(handle, synth, sfid, *functions.values())
         self._vocals = vocals  # keeps the ring's memory alive
         lib.encore_core_bind_vocals(handle, vocals.storage.ctypes.data, vocals.capacity,
@@ -422,7 +422,7 @@ def main() -> int:
     """``python -m engine.live.audio_core``: build the core (the setup runs this)."""
     try:
         path = build(force="--force" in sys.argv[1:])
-    except CoreUnavailable as exc:
+    except CoreUnavailableError as exc:
         print(f"encore: warning: {exc}; the live audio will use the Python callback",
               file=sys.stderr)
         return 1

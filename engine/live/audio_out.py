@@ -627,7 +627,7 @@ class AudioEngine:
     ``test_hook``: tests only (never in a show): called inside the audio callback with
     the block's first frame, e.g. to sleep there and provoke underruns (Python path
     only). ``path``: ``core`` (the native core: raises
-    :class:`~engine.live.audio_core.CoreUnavailable` when it cannot be loaded),
+    :class:`~engine.live.audio_core.CoreUnavailableError` when it cannot be loaded),
     ``python`` (the reference callback) or ``auto`` (the core when it loads, else the
     Python callback, saying why in :attr:`path_detail`); None reads ``ENCORE_AUDIO_PATH``
     (default auto).
@@ -725,7 +725,7 @@ class AudioEngine:
             if lib is None:
                 if path == "core":
                     self._fr.close()
-                    raise audio_core.CoreUnavailable(reason)
+                    raise audio_core.CoreUnavailableError(reason)
                 self.path_detail = f"Python callback: the native core is unavailable ({reason})"
             else:
                 try:
