@@ -1,9 +1,13 @@
-"""Live audio out: FluidSynth, the vocal ring and a limiter in one sounddevice callback.
+"""Live audio out: FluidSynth, the vocal ring and a limiter in one audio callback.
 
 :class:`AudioEngine` owns a FluidSynth synth with no audio driver of its own (a
-:class:`~engine.audio.fluid_render.FluidRenderer`) and a ``sounddevice.OutputStream``
-(float32, stereo, fixed block size). Its callback, for each block of ``n`` frames
-starting at output frame ``F``:
+:class:`~engine.audio.fluid_render.FluidRenderer`) and a PortAudio output stream
+(float32, stereo, fixed block size). Two callbacks can make the blocks, the same samples
+either way: the native core (:mod:`engine.live.audio_core`, C, called by PortAudio
+directly; it never waits for the interpreter: the default wherever it builds) or this
+module's Python callback in a ``sounddevice.OutputStream`` (the reference renderer the
+core is tested against, and the fallback; :attr:`AudioEngine.path` says which). For
+each block of ``n`` frames starting at output frame ``F`` the callback:
 
 1. applies the synth events stamped for frames ``F .. F+n-1`` at their sample offsets:
    FluidSynth renders (``fluid_synth_write_float``, straight into a preallocated buffer)
@@ -809,6 +813,8 @@ class AudioEngine:
 
     @property
     def limiter(self) -> Limiter:
+        """The limiter's settings (and, on the Python path, its state; the native core
+        keeps its own: read :meth:`stats`)."""
         return self._limiter
 
     @property
