@@ -263,14 +263,9 @@ def test_the_core_plays_on_while_the_interpreter_lock_is_held(jack_server):
     assert results["core"] >= expected / 5
 
 
-@needs_soundfont
-@needs_core
-def test_a_busy_python_thread_cannot_slow_the_core(jack_server):
-    """A thread that spins in Python (and one that takes the GIL for 20 ms at a time)
-    run while the core plays 2 s of notes: the core's callback never overran its block
-    and never got the GIL, so no underrun it counted can be its own. Asserted: no
-    callback took as long as a block lasts (the core's own time; an underrun made by the
-    machine, which JACK reports to every client, is printed, not asserted)."""
+def play_beside_busy_threads(path: str, seconds: float) -> tuple:
+    """``seconds`` of chords on ``path`` while one thread spins in Python and another
+    takes the GIL for 20 ms at a time; returns the stats before and after."""
     stop = threading.Event()
 
     def spin() -> None:
@@ -281,33 +276,58 @@ def test_a_busy_python_thread_cannot_slow_the_core(jack_server):
     def grab() -> None:
         while not stop.is_set():
             _hold_gil(20_000)
-            time.sleep(0.001)
+            time.sleep(0.005)
 
-    with AudioEngine(SOUNDFONT, block_size=BLOCK, path="core") as engine:
+    with AudioEngine(SOUNDFONT, block_size=BLOCK, path=path) as engine:
         wait_for(lambda: engine.stats().callbacks > 20)
         busy = [threading.Thread(target=f, daemon=True) for f in (spin, grab)]
+        start = engine.frames_played + RATE // 5
+        for k in range(int(seconds * 20)):
+            for pitch in (60, 64, 67):
+                engine.schedule(start + k * 2400, "note_on", 1, pitch, 100)
+                engine.schedule(start + k * 2400 + 2000, "note_off", 1, pitch)
+        before = engine.stats()
         for t in busy:
             t.start()
         try:
-            start = engine.frames_played + RATE // 10
-            for k in range(40):
-                for pitch in (60, 64, 67):
-                    engine.schedule(start + k * 2400, "note_on", 1, pitch, 100)
-                    engine.schedule(start + k * 2400 + 2000, "note_off", 1, pitch)
-            before = engine.stats()
-            time.sleep(2.0)
+            time.sleep(seconds)
             after = engine.stats()
         finally:
             stop.set()
             for t in busy:
                 t.join()
-    made = after.callbacks - before.callbacks
-    print(f"\ncore with busy Python threads: {made} blocks in 2 s, underruns "
-          f"{after.underruns - before.underruns}, callback max {after.callback_us_max:.0f} "
-          f"us, p99 {after.callback_us_p99:.0f} us")
-    assert made > 100
-    assert after.callback_overruns == 0
-    assert after.events_applied >= 200 and after.events_late == 0 and after.errors == 0
+    return before, after
+
+
+@needs_soundfont
+@needs_core
+def test_a_busy_python_thread_cannot_slow_the_core(jack_server):
+    """A thread that spins in Python and one that holds the GIL 20 ms at a time run
+    beside each path for 2 s. The Python callback waits for the GIL: each grab makes
+    it miss its period, so it underruns by construction. The core never takes the GIL,
+    so the underruns it counts can only be the machine's, which JACK reports to every
+    client. Asserted: the Python path lost blocks and the core did not (it made at least
+    1.5 times as many), no more underruns on the core than on the Python path, every
+    event on time on the core, no errors. Callback times are printed, not asserted (speed
+    belongs in benchmarks/bench_audio_core.py)."""
+    seconds = 2.0
+    runs = {path: play_beside_busy_threads(path, seconds) for path in ("core", "python")}
+    under = {}
+    for path, (before, after) in runs.items():
+        under[path] = after.underruns - before.underruns
+        print(f"\n{path} beside busy Python threads: "
+              f"{after.callbacks - before.callbacks} blocks in {seconds:.0f} s, "
+              f"underruns {under[path]}, callback max {after.callback_us_max:.0f} us, "
+              f"p99 {after.callback_us_p99:.0f} us")
+    before, after = runs["core"]
+    assert after.callbacks - before.callbacks > seconds * RATE / BLOCK / 2
+    assert after.events_applied >= 6 * (seconds - 0.4) * 20 and after.events_late == 0
+    assert after.errors == 0
+    made = {path: after.callbacks - before.callbacks for path, (before, after) in runs.items()}
+    assert made["python"] < 0.75 * seconds * RATE / BLOCK, (
+        "the GIL grabs did not delay the Python callback")
+    assert made["core"] > 1.5 * made["python"]
+    assert under["core"] <= under["python"]
 
 
 @needs_soundfont
