@@ -158,6 +158,23 @@ def check_audio(patch: Patch) -> Check:
                  + ("" if needed else " (the built-in synth is off)"))
 
 
+def check_audio_path(patch: Patch) -> Check:
+    """Which callback will make the built-in synth's blocks: the native core (it never
+    waits for the interpreter) or the Python fallback, and why."""
+    from engine.live import audio_core
+
+    state = audio_core.status()
+    unused = "" if patch.live.internal_synth else " (the built-in synth is off in [live])"
+    if state.native:
+        return Check("audio path", "OK", state.detail + unused)
+    if audio_core.requested_path() == "python":
+        fix = f"unset {audio_core.ENV_PATH} to use the native core"
+    else:
+        fix = ("run scripts/setup.sh (it builds the core; needs a C compiler: apt-get "
+               "install gcc); a busy Python thread can make the Python callback late")
+    return Check("audio path", "WARN", state.detail + unused, fix)
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null for a moment (C libraries' chatter)."""
@@ -533,6 +550,7 @@ def run_checks(patch_name: str = "default", *, model_dir: str | Path | None = No
     steps: list[tuple[str, Callable[[], Check | Iterator[Check]]]] = [
         ("soundfont", lambda: check_soundfont(patch)),
         ("audio output", lambda: check_audio(patch)),
+        ("audio path", lambda: check_audio_path(patch)),
         ("MIDI system", lambda: check_midi(patch)),
         ("onnxruntime", check_onnxruntime),
         ("song model", lambda: check_song_model(patch, model_dir)),

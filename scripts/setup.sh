@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++)
+APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++ gcc)
 VENV=.venv
 STAMP="$VENV/.encore-installed"
 
@@ -65,4 +65,10 @@ else
     say "installing encore-engine[export,test] into $VENV"
     "$VENV/bin/python" -m pip install -q -e '.[export,test]'
     touch "$STAMP"
+fi
+
+# --- the native audio core (C, links only libm; rebuilt when its source is newer) --------
+# Without it the live audio falls back to the Python callback, and `encore doctor` says so.
+if ! "$VENV/bin/python" -m engine.live.audio_core; then
+    say "the native audio core did not build: the live audio will use the Python callback" >&2
 fi

@@ -784,6 +784,10 @@ TABLE: dict[str, Run] = {
     ".venv/bin/python benchmarks/bench_soak.py": Run(
         runs=".venv/bin/python benchmarks/bench_soak.py --minutes 0.2",
         why="12 s of song instead of hours (its --live is not run)", check=expect("PASS")),
+    ".venv/bin/python -m engine.live.audio_core": Run(check=expect("audio core:")),
+    ".venv/bin/python benchmarks/bench_audio_core.py": Run(
+        runs=".venv/bin/python benchmarks/bench_audio_core.py --seconds 2 --periods 256",
+        why="2 s a run at one period instead of 30 s at two", check=expect("summary")),
     ".venv/bin/python benchmarks/bench_voicebank.py": Run(
         runs=".venv/bin/python benchmarks/bench_voicebank.py --small --steps 2 --runs 1 "
              "--seconds 1",

@@ -8,5 +8,7 @@ Threads and processes (see DESIGN.md):
   sends; nothing else runs on it;
 - the audio callback (``engine.live.audio_out``) renders FluidSynth into preallocated
   buffers, mixes the vocal ring buffer and limits; it never allocates, locks or raises.
+  It is native code (``engine.live.audio_core``) that never takes the GIL, or, where
+  that cannot be built, the Python reference callback (said by ``encore doctor``).
 One clock (``engine.live.clock``) maps beats <-> monotonic nanoseconds <-> sample frames.
 """

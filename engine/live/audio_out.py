@@ -1,9 +1,13 @@
-"""Live audio out: FluidSynth, the vocal ring and a limiter in one sounddevice callback.
+"""Live audio out: FluidSynth, the vocal ring and a limiter in one audio callback.
 
 :class:`AudioEngine` owns a FluidSynth synth with no audio driver of its own (a
-:class:`~engine.audio.fluid_render.FluidRenderer`) and a ``sounddevice.OutputStream``
-(float32, stereo, fixed block size). Its callback, for each block of ``n`` frames
-starting at output frame ``F``:
+:class:`~engine.audio.fluid_render.FluidRenderer`) and a PortAudio output stream
+(float32, stereo, fixed block size). Two callbacks can make the blocks, the same samples
+either way: the native core (:mod:`engine.live.audio_core`, C, called by PortAudio
+directly; it never waits for the interpreter: the default wherever it builds) or this
+module's Python callback in a ``sounddevice.OutputStream`` (the reference renderer the
+core is tested against, and the fallback; :attr:`AudioEngine.path` says which). For
+each block of ``n`` frames starting at output frame ``F`` the callback:
 
 1. applies the synth events stamped for frames ``F .. F+n-1`` at their sample offsets:
    FluidSynth renders (``fluid_synth_write_float``, straight into a preallocated buffer)
@@ -58,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from engine.audio.fluid_render import EVENT_ORDER, FluidRenderer, StrPath, check_message
+from engine.live import audio_core
 
 NO_DEVICE_MESSAGE = ("no audio output device; start JACK (`jackd -d dummy` for a silent test) "
                      "or plug in a sound card")
@@ -67,6 +72,13 @@ MAX_MASTER = 4.0
 _CLOCK_WINDOW = 128
 _DURATION_WINDOW = 4096
 _INT64_MAX = np.iinfo(np.int64).max
+_PY_COUNTERS = {"frame": "_frame", "callbacks": "_callbacks", "underruns": "_underruns",
+                "overruns": "_overruns", "max_ns": "_max_ns", "applied": "_applied",
+                "late": "_late", "max_late": "_max_late", "cancelled": "_cancelled",
+                "event_errors": "_event_errors", "errors": "_errors", "voices": "_voices",
+                "last_callback_ns": "_last_callback_ns", "last_frames": "_last_frames",
+                "latency_ns": "_latency_ns"}
+"""The reference callback's counters, by the native core's names for them."""
 
 
 class NoAudioOutputError(OSError):
@@ -99,10 +111,10 @@ class VocalRing:
         self.capacity = int(capacity_frames)
         self.channels = int(channels)
         self._ring = np.zeros((self.capacity, self.channels), dtype=np.float32)
-        self._read = 0            # consumer only: next frame to play
+        # [next frame to play (consumer), discard requests (producer), discards done
+        # (consumer)]: one array, so that the native core can share it
+        self._state = np.zeros(3, dtype=np.int64)
         self._write_end = 0       # producer only: end of the latest write
-        self._discard_req = 0     # producer side request counter (discard everything)
-        self._discard_done = 0    # consumer side
         # producer-side counters
         self.overflows = 0
         self.overflow_frames = 0
@@ -115,7 +127,17 @@ class VocalRing:
     @property
     def read_frame(self) -> int:
         """The next frame the consumer will play."""
-        return self._read
+        return int(self._state[0])
+
+    @property
+    def storage(self) -> np.ndarray:
+        """The ring's ``(capacity, channels)`` float32 memory (for the native core)."""
+        return self._ring
+
+    @property
+    def state(self) -> np.ndarray:
+        """int64 ``[read frame, discard requests, discards done]`` (for the native core)."""
+        return self._state
 
     @property
     def write_end(self) -> int:
@@ -124,7 +146,7 @@ class VocalRing:
 
     def headroom(self) -> int:
         """Frames the producer may still write after :attr:`write_end` before it overflows."""
-        return max(0, self._read + self.capacity - self._write_end)
+        return max(0, self.read_frame + self.capacity - self._write_end)
 
     # -- producer
 
@@ -143,7 +165,7 @@ class VocalRing:
         self._write_end = max(self._write_end, end)
         if n == 0:
             return 0
-        read = self._read
+        read = self.read_frame
         limit = read + self.capacity
         lo = max(frame, read)
         hi = min(end, limit)
@@ -171,7 +193,7 @@ class VocalRing:
     def discard(self) -> None:
         """Ask the consumer to drop everything written (panic). Asynchronous: it happens
         at the consumer's next :meth:`mix_into`."""
-        self._discard_req += 1
+        self._state[1] += 1
 
     # -- consumer
 
@@ -181,19 +203,18 @@ class VocalRing:
         allocation beyond numpy views."""
         ring = self._ring
         cap = self.capacity
-        if self._discard_req != self._discard_done:
-            self._discard_done = self._discard_req
+        state = self._state
+        if state[1] != state[2]:
+            state[2] = state[1]
             ring.fill(0.0)
-        read = self._read
-        if frame != read:
-            if frame > read:  # frames skipped: clear their slots
-                gap = min(frame - read, cap)
-                s = read % cap
-                k = min(gap, cap - s)
-                ring[s:s + k] = 0.0
-                if k < gap:
-                    ring[:gap - k] = 0.0
-            self._read = frame
+        read = int(state[0])
+        if frame > read:  # frames skipped: clear their slots
+            gap = min(frame - read, cap)
+            s = read % cap
+            k = min(gap, cap - s)
+            ring[s:s + k] = 0.0
+            if k < gap:
+                ring[:gap - k] = 0.0
         n = out.shape[0]
         s = frame % cap
         k = min(n, cap - s)
@@ -204,12 +225,13 @@ class VocalRing:
             part = ring[:n - k]
             np.add(out[k:n], part, out=out[k:n])
             part.fill(0.0)
-        self._read = frame + n
+        state[0] = frame + n
 
     def reset(self, frame: int = 0) -> None:
         """Empty the ring and set the read position (only while no consumer runs)."""
         self._ring.fill(0.0)
-        self._read = int(frame)
+        self._state[0] = int(frame)
+        self._state[2] = self._state[1]
         self._write_end = int(frame)
 
 
@@ -240,6 +262,7 @@ class Limiter:
         self.ceiling = float(ceiling)
         self.sample_rate = int(sample_rate)
         self.release_s = float(release_s)
+        self.attack_frames = int(attack_frames)
         self._head = self.ceiling - self.threshold
         self._abs = np.zeros((self.max_frames, channels), dtype=np.float32)
         self._tmp = np.zeros((self.max_frames, channels), dtype=np.float32)
@@ -571,6 +594,9 @@ class AudioStats:
     since_last_callback_ms: float
     """How long ago the last callback ran (a stuck device or a dead JACK server shows
     here first); 0 before the first."""
+    path: str = "python"
+    """Which callback makes the blocks: ``core`` (native, never waits for the
+    interpreter) or ``python`` (the reference callback, the fallback)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -603,7 +629,12 @@ class AudioEngine:
     ``max_events``: how many synth events may wait at once. ``jack_name``: PortAudio's
     JACK client name (effective when no other engine stream is open).
     ``test_hook``: tests only (never in a show): called inside the audio callback with
-    the block's first frame, e.g. to sleep there and provoke underruns.
+    the block's first frame, e.g. to sleep there and provoke underruns (Python path
+    only). ``path``: ``core`` (the native core: raises
+    :class:`~engine.live.audio_core.CoreUnavailableError` when it cannot be loaded),
+    ``python`` (the reference callback) or ``auto`` (the core when it loads, else the
+    Python callback, saying why in :attr:`path_detail`); None reads ``ENCORE_AUDIO_PATH``
+    (default auto).
     """
 
     def __init__(self, soundfont: StrPath | None = None, *, sample_rate: int = 48000,
@@ -613,11 +644,17 @@ class AudioEngine:
                  frame_origin: int = 0, reverb: bool = True, chorus: bool = False,
                  vocal_capacity_s: float = 10.0, max_events: int = 8192,
                  jack_name: str | None = "encore",
-                 test_hook: Callable[[int], object] | None = None) -> None:
+                 test_hook: Callable[[int], object] | None = None,
+                 path: str | None = None) -> None:
         if not (isinstance(block_size, int) and (block_size == 0 or 16 <= block_size <= 8192)):
             raise ValueError(f"block_size must be 0 or an int in 16..8192, got {block_size!r}")
         if max_events < 1:
             raise ValueError(f"max_events must be >= 1, got {max_events}")
+        path = audio_core.requested_path() if path is None else path
+        if path not in audio_core.PATHS:
+            raise ValueError(f"path must be one of {audio_core.PATHS}, got {path!r}")
+        if path == "core" and test_hook is not None:
+            raise ValueError("test_hook runs in the Python callback: use path='python'")
         self._fr = FluidRenderer(soundfont, sample_rate=sample_rate, gain=gain, reverb=reverb,
                                  chorus=chorus)
         if not self._fr.float_output:  # pragma: no cover - every FluidSynth 2.x has it
@@ -680,7 +717,36 @@ class AudioEngine:
         self._reset_counters()
         self._stream: Any = None
         self._device_name: str | None = None
-        self.tap: Any = None  # a recorder's TapRing: every block played is copied into it
+        self._tap: Any = None
+
+        # the native core (else the Python callback above makes the blocks)
+        self._core: audio_core.NativeCore | None = None
+        self._push_lock = threading.Lock()   # serialises the core's event producers
+        self.path_detail = "Python callback (asked for)" if path == "python" else (
+            "Python callback (a test hook)")
+        if path != "python" and test_hook is None:
+            lib, reason = audio_core.load()
+            if lib is None:
+                if path == "core":
+                    self._fr.close()
+                    raise audio_core.CoreUnavailableError(reason)
+                self.path_detail = f"Python callback: the native core is unavailable ({reason})"
+            else:
+                try:
+                    self._core = audio_core.NativeCore(
+                        lib, sample_rate=sample_rate, max_frames=self._max_frames,
+                        max_events=self._max_events, synth=self._fr.synth.synth,
+                        sfid=self._fr._sfid, fluid_lib=self._fr._lib, vocals=self._vocals,
+                        limiter=self._limiter)
+                except Exception:
+                    self._fr.close()
+                    raise
+                self._core.st[audio_core.ST["frame"]] = self._frame
+                self._core.fl[audio_core.FL_MASTER_TARGET] = self._master_target
+                self._clock_offsets = self._core.clock_offsets
+                self._clock_pairs = self._core.clock_pairs
+                self._durations = self._core.durations
+                self.path_detail = "native core"
 
     def _reset_counters(self) -> None:
         self._callbacks = 0
@@ -697,6 +763,32 @@ class AudioEngine:
         self._last_error: BaseException | None = None
         self._voices = 0
         self._last_callback_ns = 0
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.reset_counters(int(core.st[audio_core.ST["frame"]]))
+
+    def _count(self, name: str) -> int:
+        """A counter of the callback in use (the core's names: ``callbacks``, ...)."""
+        core = self._core
+        if core is not None:
+            return int(core.st[audio_core.ST[name]])
+        return getattr(self, _PY_COUNTERS[name])
+
+    @property
+    def path(self) -> str:
+        """``core`` (the native core makes the blocks) or ``python``."""
+        return "core" if self._core is not None else "python"
+
+    @property
+    def tap(self) -> Any:
+        """A recorder's TapRing (or None): every block played is copied into it."""
+        return self._tap
+
+    @tap.setter
+    def tap(self, tap: Any) -> None:
+        if self._core is not None:
+            self._core.set_tap(tap)
+        self._tap = tap
 
     # ------------------------------------------------------------------ properties
 
@@ -704,7 +796,7 @@ class AudioEngine:
     def frames_played(self) -> int:
         """Frames handed to the output so far (plus ``frame_origin``): the first frame of
         the next block. The show's audio clock."""
-        return self._frame
+        return self._count("frame")
 
     @property
     def running(self) -> bool:
@@ -721,6 +813,8 @@ class AudioEngine:
 
     @property
     def limiter(self) -> Limiter:
+        """The limiter's settings (and, on the Python path, its state; the native core
+        keeps its own: read :meth:`stats`)."""
         return self._limiter
 
     @property
@@ -732,13 +826,13 @@ class AudioEngine:
     @property
     def output_latency_s(self) -> float:
         """From a block's callback to its first frame at the output, as PortAudio says."""
-        return self._latency_ns / 1e9
+        return self._count("latency_ns") / 1e9
 
     @property
     def active_voices(self) -> int:
         """Sounding voices: as of the last block while running, else asked directly."""
         if self._stream is not None:
-            return self._voices
+            return self._count("voices")
         try:
             return self._fr.active_voices()
         except RuntimeError:  # closed
@@ -756,7 +850,12 @@ class AudioEngine:
     def set_master(self, level: float) -> None:
         """Output level after mixing (1.0 = unity, 0 = silent, up to 4.0); ramped over
         one block."""
-        self._master_target = self._check_level(level)
+        self._set_master_target(self._check_level(level))
+
+    def _set_master_target(self, level: float) -> None:
+        self._master_target = level
+        if self._core is not None:
+            self._core.fl[audio_core.FL_MASTER_TARGET] = level
 
     @property
     def master(self) -> float:
@@ -775,6 +874,15 @@ class AudioEngine:
         """
         check_message(kind, channel, data1, data2)
         frame = int(frame)
+        core = self._core
+        if core is not None:
+            with self._push_lock:
+                queued = self._accepting and core.push(frame, EVENT_ORDER[kind], kind,
+                                                       channel, data1, data2)
+            if not queued:
+                with self._ctl_lock:
+                    self._dropped += 1
+            return queued
         if not self._accepting or len(self._inbox) + len(self._heap) >= self._max_events:
             with self._ctl_lock:
                 self._dropped += 1
@@ -786,6 +894,15 @@ class AudioEngine:
     def panic(self) -> None:
         """Silence everything now: drop all queued events and the vocals, sustain off,
         all sound off, reset controllers on every channel. From any thread."""
+        core = self._core
+        if core is not None:
+            core.bump(hard=True)
+            self._vocals.discard()
+            if self._stream is None:
+                with self._state_lock:
+                    if self._stream is None:
+                        core.offline_control(drop_queue=True)
+            return
         with self._ctl_lock:
             self._gen += 1
             self._hard_req += 1
@@ -835,24 +952,25 @@ class AudioEngine:
     def frame_to_ns(self, frame: int) -> int:
         """``time.monotonic_ns()`` at which output frame ``frame`` leaves the output."""
         return (self._offset_ns() + int(frame) * 1_000_000_000 // self.sample_rate
-                + self._latency_ns)
+                + self._count("latency_ns"))
 
     def ns_to_frame(self, ns: int) -> int:
         """The output frame that leaves the output at ``time.monotonic_ns() == ns``."""
-        return ((int(ns) - self._latency_ns - self._offset_ns()) * self.sample_rate
+        return ((int(ns) - self._count("latency_ns") - self._offset_ns()) * self.sample_rate
                 // 1_000_000_000)
 
     def clock_anchor(self) -> ClockAnchor:
         """The latest frame <-> monotonic ns pair (for the show's Clock)."""
-        frame = self._frame
+        frame = self._count("frame")
         return ClockAnchor(frame, self.frame_to_ns(frame), self.sample_rate)
 
     def timing_pairs(self) -> np.ndarray:
         """The last (up to 128) callbacks' ``(monotonic_ns on entry, first frame,
         outputBufferDacTime, currentTime)`` rows, oldest first (PortAudio's times are in
         the stream's own clock, seconds)."""
-        n = min(self._callbacks, _CLOCK_WINDOW)
-        k = self._callbacks % _CLOCK_WINDOW
+        calls = self._count("callbacks")
+        n = min(calls, _CLOCK_WINDOW)
+        k = calls % _CLOCK_WINDOW
         rows = np.roll(self._clock_pairs, -k, axis=0) if n == _CLOCK_WINDOW else (
             self._clock_pairs[:n].copy())
         return rows
@@ -860,6 +978,10 @@ class AudioEngine:
     # ------------------------------------------------------------------ callback
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if self._core is not None:   # offline (tests): the core makes the block
+            self._core.process(outdata, time_info.outputBufferDacTime, time_info.currentTime,
+                               bool(status.output_underflow))
+            return
         t0 = time.perf_counter_ns()
         start = self._frame
         try:
@@ -978,10 +1100,14 @@ class AudioEngine:
             for attempt in range(2):
                 index, name = _resolve_output_device(sd, self._device)
                 try:
-                    stream = sd.OutputStream(
-                        samplerate=self.sample_rate, blocksize=self.block_size,
-                        device=index, channels=2, dtype="float32", latency=self._latency,
-                        callback=self._callback)
+                    if self._core is not None:
+                        stream = audio_core.CoreStream(sd, self._core, index, self.sample_rate,
+                                                       self.block_size, self._latency)
+                    else:
+                        stream = sd.OutputStream(
+                            samplerate=self.sample_rate, blocksize=self.block_size,
+                            device=index, channels=2, dtype="float32", latency=self._latency,
+                            callback=self._callback)
                     break
                 except sd.PortAudioError as exc:
                     rate = sd.query_devices(index)["default_samplerate"]
@@ -995,11 +1121,14 @@ class AudioEngine:
                     _prepare_portaudio(sd, self._jack_name, rescan=True)  # JACK restarted?
             self._clock_offsets.fill(_INT64_MAX)
             self._last_offset = None
-            self._latency_ns = int(float(stream.latency) * 1e9)
             self._master_cur = 0.0
             self._limiter.reset()
             self._durations.fill(0)
             self._reset_counters()
+            self._latency_ns = int(float(stream.latency) * 1e9)
+            if self._core is not None:
+                self._core.st[audio_core.ST["latency_ns"]] = self._latency_ns
+                self._core.fl[audio_core.FL_MASTER_CUR] = 0.0
             self._accepting = True
             with _pa_lock:
                 _open_streams += 1
@@ -1016,8 +1145,9 @@ class AudioEngine:
 
     def _stalled(self) -> bool:
         """No callback for 0.25 s (or 8 blocks): the device or JACK server is stuck."""
-        limit_ns = max(250_000_000, 8 * self._last_frames * 1_000_000_000 // self.sample_rate)
-        return time.monotonic_ns() - self._last_callback_ns > limit_ns
+        limit_ns = max(250_000_000,
+                       8 * self._count("last_frames") * 1_000_000_000 // self.sample_rate)
+        return time.monotonic_ns() - self._count("last_callback_ns") > limit_ns
 
     def _wait(self, condition: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -1039,17 +1169,25 @@ class AudioEngine:
                 return
             self._accepting = False
             level = self._master_target
+            core = self._core
+            count = self._count
             try:
-                with self._ctl_lock:
-                    self._gen += 1
-                calls = self._callbacks
-                self._wait(lambda: self._callbacks >= calls + 2, 1.0)
-                if not self._wait(lambda: self._voices == 0, release_s):
+                if core is not None:
+                    core.bump(hard=False)
+                else:
                     with self._ctl_lock:
-                        self._hard_req += 1
-                calls = self._callbacks
-                self._master_target = 0.0
-                self._wait(lambda: self._callbacks >= calls + 2, 1.0)
+                        self._gen += 1
+                calls = count("callbacks")
+                self._wait(lambda: count("callbacks") >= calls + 2, 1.0)
+                if not self._wait(lambda: count("voices") == 0, release_s):
+                    if core is not None:
+                        core.request_hard()
+                    else:
+                        with self._ctl_lock:
+                            self._hard_req += 1
+                calls = count("callbacks")
+                self._set_master_target(0.0)
+                self._wait(lambda: count("callbacks") >= calls + 2, 1.0)
             finally:
                 if _close_stream(stream, 1.0 if self._stalled() else 3.0):
                     with _pa_lock:
@@ -1061,7 +1199,9 @@ class AudioEngine:
                         "abandoned it")
                 try:
                     self._stream = None
-                    self._master_target = level
+                    self._set_master_target(level)
+                    if core is not None:
+                        core.after_stop()
                     self._inbox.clear()
                     self._cancelled += len(self._heap)
                     self._heap.clear()
@@ -1069,7 +1209,7 @@ class AudioEngine:
                     self._hard_done = self._hard_req
                     self._silence(True)
                     self._render_into(self._buf_addr, 0, 64)  # lets FluidSynth free voices
-                    self._vocals.reset(self._frame)
+                    self._vocals.reset(self._count("frame"))
                 finally:
                     self._accepting = True
 
@@ -1078,6 +1218,8 @@ class AudioEngine:
         engine plays, PortAudio is released too (its JACK client leaves the graph)."""
         self.stop()
         self._fr.close()
+        if self._core is not None:
+            self._core.set_tap(None)
         if self._device_name is not None:   # this engine used PortAudio
             _release_portaudio(_sounddevice())
 
@@ -1091,30 +1233,46 @@ class AudioEngine:
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> AudioStats:
-        n = min(self._callbacks, _DURATION_WINDOW)
+        count = self._count
+        calls = count("callbacks")
+        n = min(calls, _DURATION_WINDOW)
         if n:
             durations = self._durations[:n] / 1000.0
             p50, p99 = (float(v) for v in np.percentile(durations, [50, 99]))
         else:
             p50 = p99 = 0.0
         err = self._last_error
+        last_error = None if err is None else f"{type(err).__name__}: {err}"
         ring = self._vocals
         lim = self._limiter
+        core = self._core
+        errors = self._errors
+        if core is None:
+            limiter = (lim.active_blocks, lim.clipped_blocks, lim.min_gain)
+        else:  # the core's own errors, plus those of the Python side (a stream abandoned)
+            st = core.st
+            errors += int(st[audio_core.ST["errors"]])
+            code = int(st[audio_core.ST["last_error"]])
+            if last_error is None and code:
+                last_error = audio_core.ERRORS.get(code, f"core error {code}")
+            limiter = (int(st[audio_core.ST["lim_active"]]),
+                       int(st[audio_core.ST["lim_clipped"]]),
+                       float(core.fl[audio_core.FL_LIM_MIN_GAIN]))
+        last_ns = count("last_callback_ns")
         return AudioStats(
             running=self._stream is not None, device=self._device_name,
             sample_rate=self.sample_rate, block_size=self.block_size,
-            block_us=self._last_frames * 1e6 / self.sample_rate, frames_played=self._frame,
-            callbacks=self._callbacks, underruns=self._underruns,
-            callback_overruns=self._overruns, callback_us_p50=p50, callback_us_p99=p99,
-            callback_us_max=self._max_ns / 1000.0, events_applied=self._applied,
-            events_late=self._late, max_late_frames=self._max_late,
-            events_dropped=self._dropped, events_cancelled=self._cancelled,
-            event_errors=self._event_errors, errors=self._errors,
-            last_error=None if err is None else f"{type(err).__name__}: {err}",
+            block_us=count("last_frames") * 1e6 / self.sample_rate,
+            frames_played=count("frame"), callbacks=calls, underruns=count("underruns"),
+            callback_overruns=count("overruns"), callback_us_p50=p50, callback_us_p99=p99,
+            callback_us_max=count("max_ns") / 1000.0, events_applied=count("applied"),
+            events_late=count("late"), max_late_frames=count("max_late"),
+            events_dropped=self._dropped, events_cancelled=count("cancelled"),
+            event_errors=count("event_errors"), errors=errors, last_error=last_error,
             vocal_overflows=ring.overflows, vocal_overflow_frames=ring.overflow_frames,
             vocal_underflows=ring.underflows, vocal_late_frames=ring.late_frames,
-            limiter_active_blocks=lim.active_blocks, limiter_clipped_blocks=lim.clipped_blocks,
-            limiter_min_gain=lim.min_gain, voices=self.active_voices,
-            output_latency_ms=self._latency_ns / 1e6,
-            since_last_callback_ms=(time.monotonic_ns() - self._last_callback_ns) / 1e6
-            if self._last_callback_ns else 0.0)
+            limiter_active_blocks=limiter[0], limiter_clipped_blocks=limiter[1],
+            limiter_min_gain=limiter[2], voices=self.active_voices,
+            output_latency_ms=count("latency_ns") / 1e6,
+            since_last_callback_ms=(time.monotonic_ns() - last_ns) / 1e6 if last_ns else 0.0,
+            path=self.path)

@@ -57,23 +57,34 @@ class TapRing:
     def __init__(self, capacity_frames: int) -> None:
         self.capacity = int(capacity_frames)
         self._ring = np.zeros((self.capacity, 2), dtype=np.float32)
-        self._written = 0   # producer only
+        self._cursor = np.zeros(1, dtype=np.int64)  # frames written: producer only
         self._read = 0      # consumer only
         self.lost_frames = 0
+
+    @property
+    def storage(self) -> np.ndarray:
+        """The ring's ``(capacity, 2)`` float32 memory (the native audio core writes it)."""
+        return self._ring
+
+    @property
+    def cursor(self) -> np.ndarray:
+        """int64 ``[frames written]`` (the native audio core moves it on)."""
+        return self._cursor
 
     def push(self, block: np.ndarray) -> None:
         """Producer (audio callback): copy one block in."""
         n = len(block)
-        start = self._written % self.capacity
+        written = int(self._cursor[0])
+        start = written % self.capacity
         first = min(n, self.capacity - start)
         self._ring[start:start + first] = block[:first]
         if first < n:
             self._ring[:n - first] = block[first:]
-        self._written += n
+        self._cursor[0] = written + n
 
     def pull(self) -> np.ndarray:
         """Consumer: every frame written since the last pull (a copy)."""
-        written = self._written
+        written = int(self._cursor[0])
         if written - self._read > self.capacity:
             self.lost_frames += written - self._read - self.capacity
             self._read = written - self.capacity

@@ -282,6 +282,10 @@ class Show:
             await self._start_osc()
         if self.use_audio:
             self.audio_engine = self._open_audio()
+            if self.audio_engine.path == "core":
+                log.info("audio: %s", self.audio_engine.path_detail)
+            else:  # never silently: the Python callback waits for the interpreter lock
+                log.warning("audio: %s", self.audio_engine.path_detail)
             await self._start_voice()
         if self.record_dir is not None:
             self._start_recorder()
@@ -710,7 +714,7 @@ class Show:
         health = self.health
         if self.audio_engine is not None:
             stats = self.audio_engine.stats().as_dict()
-            health.audio = {k: stats[k] for k in ("underruns", "callback_overruns",
+            health.audio = {k: stats[k] for k in ("path", "underruns", "callback_overruns",
                                                   "callback_us_p99", "callback_us_max",
                                                   "events_late", "errors")}
         if self.sender is not None:

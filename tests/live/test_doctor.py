@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.doctor import Check, check_midi, check_osc, run_checks
+from engine.doctor import Check, check_audio_path, check_midi, check_osc, run_checks
+from engine.live import audio_core
 from engine.patch import parse_patch
 
-NAMES = ("patch", "soundfont", "audio output", "MIDI system", "onnxruntime", "song model",
-         "lyrics", "singer", "espeak-ng", "voice speed", "OSC port", "disk")
+NAMES = ("patch", "soundfont", "audio output", "audio path", "MIDI system", "onnxruntime",
+         "song model", "lyrics", "singer", "espeak-ng", "voice speed", "OSC port", "disk")
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
@@ -123,3 +124,19 @@ def test_providers_of_names_the_provider_each_model_got(tiny_trio, tiny_gpt2_onn
 
     assert providers_of(Holder(Holder(lyricist))) == expected
     assert providers_of(object()) == ""
+
+
+def test_the_audio_path_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor says which callback plays: the native core (the setup builds it) or the
+    Python fallback, never silently."""
+    patch = parse_patch("")
+    monkeypatch.delenv(audio_core.ENV_PATH, raising=False)
+    check = check_audio_path(patch)
+    if audio_core.load()[0] is None:
+        assert check.status == "WARN" and "setup.sh" in check.fix, check.line()
+    else:
+        assert check.status == "OK" and "native core" in check.detail, check.line()
+    monkeypatch.setenv(audio_core.ENV_PATH, "python")
+    check = check_audio_path(patch)
+    assert check.status == "WARN" and "ENCORE_AUDIO_PATH=python" in check.detail
+    assert "unset ENCORE_AUDIO_PATH" in check.fix

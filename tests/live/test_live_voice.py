@@ -8,6 +8,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from engine.live import audio_core
 from engine.live.show import Show
 from engine.patch import parse_patch
 
@@ -50,6 +51,8 @@ def test_phrases_are_sung_ahead_of_their_beat_on_jack(jack_server: str, tiny_mod
     assert [r["singer"] for r in records if r.get("type") == "voice"] == ["fallback"]
     assert voice["sung"] >= 3, voice
     assert voice["failed"] == 0, voice
+    # the stopped: line names the audio path (the native core wherever it builds)
+    assert health.audio["path"] == ("core" if audio_core.load()[0] is not None else "python")
     # what was sung reached the ring in time: nothing was written into the past
     ring = show.audio_engine.vocals
     assert ring.frames_written > 0
