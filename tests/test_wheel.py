@@ -51,7 +51,7 @@ def test_the_wheel_carries_the_runtime_models_and_patches_and_no_export(wheel: P
     names = set(zipfile.ZipFile(wheel).namelist())
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"engine"}
-    modules = {n for n in _tracked_files() if n.startswith("engine/") and n.endswith(".py")}
+    modules = {n for n in _tracked_files() if n.startswith("engine/")}
     assert modules <= names, f"modules missing from the wheel: {sorted(modules - names)}"
     for folder in ("models_onnx", "patches"):
         shipped = {f"engine/_shipped/{n}" for n in _tracked_files()
