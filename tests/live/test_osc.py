@@ -324,9 +324,10 @@ def test_clients_are_bounded_least_recently_heard_from_dropped_first():
     for port in (1, 2, 3, 2):
         d.handle_datagram(HELLO, ("10.0.0.1", port))
     assert d.clients == (("10.0.0.1", 3), ("10.0.0.1", 2))
-    d.handle_datagram(TOUCHOSC_FADER, ("10.0.0.9", 9))  # anything that parses registers
+    d.handle_datagram(TEMPO_120, ("10.0.0.9", 9))  # any valid message registers
     assert d.clients[-1] == ("10.0.0.9", 9)
-    d.handle_datagram(b"junk", ("10.0.0.8", 8))  # junk does not
+    for refused in (b"junk", TOUCHOSC_FADER, TEMPO_300):  # junk and refused ones do not
+        d.handle_datagram(refused, ("10.0.0.8", 8))
     assert ("10.0.0.8", 8) not in d.clients
 
 
@@ -476,7 +477,9 @@ def test_one_client_flooding_does_not_starve_another():
             answered += len(d.handle_datagram(STATUS, tablet)) == STATE_REPLIES
         clock.advance(0.001)
     assert answered == asked == 40
-    assert budget(10.0) - 1 <= 20_000 - d.stats["replies_dropped"] <= budget(10.0)
+    # (2000 datagrams a second is also over the flooder's work budget: some go unread)
+    answered_flooder = 20_000 - d.stats["replies_dropped"] - d.stats["over_budget"]
+    assert 0 < answered_flooder <= budget(10.0) and d.stats["over_budget"] > 0
 
 
 def test_many_senders_together_are_held_to_the_common_budget():
@@ -894,7 +897,9 @@ def test_a_status_flood_on_the_socket_is_answered_within_the_budget():
         assert [c.target for c in applied] == ["song.tempo"]  # commands are never limited
         assert answers == int(answers)
         assert REPLY_BURST < answers <= budget(elapsed + 2 / REPLY_RATE) + 1
-        assert dispatcher.stats["replies_dropped"] >= flood - budget(elapsed)
+        # requests that arrive between two looks of the loop are answered once; the rest
+        # of those it sees are held back and counted
+        assert dispatcher.stats["replies_dropped"] > 0
         assert dispatcher.stats["good"] == flood + 1
         assert not dispatcher.owes_replies
         assert server.stats["sent"] == len(got) and server.stats["send_errors"] == 0
