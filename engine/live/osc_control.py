@@ -109,9 +109,10 @@ MAX_DEPTH = 8          # bundles inside bundles
 MAX_PATTERNS = 16      # address patterns (with wildcards) in one datagram
 MAX_DATAGRAM_WORK = 8192  # work units matching one datagram's addresses may take
 # The cost of a datagram in work units (about a microsecond of this machine's time each):
-DATAGRAM_COST = 16     # each datagram read (the read, the sender's checks) ...
-ELEMENT_COST = 16      # ... each message and bundle in it ...
-BYTES_PER_UNIT = 64    # ... each 64 bytes, and the units its address patterns took
+DATAGRAM_COST = 8      # each datagram read (the read, the sender's checks) ...
+ELEMENT_COST = 6       # ... each message and bundle parsed ...
+REFUSAL_COST = 16      # ... each refusal (counted and put in words) ...
+BYTES_PER_UNIT = 512   # ... each 512 bytes, and the units its address patterns took
 SENDER_RATE = 50_000   # work units a second per sender IP address, sustained ...
 SENDER_BURST = 100_000  # ... and at once
 ALL_RATE = 100_000     # work units a second, all senders together (the receiver pauses) ...
@@ -475,8 +476,8 @@ class OscDispatcher:
                  max_clients: int = MAX_CLIENTS, max_datagram: int = MAX_DATAGRAM,
                  max_elements: int = MAX_ELEMENTS, max_patterns: int = MAX_PATTERNS,
                  max_work: int = MAX_DATAGRAM_WORK,
-                 sender_rate: float = SENDER_RATE, sender_burst: float = SENDER_BURST,
-                 all_rate: float = ALL_RATE, all_burst: float = ALL_BURST,
+                 sender_rate: float | None = None, sender_burst: float | None = None,
+                 all_rate: float | None = None, all_burst: float | None = None,
                  reply_rate: float = REPLY_RATE, reply_burst: int = REPLY_BURST,
                  reply_rate_all: float = REPLY_RATE_ALL,
                  reply_burst_all: int = REPLY_BURST_ALL,
@@ -491,12 +492,15 @@ class OscDispatcher:
         self.max_elements = max_elements
         self.max_patterns = max_patterns
         self.max_work = max_work
-        self.sender_rate = sender_rate
-        self.sender_burst = sender_burst
+        # the work budgets: the module's SENDER_* and ALL_* unless given
+        self.sender_rate = SENDER_RATE if sender_rate is None else sender_rate
+        self.sender_burst = SENDER_BURST if sender_burst is None else sender_burst
         self._cost_buckets: collections.OrderedDict[str, TokenBucket] = \
             collections.OrderedDict()
-        self._all_cost = TokenBucket(all_rate, all_burst, now_ns())
+        self._all_cost = TokenBucket(ALL_RATE if all_rate is None else all_rate,
+                                     ALL_BURST if all_burst is None else all_burst, now_ns())
         self._over_budget_said = -(1 << 62)
+        self._refusals = 0
         self._allowed: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self.now_ns = now_ns
         self.stats: dict[str, int] = dict.fromkeys(STATS_KEYS, 0)
@@ -622,25 +626,28 @@ class OscDispatcher:
             self._say_over_budget(sender, now)
             return None
         work = WorkMeter(self.max_work)
-        messages: list[Message] = []
+        elements = [self.max_elements]  # counts down as the parser reads
+        refusals = self._refusals
         try:
-            return self._check(data, sender, now, work, messages)
+            return self._check(data, sender, now, work, elements)
         finally:
-            cost = (DATAGRAM_COST + len(data) // BYTES_PER_UNIT + ELEMENT_COST * len(messages)
-                    + work.used)
+            cost = (DATAGRAM_COST + len(data) // BYTES_PER_UNIT + work.used
+                    + ELEMENT_COST * (self.max_elements - max(elements[0], 0))
+                    + REFUSAL_COST * (self._refusals - refusals))
             bucket.spend(cost, now)
             self._all_cost.spend(cost, now)
 
     def _check(self, data: bytes, sender: tuple[str, int], received_ns: int,
-               work: WorkMeter, messages: list[Message]) -> Received | None:
+               work: WorkMeter, elements: list[int]) -> Received | None:
+        messages: list[Message] = []
         try:
-            messages += parse_datagram(data, max_elements=self.max_elements)
-        except _TooManyError as err:
-            self._refuse("too_many_elements", sender, f"{err}; the limit is "
-                         f"{self.max_elements} elements, {MAX_DEPTH} deep")
-            return None
-        except OscParseError as err:
-            self._refuse("bad_parse", sender, f"not OSC: {err}")
+            _packet(bytes(data), 0, len(data), 0, messages, elements, MAX_DEPTH)
+        except OscParseError as err:  # what was read before the error is charged too
+            if isinstance(err, _TooManyError):
+                self._refuse("too_many_elements", sender, f"{err}; the limit is "
+                             f"{self.max_elements} elements, {MAX_DEPTH} deep")
+            else:
+                self._refuse("bad_parse", sender, f"not OSC: {err}")
             return None
         patterns = sum(1 for m in messages if _WILDCARDS & set(m.address))
         if patterns > self.max_patterns:
@@ -801,6 +808,7 @@ class OscDispatcher:
             self._clients.popitem(last=False)
 
     def _refuse(self, reason: str, sender: tuple[str, int] | None, text: str) -> None:
+        self._refusals += 1
         self.stats[reason] += 1
         where = f"from {_who(sender)}: " if sender is not None else ""
         self.problems.append(f"{where}{text}")
