@@ -501,6 +501,8 @@ class OscDispatcher:
                                      ALL_BURST if all_burst is None else all_burst, now_ns())
         self._over_budget_said = -(1 << 62)
         self._refusals = 0
+        self.last_cost = 0  # work units the last datagram read was charged
+        self.last_match_work = 0  # of which matching its address patterns took
         self._allowed: collections.OrderedDict[str, bool] = collections.OrderedDict()
         self.now_ns = now_ns
         self.stats: dict[str, int] = dict.fromkeys(STATS_KEYS, 0)
@@ -610,19 +612,23 @@ class OscDispatcher:
 
     def _receive(self, data: bytes, sender: tuple[str, int]) -> Received | None:
         host = str(sender[0])
+        now = self.now_ns()
         if not self.is_allowed(host):
             self._refuse("not_allowed", sender, "not in [osc] allow; add its address there")
+            self._all_cost.spend(DATAGRAM_COST, now)  # reading it cost something too
+            self.last_cost, self.last_match_work = DATAGRAM_COST, 0
             return None
-        now = self.now_ns()
         if len(data) > self.max_datagram:
             self._refuse("too_large", sender, f"a datagram of more than {self.max_datagram} "
                          f"bytes; the limit is {self.max_datagram}")
             self._all_cost.spend(DATAGRAM_COST, now)
+            self.last_cost, self.last_match_work = DATAGRAM_COST, 0
             return None
         bucket = self._cost_bucket(host, now)
-        if bucket.tokens <= 0 or not self._all_cost.ready(now):
+        if not (bucket.ready(now) and self._all_cost.ready(now)):
             self.stats["over_budget"] += 1
             self._all_cost.spend(DATAGRAM_COST, now)
+            self.last_cost, self.last_match_work = DATAGRAM_COST, 0
             self._say_over_budget(sender, now)
             return None
         work = WorkMeter(self.max_work)
@@ -634,6 +640,7 @@ class OscDispatcher:
             cost = (DATAGRAM_COST + len(data) // BYTES_PER_UNIT + work.used
                     + ELEMENT_COST * (self.max_elements - max(elements[0], 0))
                     + REFUSAL_COST * (self._refusals - refusals))
+            self.last_cost, self.last_match_work = cost, work.used
             bucket.spend(cost, now)
             self._all_cost.spend(cost, now)
 
