@@ -123,6 +123,7 @@ class Show:
                        {p: getattr(patch.parts, p).level for p in PARTS})
         self.stop_event: asyncio.Event | None = None
         self.pending: list[Command] = []
+        self._beat_landed: dict[str, int | None] = {}  # target -> the beat it lands on last
         self.generator: BarGenerator | None = None
         self.conductor: Conductor | None = None
         self.clock: Clock | None = None
@@ -589,9 +590,14 @@ class Show:
 
     def _apply_pending(self, lands: str) -> None:
         keep = []
+        beat = int(self.clock.now_beat()) + 1 if self.clock is not None else None
         for command in self.pending:
-            if command.lands == lands or lands == "bar":
+            if command.lands == "beat" and self._beat_landed.get(command.target) == beat:
+                keep.append(command)  # a value already lands on that beat: the next one
+            elif command.lands == lands or lands == "bar":
                 self._apply(command)
+                if command.lands == "beat":
+                    self._beat_landed[command.target] = beat
             else:
                 keep.append(command)
         self.pending = keep

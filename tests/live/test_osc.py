@@ -477,9 +477,8 @@ def test_one_client_flooding_does_not_starve_another():
             answered += len(d.handle_datagram(STATUS, tablet)) == STATE_REPLIES
         clock.advance(0.001)
     assert answered == asked == 40
-    # (2000 datagrams a second is also over the flooder's work budget: some go unread)
-    answered_flooder = 20_000 - d.stats["replies_dropped"] - d.stats["over_budget"]
-    assert 0 < answered_flooder <= budget(10.0) and d.stats["over_budget"] > 0
+    assert budget(10.0) - 1 <= 20_000 - d.stats["replies_dropped"] <= budget(10.0)
+    assert d.stats["over_budget"] == 0  # 2000 tiny datagrams a second: within the work budget
 
 
 def test_many_senders_together_are_held_to_the_common_budget():

@@ -550,3 +550,54 @@ def assert_on_the_grid(show: Show, pushed: list[Pushed], events: list[tuple[int,
             pytest.xfail(f"the JACK receiver missed {receiver.missed_cycles} cycle(s): {error}")
         raise
 
+
+
+def test_a_fader_flood_lands_as_the_last_value_per_landing_point(
+        receiver: Receiver, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """300 datagrams moving the bass level (lands on the next beat) and 300 moving the
+    master level (lands now) reach the log as a few records: one per landing point for
+    the bass, one per look of the loop for the master, and the last values land."""
+    patch = parse_patch(patch_text())
+    show = Show(patch, model_dir=tiny_model_dir, record_dir=tmp_path / "set", audio=False,
+                osc=True, bars=None)
+    seen: dict[str, float] = {}
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(show.run())
+        deadline = time.monotonic() + 60
+        while show.bar_index < 1:
+            assert not task.done() and time.monotonic() < deadline, "the show did not start"
+            await asyncio.sleep(0.005)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tablet:
+            seen["began"] = time.monotonic()
+            for n in range(300):
+                tablet.sendto(encode_message("/encore/part/bass/level", "f", [n / 299]),
+                              show.osc_server.address)
+                tablet.sendto(encode_message("/encore/master/level", "f", [1 - n / 299]),
+                              show.osc_server.address)
+                await asyncio.sleep(0.001)
+            seen["sent"] = time.monotonic()
+            await caught_up(show.osc_server, 600, task)
+        await asyncio.sleep(2 * 60 / TEMPO)  # past the next beat: the last level lands
+        seen["landed"] = time.monotonic()
+        show.bars = show.bar_index + 2
+        await task
+
+    asyncio.run(scenario())
+    lines = (tmp_path / "set" / "song.jsonl").read_text().splitlines()
+    controls = [r for r in map(json.loads, lines) if r["type"] == "control"]
+    bass = [r for r in controls if r["target"] == "parts.bass.level"]
+    master = [r for r in controls if r["target"] == "master.level"]
+    stats = show.dispatcher.stats
+    beats = (seen["landed"] - seen["began"]) * TEMPO / 60
+    looks = (seen["landed"] - seen["began"]) / osc_control.DRAIN_INTERVAL_S
+    print(f"\n600 datagrams in {seen['sent'] - seen['began']:.2f} s: {len(bass)} bass level "
+          f"records ({beats:.1f} beats), {len(master)} master level records; coalesced "
+          f"{stats['coalesced']} on the way in, {show.health.commands_coalesced} waiting")
+    assert stats["good"] == 600 and stats["internal_errors"] == 0
+    assert 1 <= len(bass) <= beats + 2
+    assert 1 <= len(master) <= looks + 2
+    assert bass[-1]["values"] == [1.0] and master[-1]["values"] == [0.0]
+    assert show.mix.level["bass"] == 1.0 and show.mix.master == 0.0
+    assert show.health.commands_applied == len(controls)
+    assert stats["coalesced"] + show.health.commands_coalesced == 600 - len(controls)
