@@ -743,6 +743,10 @@ class Show:
             health.generation = self.generator.health.to_dict()
         if self.dispatcher is not None:
             health.osc = dict(self.dispatcher.stats)
+            if self.osc_server is not None:  # datagrams read, reading paused, kernel drops
+                health.osc |= {k: v for k, v in self.osc_server.stats.items()
+                               if k in ("received", "read_pauses", "kernel_dropped",
+                                        "receiver_cpu_ms")}
         if self.vocals is not None:
             health.voice = self.vocals.health.to_dict() | {"singer": self.vocals.info}
 

@@ -464,9 +464,14 @@ def test_an_answer_pays_what_was_owed():
     assert not d.owes_replies
 
 
+# the reply budget alone (the work budget, which drops a flood unread, has its own tests in
+# test_osc_hostile.py)
+NO_WORK_LIMIT = {"sender_rate": 1e9, "sender_burst": 1e9, "all_rate": 1e9, "all_burst": 1e9}
+
+
 def test_one_client_flooding_does_not_starve_another():
     clock = FakeClock()
-    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock)
+    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock, **NO_WORK_LIMIT)
     flooder, tablet = ("192.168.1.66", 40000), ("192.168.1.20", 9000)
     asked = answered = 0
     for ms in range(10_000):  # 10 s: the flooder 1000 a second, the tablet 4 a second
@@ -478,7 +483,6 @@ def test_one_client_flooding_does_not_starve_another():
         clock.advance(0.001)
     assert answered == asked == 40
     assert budget(10.0) - 1 <= 20_000 - d.stats["replies_dropped"] <= budget(10.0)
-    assert d.stats["over_budget"] == 0  # 2000 tiny datagrams a second: within the work budget
 
 
 def test_many_senders_together_are_held_to_the_common_budget():
@@ -869,7 +873,7 @@ def test_a_status_flood_on_the_socket_is_answered_within_the_budget():
 
     async def main() -> None:
         applied: list[Command] = []
-        dispatcher = OscDispatcher(TABLE, applied.append, state=lambda: STATE)
+        dispatcher = OscDispatcher(TABLE, applied.append, state=lambda: STATE, **NO_WORK_LIMIT)
         lags: list[float] = []
         stop = asyncio.Event()
         async with OscServer(OscSettings(port=0), dispatcher) as server:
