@@ -8,20 +8,39 @@
     server.close()
 
 :class:`OscDispatcher` takes bytes and a sender and never touches a socket, so tests feed
-it raw datagram byte literals. It parses messages and bundles (nested; timetags are read
-and ignored: a command lands when the table says, ``now``, next ``beat`` or next ``bar``),
-checks each message against :data:`~engine.live.osc_table.TABLE`, and calls
-``apply(Command)`` for each one that passes, on the caller's thread (the asyncio loop's, in
-the show). It never raises: what it refuses is counted in :attr:`OscDispatcher.stats`, one
-count per datagram for ``not_allowed``, ``too_large``, ``too_many_elements`` and
-``bad_parse`` (nothing of such a datagram is applied), one per message for ``good``,
-``released`` (a button let go), ``unknown_address``, ``bad_types`` and ``out_of_range``
-(a message in a bundle counts on its own; one with an address pattern counts once per
-control it selects: ``/encore/part/*/level 2.0`` is four ``out_of_range``, an unmatched
-pattern one ``unknown_address``); :attr:`OscDispatcher.problems` keeps the last few
-refusals in words, for the health view.
+it raw datagram byte literals. :meth:`~OscDispatcher.receive` parses messages and bundles
+(nested; timetags are read and ignored: a command lands when the table says, ``now``,
+next ``beat`` or next ``bar``), matches each address against
+:data:`~engine.live.osc_table.TABLE` and checks its arguments, applying nothing;
+:meth:`~OscDispatcher.deliver` then calls ``apply(Command)`` for each one that passed,
+registers the sender and answers it (:meth:`~OscDispatcher.handle_datagram` does both at
+once, on the caller's thread). It never raises: what it refuses is counted in
+:attr:`OscDispatcher.stats`, one count per datagram for ``not_allowed``, ``too_large``,
+``too_many_elements``, ``bad_parse``, ``over_budget`` and a datagram's ``too_complex``
+(nothing of such a datagram is applied), one per message for ``good``, ``released`` (a
+button let go), ``unknown_address``, ``bad_types``, ``out_of_range`` and a pattern's
+``too_complex`` (a message in a bundle counts on its own; one with an address pattern
+counts once per control it selects: ``/encore/part/*/level 2.0`` is four
+``out_of_range``, an unmatched pattern one ``unknown_address``);
+:attr:`OscDispatcher.problems` keeps the last few refusals in words, for the health view.
 
-Replies are rate-limited, commands never are. A request for the state (``/encore/status``,
+No datagram can hold the show. Each costs bounded work, counted in work units (about a
+microsecond each here; :attr:`OscDispatcher.last_cost`): at most :data:`MAX_DATAGRAM`
+bytes (8 kB; a tablet's messages are tens of bytes), :data:`MAX_ELEMENTS` messages and
+bundles, :data:`MAX_DEPTH` levels of bundles, :data:`MAX_PATTERNS` address patterns, and
+:data:`MAX_DATAGRAM_WORK` units of pattern matching (one pattern at most
+:data:`~engine.live.osc_table.MAX_MATCH_WORK`; the table's addresses are compiled into an
+index once, and a pattern is matched once against it). Each sender IP address has a
+budget of :data:`SENDER_RATE` units a second (:data:`SENDER_BURST` at once), and all
+senders together :data:`ALL_RATE` (:data:`ALL_BURST`): a datagram from a sender over its
+budget is dropped unread (``over_budget``), and while all senders together are over
+theirs the :class:`OscServer` stops reading for a moment, so the kernel drops the flood.
+The server reads and checks datagrams on a thread of its own; the loop only applies what
+was valid, handed over through a :class:`Mailbox` that keeps the last command per target
+(a fader moved 60 times a second is one command per look of the loop, at most
+25 a second, and the show keeps one per target until it lands).
+
+Replies are rate-limited too. A request for the state (``/encore/status``,
 ``/encore/hello``; several in one datagram count once) is answered with every control's
 value: 19 datagrams, about 600 bytes, for a 20-byte request that any allowed (or spoofed:
 UDP has no handshake) source can repeat thousands of times a second, which would keep the
@@ -35,21 +54,21 @@ budget is counted in ``replies_dropped`` and not answered on its own; the client
 one answer, sent with the state as it is then as soon as its budget allows (the
 :class:`OscServer` times it: within 0.2 s unless many clients together use up the common
 budget), so however many requests were held back the latest state still arrives. Valid
-control messages in the same flood are still applied. Control values are not echoed per
-message: :meth:`OscServer.send_feedback` sends the state once a bar to the registered
-tablets (at most :data:`MAX_CLIENTS`), so a tablet moving faders at 60 Hz costs no replies,
-and one that also polls ``/encore/status`` up to 5 times a second (or sends 10 requests at
-once, a layout loading) gets every answer.
+control messages in the same flood are still applied (within the work budget). Control
+values are not echoed per message: :meth:`OscServer.send_feedback` sends the state once a
+bar to the registered tablets (at most :data:`MAX_CLIENTS`), so a tablet moving faders at
+60 Hz costs no replies, and one that also polls ``/encore/status`` up to 5 times a second
+(or sends 10 requests at once, a layout loading) gets every answer.
 
 The parser here is our own and strict (python-osc 1.10's bundle parser logs a warning per
 junk element, loops forever on a negative element size and recurses without limit):
 lengths must be multiples of 4, every size must fit, bundles nest at most
 :data:`MAX_DEPTH` deep and a datagram holds at most ``max_elements`` messages and bundles.
 
-Tablets register for feedback by sending anything that parses (``/encore/hello`` is the
-polite way); the client set is bounded, least recently heard from dropped first. Feedback
-goes to the port each tablet sent from, or to ``reply_port`` when set (TouchOSC listens on
-a port of its own).
+Tablets register for feedback by sending a valid message (``/encore/hello`` is the
+polite way; junk and refused messages register nobody); the client set is bounded, least
+recently heard from dropped first. Feedback goes to the port each tablet sent from, or to
+``reply_port`` when set (TouchOSC listens on a port of its own).
 """
 
 from __future__ import annotations
@@ -465,8 +484,12 @@ class OscDispatcher:
     budget (a fake clock in tests). ``reply_rate``/``reply_burst`` (per client IP address)
     and ``reply_rate_all``/``reply_burst_all`` (all clients together) bound the answers to
     state requests, in answers a second and answers at once (see the module docstring);
-    the excess is counted in ``replies_dropped`` and owed (:meth:`owed_replies`). Not
-    thread-safe: call it from one thread (the asyncio loop's).
+    the excess is counted in ``replies_dropped`` and owed (:meth:`owed_replies`).
+    ``max_datagram``, ``max_elements``, ``max_patterns`` and ``max_work`` bound one
+    datagram; ``sender_rate``/``sender_burst`` and ``all_rate``/``all_burst`` are the work
+    budgets in units a second and at once (the module's ``SENDER_*`` and ``ALL_*`` unless
+    given). Threads: :meth:`receive` from one thread (the server's receiver), everything
+    else from one other (the asyncio loop's); :meth:`handle_datagram` does both on one.
     """
 
     def __init__(self, table: OscTable | Iterable[Control] = TABLE,
