@@ -37,13 +37,19 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 __all__ = [
+    "MAX_MATCH_WORK",
+    "MAX_PATTERN",
     "PARTS",
     "TABLE",
+    "AddressIndex",
     "CommandError",
     "Control",
     "Lands",
     "OscTable",
+    "PatternTooComplexError",
+    "SegmentPattern",
     "Widget",
+    "WorkMeter",
     "address_matches",
     "osc_map_markdown",
     "osc_table_json",
@@ -57,7 +63,7 @@ Range = tuple[float, float] | None
 PARTS = ("melody", "bass", "drums", "chords")  # as [parts.<name>] in a patch
 MAX_STRING = 64        # characters in a string argument (a form's name)
 MAX_PATTERN = 256      # characters in an address pattern with wildcards
-MAX_ALTERNATIVES = 64  # spellings a {a,b,...} pattern may expand to
+MAX_MATCH_WORK = 2048  # work units matching one pattern against the table may take
 
 _NUMBER_TAGS = "ifhd"  # int32, float32, int64, float64
 _WILDCARDS = frozenset("*?[]{}")
@@ -221,6 +227,7 @@ class OscTable(Sequence[Control]):
                 raise ValueError(f"OSC table: {control.address} is listed twice")
             self._by_address[control.address] = control
         self._inputs = tuple(c for c in self._controls if c.is_input)
+        self._index = AddressIndex(self._inputs)
 
     def __len__(self) -> int:
         return len(self._controls)
@@ -244,15 +251,267 @@ class OscTable(Sequence[Control]):
 
     def match(self, pattern: str) -> list[Control]:
         """The controls an incoming address selects: itself, or every input matching an
-        OSC address pattern (``*``, ``?``, ``[a-z]``, ``[!a]``, ``{melody,bass}``)."""
+        OSC address pattern (``*``, ``?``, ``[a-z]``, ``[!a]``, ``{melody,bass}``); none
+        for a pattern too costly to match (see :meth:`select`)."""
+        try:
+            return self.select(pattern, WorkMeter())
+        except PatternTooComplexError:
+            return []
+
+    def select(self, pattern: str, meter: WorkMeter) -> list[Control]:
+        """:meth:`match`, spending the work on ``meter``: an exact address is one dict
+        look-up (one unit); a pattern is matched once against the compiled
+        :class:`AddressIndex`. Raises :class:`PatternTooComplexError` past the meter's limit."""
         if not _WILDCARDS & set(pattern):
+            meter.spend(1)
             control = self._by_address.get(pattern)
             return [control] if control is not None else []
-        return [c for c in self._inputs if address_matches(pattern, c.address)]
+        return self._index.select(pattern, meter)
 
     @property
     def addresses(self) -> tuple[str, ...]:
         return tuple(c.address for c in self._controls)
+
+
+# ---- OSC address patterns -------------------------------------------------------------
+class PatternTooComplexError(CommandError):
+    """An address pattern refused for what matching it would cost (``too_complex``): longer
+    than :data:`MAX_PATTERN` characters, or more than its work budget against the table."""
+
+    def __init__(self, text: str):
+        super().__init__("too_complex", text)
+
+
+class WorkMeter:
+    """Counts the work units a match takes (one unit: one NFA state advanced over one
+    character, or one character of a pattern compiled) and raises
+    :class:`PatternTooComplexError` past ``limit``."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int = MAX_MATCH_WORK):
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, units: int) -> None:
+        self.used += units
+        if self.used > self.limit:
+            raise PatternTooComplexError(f"an address pattern that costs more than {self.limit} "
+                                    "work units to match; send plain addresses or simple "
+                                    "patterns such as /encore/part/*/mute")
+
+
+_STAR = ("*",)
+_ANY = ("?",)
+_State = tuple[int, int, int]  # (item, alternative of a {a,b} item or -1, characters into it)
+
+
+class SegmentPattern:
+    """One path segment of an address pattern, compiled once into items (a literal
+    character, ``?``, ``*``, a ``[set]``, a ``{a,b}`` choice) and matched by simulating
+    its NFA: the work is at most (pattern length) x (name length), never exponential, and
+    ``{a,b}{c,d}...`` is never expanded into its spellings."""
+
+    __slots__ = ("_accept", "_start", "items", "max_len", "min_len", "stars")
+
+    def __init__(self, items: Sequence[tuple[Any, ...]]):
+        self.items = tuple(items)
+        self.stars = any(item is _STAR for item in self.items)
+        self.min_len = sum(0 if item is _STAR else min(map(len, item[1])) if item[0] == "{"
+                           else 1 for item in self.items)
+        self.max_len = sum(max(map(len, item[1])) if item[0] == "{" else 1
+                           for item in self.items if item is not _STAR)
+        self._accept: _State = (len(self.items), -1, 0)
+        self._start = self._closure([(0, -1, 0)], WorkMeter(1 << 62))
+
+    @classmethod
+    def compile(cls, part: str) -> SegmentPattern | None:
+        """The segment compiled, or None when it is malformed (an unclosed ``[`` or ``{``,
+        a ``{`` inside braces, a stray ``]`` or ``}``): a malformed pattern matches nothing."""
+        items: list[tuple[Any, ...]] = []
+        i = 0
+        while i < len(part):
+            ch = part[i]
+            if ch == "{":
+                end = part.find("}", i)
+                if end < 0 or "{" in part[i + 1:end]:
+                    return None
+                items.append(("{", tuple(dict.fromkeys(part[i + 1:end].split(",")))))
+                i = end + 1
+                continue
+            if ch == "[":
+                end = part.find("]", i + 1)
+                if end < 0:
+                    return None
+                items.append(_char_class(part[i + 1:end]))
+                i = end + 1
+                continue
+            if ch in "}]":
+                return None
+            item = _STAR if ch == "*" else _ANY if ch == "?" else ("=", ch)
+            if not (item is _STAR and items and items[-1] is _STAR):  # ** is *
+                items.append(item)
+            i += 1
+        return cls(items)
+
+    def matches(self, name: str, meter: WorkMeter) -> bool:
+        """Whether the segment pattern selects ``name``; spends the work on ``meter``."""
+        meter.spend(1)
+        if self.min_len > len(name) or (not self.stars and self.max_len < len(name)):
+            return False
+        states = self._start
+        for ch in name:
+            meter.spend(len(states))
+            moved: list[_State] = []
+            for i, alt, k in states:
+                if i == len(self.items):
+                    continue
+                item = self.items[i]
+                if item is _STAR:
+                    moved.append((i, -1, 0))
+                elif item[0] == "{":
+                    if alt >= 0 and k < len(item[1][alt]) and item[1][alt][k] == ch:
+                        moved.append((i, alt, k + 1))
+                elif _one_char(item, ch):
+                    moved.append((i + 1, -1, 0))
+            if not moved:
+                return False
+            states = self._closure(moved, meter)
+        return self._accept in states
+
+    def _closure(self, states: Iterable[_State], meter: WorkMeter) -> frozenset[_State]:
+        """The states reachable without reading a character (past a ``*``, into and out of
+        a ``{a,b}`` choice)."""
+        out: set[_State] = set()
+        stack = list(states)
+        while stack:
+            state = stack.pop()
+            if state in out:
+                continue
+            out.add(state)
+            i, alt, k = state
+            if i == len(self.items):
+                continue
+            item = self.items[i]
+            if item is _STAR:
+                stack.append((i + 1, -1, 0))
+            elif item[0] == "{":
+                if alt < 0:
+                    stack.extend((i, a, 0) for a in range(len(item[1])))
+                elif k == len(item[1][alt]):
+                    stack.append((i + 1, -1, 0))
+        meter.spend(len(out))
+        return frozenset(out)
+
+
+def _char_class(body: str) -> tuple[Any, ...]:
+    negate = body.startswith("!")
+    if negate:
+        body = body[1:]
+    spans = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            spans.append((body[i], body[i + 2]))
+            i += 3
+        else:
+            spans.append((body[i], body[i]))
+            i += 1
+    return ("[", negate, tuple(spans))
+
+
+def _one_char(item: tuple[Any, ...], ch: str) -> bool:
+    if item[0] == "=":
+        return item[1] == ch
+    if item is _ANY:
+        return True
+    _, negate, spans = item
+    return any(low <= ch <= high for low, high in spans) != negate
+
+
+class _Node:
+    """A level of the address index: the next segments, and the control ending here."""
+
+    __slots__ = ("children", "control")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.control: Control | None = None
+
+
+class AddressIndex:
+    """The input addresses as a tree of segments (``encore`` > ``part`` > ``bass`` >
+    ``level``), built once. A pattern is matched against it level by level: each segment
+    pattern is compiled once and tried on each distinct name at that level among the
+    branches still selected, not pattern-by-pattern against every control; a pattern with
+    a number of segments no address has costs nothing more."""
+
+    def __init__(self, controls: Iterable[Control]):
+        self.root = _Node()
+        self.order: dict[str, int] = {}
+        self.depths: set[int] = set()
+        for n, control in enumerate(controls):
+            node = self.root
+            segments = control.address.split("/")[1:]
+            for segment in segments:
+                node = node.children.setdefault(segment, _Node())
+            node.control = control
+            self.order[control.address] = n
+            self.depths.add(len(segments))
+
+    def select(self, pattern: str, meter: WorkMeter) -> list[Control]:
+        """The controls an address pattern selects, in table order; spends the work on
+        ``meter`` (raises :class:`PatternTooComplexError` past its limit or for a pattern over
+        :data:`MAX_PATTERN` characters)."""
+        if len(pattern) > MAX_PATTERN:
+            raise PatternTooComplexError(f"an address pattern of {len(pattern)} characters; the "
+                                    f"limit is {MAX_PATTERN}")
+        segments = pattern.split("/")[1:]
+        meter.spend(1 + len(pattern) // 16)
+        if len(segments) not in self.depths:
+            return []
+        nodes = [self.root]
+        for segment in segments:
+            if not _WILDCARDS & set(segment):
+                nodes = [n.children[segment] for n in nodes if segment in n.children]
+            else:
+                meter.spend(len(segment))
+                compiled = SegmentPattern.compile(segment)
+                if compiled is None:
+                    return []
+                names = {name for n in nodes for name in n.children}
+                chosen = {name for name in names if compiled.matches(name, meter)}
+                nodes = [child for n in nodes for name, child in n.children.items()
+                         if name in chosen]
+            if not nodes:
+                return []
+        found = [n.control for n in nodes if n.control is not None]
+        return sorted(found, key=lambda c: self.order[c.address])
+
+
+def address_matches(pattern: str, address: str) -> bool:
+    """Whether an OSC 1.0 address pattern selects ``address``.
+
+    ``?`` is one character, ``*`` any run of characters, ``[abc]``/``[a-z]``/``[!a]`` one of
+    (or none of) a set, ``{melody,bass}`` one of the strings; none of them crosses a ``/``.
+    Matching is linear in each length (an NFA, no backtracking, no expansion of braces);
+    malformed patterns match nothing, patterns over :data:`MAX_PATTERN` characters or
+    :data:`MAX_MATCH_WORK` units too.
+    """
+    if len(pattern) > MAX_PATTERN:
+        return False
+    pattern_parts, address_parts = pattern.split("/"), address.split("/")
+    if len(pattern_parts) != len(address_parts):
+        return False
+    meter = WorkMeter()
+    try:
+        for part, text in zip(pattern_parts, address_parts, strict=True):
+            compiled = SegmentPattern.compile(part)
+            if compiled is None or not compiled.matches(text, meter):
+                return False
+    except PatternTooComplexError:
+        return False
+    return True
 
 
 # ---- the address space ----------------------------------------------------------------
@@ -329,113 +588,6 @@ def _controls() -> Iterator[Control]:
 
 
 TABLE = OscTable(_controls())
-
-
-# ---- OSC address patterns -------------------------------------------------------------
-def address_matches(pattern: str, address: str) -> bool:
-    """Whether an OSC 1.0 address pattern selects ``address``.
-
-    ``?`` is one character, ``*`` any run of characters, ``[abc]``/``[a-z]``/``[!a]`` one of
-    (or none of) a set, ``{melody,bass}`` one of the strings; none of them crosses a ``/``.
-    Matching is linear in the lengths (no backtracking blow-up); malformed or overlong
-    patterns match nothing.
-    """
-    if len(pattern) > MAX_PATTERN:
-        return False
-    pattern_parts, address_parts = pattern.split("/"), address.split("/")
-    if len(pattern_parts) != len(address_parts):
-        return False
-    for part, text in zip(pattern_parts, address_parts, strict=True):
-        spellings = _expand(part)
-        if spellings is None:
-            return False
-        if not any(_glob(tokens, text) for tokens in spellings):
-            return False
-    return True
-
-
-_STAR = ("*",)
-_ANY = ("?",)
-
-
-def _expand(part: str) -> list[list[tuple[Any, ...]]] | None:
-    """A path segment's spellings (``{a,b}`` expanded), each a list of tokens."""
-    spellings: list[list[tuple[Any, ...]]] = [[]]
-    i = 0
-    while i < len(part):
-        ch = part[i]
-        if ch == "{":
-            end = part.find("}", i)
-            if end < 0 or "{" in part[i + 1:end]:
-                return None
-            choices = part[i + 1:end].split(",")
-            if len(spellings) * len(choices) > MAX_ALTERNATIVES:
-                return None
-            spellings = [s + [("=", c) for c in choice] for s in spellings
-                         for choice in choices]
-            i = end + 1
-            continue
-        if ch == "[":
-            end = part.find("]", i + 1)
-            if end < 0:
-                return None
-            token: tuple[Any, ...] = _char_class(part[i + 1:end])
-            i = end + 1
-        elif ch in "}]":
-            return None
-        else:
-            token = _STAR if ch == "*" else _ANY if ch == "?" else ("=", ch)
-            i += 1
-        for s in spellings:
-            if not (token is _STAR and s and s[-1] is _STAR):  # ** is *
-                s.append(token)
-    return spellings
-
-
-def _char_class(body: str) -> tuple[Any, ...]:
-    negate = body.startswith("!")
-    if negate:
-        body = body[1:]
-    spans = []
-    i = 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            spans.append((body[i], body[i + 2]))
-            i += 3
-        else:
-            spans.append((body[i], body[i]))
-            i += 1
-    return ("[", negate, tuple(spans))
-
-
-def _one_char(token: tuple[Any, ...], ch: str) -> bool:
-    if token[0] == "=":
-        return token[1] == ch
-    if token is _ANY:
-        return True
-    _, negate, spans = token
-    return any(low <= ch <= high for low, high in spans) != negate
-
-
-def _glob(tokens: list[tuple[Any, ...]], text: str) -> bool:
-    """Two-pointer wildcard match: O(len(tokens) * len(text)) at worst."""
-    t = s = 0
-    star, mark = -1, 0
-    while s < len(text):
-        if t < len(tokens) and tokens[t] is _STAR:
-            star, mark = t, s
-            t += 1
-        elif t < len(tokens) and _one_char(tokens[t], text[s]):
-            t += 1
-            s += 1
-        elif star >= 0:
-            t, mark = star + 1, mark + 1
-            s = mark
-        else:
-            return False
-    while t < len(tokens) and tokens[t] is _STAR:
-        t += 1
-    return t == len(tokens)
 
 
 # ---- documentation and layouts --------------------------------------------------------

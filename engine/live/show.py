@@ -9,10 +9,12 @@ The asyncio loop only plans, stamps and hands over; it never does model work:
    thread (parts with a ``port``) and to the audio engine (parts on the built-in synth,
    stamped in output frames); a bar that is not ready by then is replaced by the last good
    material and the miss is counted;
-3. OSC commands are queued as they arrive and applied where the table says they land:
-   ``now`` at once, ``beat`` on the next beat, ``bar`` when the next bar is pushed (tempo
-   changes land exactly on that bar line; walk and section changes reach the first bar
-   generated after them).
+3. OSC commands (read and checked off the loop, by the OSC server's receiver thread) are
+   queued as they arrive and applied where the table says they land: ``now`` at once,
+   ``beat`` on the next beat, ``bar`` when the next bar is pushed (tempo changes land
+   exactly on that bar line; walk and section changes reach the first bar generated after
+   them). One command per target waits: a later one replaces it, so a fader moved many
+   times before its landing point lands once, at its last value, and is logged once.
 
 Every way out (the end of ``bars``, Ctrl-C, SIGTERM, an exception, a cancelled task) goes
 through one ``finally`` that stops the MIDI sender (note-offs for every sounding note,
@@ -62,6 +64,7 @@ SWITCH_INTERVAL_S = 0.0005
 RECORD_HOLD_BEATS = 0.5  # the recording commits this far behind the bar line
 RECORD_RING_S = 4.0  # audio the recorder thread may fall behind before frames are lost
 VOCAL_SAFETY_BLOCKS = 2  # a phrase must be in the ring this many audio blocks early
+LOOP_WATCH_S = 0.01  # the loop's lag is measured on a sleep this long
 
 
 @dataclass
@@ -74,7 +77,9 @@ class ShowHealth:
     bars_fallback: int = 0
     bars_silent: int = 0
     push_late_ms_max: float = 0.0
+    loop_lag_ms_max: float = 0.0  # the longest the show's loop was held, once bars play
     commands_applied: int = 0
+    commands_coalesced: int = 0  # replaced by a later one for the same target before landing
     last_section: str = ""
     nice: int = 0  # the show threads' nice value (SHOW_NICENESS when the system allows)
     audio: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +123,7 @@ class Show:
                        {p: getattr(patch.parts, p).level for p in PARTS})
         self.stop_event: asyncio.Event | None = None
         self.pending: list[Command] = []
+        self._beat_landed: dict[str, int | None] = {}  # target -> the beat it lands on last
         self.generator: BarGenerator | None = None
         self.conductor: Conductor | None = None
         self.clock: Clock | None = None
@@ -243,9 +249,11 @@ class Show:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         nice_before = thread_nice()
         self.health.nice = set_thread_nice(SHOW_NICENESS)
+        watch = asyncio.ensure_future(self._watch_loop())
         try:
             await self._play()
         finally:
+            watch.cancel()
             self._shutdown()
             sys.setswitchinterval(switch_interval)
             set_thread_nice(nice_before)  # raising the value back is always allowed
@@ -253,6 +261,16 @@ class Show:
             for sig in installed:
                 loop.remove_signal_handler(sig)
         return self.health
+
+    async def _watch_loop(self) -> None:
+        """How long the loop was held (``loop_lag_ms_max``): how late a short sleep wakes,
+        once the bars play."""
+        while True:
+            began = time.monotonic_ns()
+            await asyncio.sleep(LOOP_WATCH_S)
+            lag_ms = (time.monotonic_ns() - began) / 1e6 - LOOP_WATCH_S * 1000
+            if self.bar_index >= 0 and lag_ms > self.health.loop_lag_ms_max:
+                self.health.loop_lag_ms_max = round(lag_ms, 2)
 
     def stop(self) -> None:
         """End the show at the next opportunity (safe from signal handlers)."""
@@ -568,14 +586,24 @@ class Show:
     def _on_command(self, command: Command) -> None:
         if command.lands == "now":
             self._apply(command)
-        else:
-            self.pending.append(command)
+            return
+        for n, waiting in enumerate(self.pending):  # the last value per landing point
+            if waiting.target == command.target:
+                del self.pending[n]
+                self.health.commands_coalesced += 1
+                break
+        self.pending.append(command)
 
     def _apply_pending(self, lands: str) -> None:
         keep = []
+        beat = int(self.clock.now_beat()) + 1 if self.clock is not None else None
         for command in self.pending:
-            if command.lands == lands or lands == "bar":
+            if command.lands == "beat" and self._beat_landed.get(command.target) == beat:
+                keep.append(command)  # a value already lands on that beat: the next one
+            elif command.lands == lands or lands == "bar":
                 self._apply(command)
+                if command.lands == "beat":
+                    self._beat_landed[command.target] = beat
             else:
                 keep.append(command)
         self.pending = keep
@@ -726,6 +754,10 @@ class Show:
             health.generation = self.generator.health.to_dict()
         if self.dispatcher is not None:
             health.osc = dict(self.dispatcher.stats)
+            if self.osc_server is not None:  # datagrams read, reading paused, kernel drops
+                health.osc |= {k: v for k, v in self.osc_server.stats.items()
+                               if k in ("received", "read_pauses", "kernel_dropped",
+                                        "receiver_cpu_ms")}
         if self.vocals is not None:
             health.voice = self.vocals.health.to_dict() | {"singer": self.vocals.info}
 

@@ -324,9 +324,10 @@ def test_clients_are_bounded_least_recently_heard_from_dropped_first():
     for port in (1, 2, 3, 2):
         d.handle_datagram(HELLO, ("10.0.0.1", port))
     assert d.clients == (("10.0.0.1", 3), ("10.0.0.1", 2))
-    d.handle_datagram(TOUCHOSC_FADER, ("10.0.0.9", 9))  # anything that parses registers
+    d.handle_datagram(TEMPO_120, ("10.0.0.9", 9))  # any valid message registers
     assert d.clients[-1] == ("10.0.0.9", 9)
-    d.handle_datagram(b"junk", ("10.0.0.8", 8))  # junk does not
+    for refused in (b"junk", TOUCHOSC_FADER, TEMPO_300):  # junk and refused ones do not
+        d.handle_datagram(refused, ("10.0.0.8", 8))
     assert ("10.0.0.8", 8) not in d.clients
 
 
@@ -463,9 +464,14 @@ def test_an_answer_pays_what_was_owed():
     assert not d.owes_replies
 
 
+# the reply budget alone (the work budget, which drops a flood unread, has its own tests in
+# test_osc_hostile.py)
+NO_WORK_LIMIT = {"sender_rate": 1e9, "sender_burst": 1e9, "all_rate": 1e9, "all_burst": 1e9}
+
+
 def test_one_client_flooding_does_not_starve_another():
     clock = FakeClock()
-    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock)
+    d = OscDispatcher(TABLE, state=lambda: STATE, now_ns=clock, **NO_WORK_LIMIT)
     flooder, tablet = ("192.168.1.66", 40000), ("192.168.1.20", 9000)
     asked = answered = 0
     for ms in range(10_000):  # 10 s: the flooder 1000 a second, the tablet 4 a second
@@ -665,7 +671,7 @@ def test_address_patterns():
     started = time.perf_counter()
     assert not address_matches("/" + "*a" * 100 + "b", "/" + "a" * 150)
     assert time.perf_counter() - started < 0.05
-    assert not address_matches("/" + "{a,b}" * 10, "/" + "a" * 10)  # 1024 spellings: refused
+    assert address_matches("/" + "{a,b}" * 10, "/" + "a" * 10)  # not expanded to 1024 spellings
     assert [c.address for c in TABLE.match("/encore/status/*")] == []  # labels are not inputs
 
 
@@ -867,7 +873,7 @@ def test_a_status_flood_on_the_socket_is_answered_within_the_budget():
 
     async def main() -> None:
         applied: list[Command] = []
-        dispatcher = OscDispatcher(TABLE, applied.append, state=lambda: STATE)
+        dispatcher = OscDispatcher(TABLE, applied.append, state=lambda: STATE, **NO_WORK_LIMIT)
         lags: list[float] = []
         stop = asyncio.Event()
         async with OscServer(OscSettings(port=0), dispatcher) as server:
@@ -894,7 +900,9 @@ def test_a_status_flood_on_the_socket_is_answered_within_the_budget():
         assert [c.target for c in applied] == ["song.tempo"]  # commands are never limited
         assert answers == int(answers)
         assert REPLY_BURST < answers <= budget(elapsed + 2 / REPLY_RATE) + 1
-        assert dispatcher.stats["replies_dropped"] >= flood - budget(elapsed)
+        # requests that arrive between two looks of the loop are answered once; the rest
+        # of those it sees are held back and counted
+        assert dispatcher.stats["replies_dropped"] > 0
         assert dispatcher.stats["good"] == flood + 1
         assert not dispatcher.owes_replies
         assert server.stats["sent"] == len(got) and server.stats["send_errors"] == 0

@@ -12,8 +12,10 @@ How refusals count (``OscDispatcher.stats``): ``bad_parse``, ``too_many_elements
 ``not_allowed`` once per datagram, nothing of it applied (a bundle with one broken element
 is refused whole); ``unknown_address``, ``bad_types`` and ``out_of_range`` once per
 message, and once per control an address pattern selects (``/encore/part/*/level 2.0``
-is four ``out_of_range``). ``too_large`` (over 65536 bytes) cannot reach the show over
-IPv4 UDP, whose largest payload is 65507 bytes.
+is four ``out_of_range``); ``too_large`` (over 8192 bytes) and ``too_complex`` (an address
+pattern too costly to match) once per datagram or pattern. The flood stays within the
+sender's work budget here (the budget has tests of its own, in test_osc.py, and a
+benchmark, benchmarks/bench_osc_flood.py), so every datagram is read and counted.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import pytest
 
+from engine.live import osc_control
 from engine.live.osc_control import encode_message
 from engine.live.show import Show
 from engine.patch import parse_patch
@@ -50,7 +53,7 @@ NS = 1_000_000_000
 RX_NAME = "encore-fuzz-rx"
 CHANNELS = {"melody": 1, "bass": 2, "drums": 10, "chords": 3}
 REFUSALS = ("bad_parse", "unknown_address", "bad_types", "out_of_range", "not_allowed",
-            "too_large", "too_many_elements")
+            "too_large", "too_many_elements", "too_complex")
 BURST_DATAGRAMS = 32
 BURST_BYTES = 48_000  # well under the socket's receive buffer (rmem_default 208 KiB)
 
@@ -193,7 +196,8 @@ REFUSED: list[tuple[bytes, Counter]] = [
     (encode_message("/1/fader1", "f", [0.5]), Counter(unknown_address=1)),
     (encode_message("/encore/tempo/", "f", [120.0]), Counter(unknown_address=1)),
     (encode_message("/encore/témpo", "f", [120.0]), Counter(unknown_address=1)),
-    (encode_message("/encore/" + "a" * 60_000, "f", [1.0]), Counter(unknown_address=1)),
+    (encode_message("/encore/" + "a" * 8_000, "f", [1.0]), Counter(unknown_address=1)),
+    (encode_message("/encore/" + "a" * 60_000, "f", [1.0]), Counter(too_large=1)),
     (encode_message("/encore/part/*/level", "f", [2.0]), Counter(out_of_range=4)),
     (encode_message("/encore/part/{melody,bass}/level", "f", [-1.0]), Counter(out_of_range=2)),
     (encode_message("/encore/part/*/mute", "i", [7]), Counter(out_of_range=4)),
@@ -204,8 +208,10 @@ REFUSED: list[tuple[bytes, Counter]] = [
     (encode_message("/encore/nothing/*", "f", [1.0]), Counter(unknown_address=1)),
     (encode_message("/encore/[tempo", "f", [120.0]), Counter(unknown_address=1)),
     (encode_message("/encore/{tempo", "f", [120.0]), Counter(unknown_address=1)),
-    (encode_message("/encore/" + "*" * 300, "f", [120.0]), Counter(unknown_address=1)),
+    (encode_message("/encore/" + "*" * 300, "f", [120.0]), Counter(too_complex=1)),
     (encode_message("/encore/{" + ",".join(f"a{n}" for n in range(70)) + "}", "f", [1.0]),
+     Counter(too_complex=1)),  # 268 characters: over the 256 of a pattern
+    (encode_message("/encore/{" + ",".join(f"a{n}" for n in range(60)) + "}", "f", [1.0]),
      Counter(unknown_address=1)),
     (encode_message("/*/*/*/*/*/*/*/*", "f", [1.0]), Counter(unknown_address=1)),
 ]
@@ -260,9 +266,11 @@ def bad_datagram(rng: random.Random) -> tuple[str, bytes, Counter]:
         picked = [rng.choice(REFUSED) for _ in range(rng.randrange(1, 12))]
         timetag = rng.choice([FUTURE, FAR_FUTURE, 0]) if kind == "future bundle" else 1
         data = bundle(*[m for m, _ in picked], timetag=timetag)
-        if len(data) > 65_000:
+        if len(data) > 65_000:  # over what UDP carries
             data = bundle(picked[0][0], timetag=timetag)
             picked = picked[:1]
+        if len(data) > 8192:
+            return kind, data, Counter(too_large=1)
         return kind, data, sum((c for _, c in picked), Counter())
     if kind == "huge bundle":  # more than 128 elements, the valid tempo among them
         return kind, rng.choice([bundle(*[encode_message("/encore/tempo", "f", [100.0])] * 200),
@@ -274,9 +282,10 @@ def bad_datagram(rng: random.Random) -> tuple[str, bytes, Counter]:
         good = encode_message("/encore/part/bass/mute", "i", [1])
         return kind, bundle(good, good) + struct.pack(">i", 64) + good, parse
     if kind == "oversized string":
-        size = rng.choice([65, 1000, 60_000])
+        size = rng.choice([65, 1000, 8000, 60_000])
         target = rng.choice(["/encore/form", "/encore/lyrics/theme"])
-        return kind, encode_message(target, "s", ["w" * size]), Counter(out_of_range=1)
+        data = encode_message(target, "s", ["w" * size])
+        return kind, data, Counter(out_of_range=1) if len(data) <= 8192 else Counter(too_large=1)
     return kind, rng.choice(RELEASES), Counter()  # a release: not bad, not applied
 
 
@@ -400,7 +409,11 @@ async def heartbeat(lags: list[float], stop: asyncio.Event) -> None:
 
 
 def test_an_osc_flood_changes_only_what_the_valid_messages_say(
-        receiver: Receiver, tiny_model_dir: Path, tmp_path: Path) -> None:
+        receiver: Receiver, tiny_model_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # every datagram read and counted: the flood (~0.3 M work units) within the budgets
+    for name in ("SENDER_RATE", "SENDER_BURST", "ALL_RATE", "ALL_BURST"):
+        monkeypatch.setattr(osc_control, name, 10**7)
     rng = random.Random(SEED)
     bad = [bad_datagram(rng) for _ in range(BAD_DATAGRAMS)]
     expected = sum((counts for _, _, counts in bad), Counter())
@@ -470,7 +483,8 @@ def test_an_osc_flood_changes_only_what_the_valid_messages_say(
     # every datagram was read, every refusal counted where it should be
     assert show.osc_server.stats["received"] == len(bad) + len(INTRUDER) + len(VALID)
     assert counted == {key: expected[key] for key in REFUSALS} | {
-        "not_allowed": len(INTRUDER), "too_large": 0}
+        "not_allowed": len(INTRUDER)}
+    assert stats["over_budget"] == 0
     assert stats["good"] == sum(max(1, len(v.targets)) for v in VALID)
     assert stats["released"] == releases
     assert stats["apply_errors"] == stats["internal_errors"] == stats["feedback_errors"] == 0
@@ -536,3 +550,54 @@ def assert_on_the_grid(show: Show, pushed: list[Pushed], events: list[tuple[int,
             pytest.xfail(f"the JACK receiver missed {receiver.missed_cycles} cycle(s): {error}")
         raise
 
+
+
+def test_a_fader_flood_lands_as_the_last_value_per_landing_point(
+        receiver: Receiver, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """300 datagrams moving the bass level (lands on the next beat) and 300 moving the
+    master level (lands now) reach the log as a few records: one per landing point for
+    the bass, one per look of the loop for the master, and the last values land."""
+    patch = parse_patch(patch_text())
+    show = Show(patch, model_dir=tiny_model_dir, record_dir=tmp_path / "set", audio=False,
+                osc=True, bars=None)
+    seen: dict[str, float] = {}
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(show.run())
+        deadline = time.monotonic() + 60
+        while show.bar_index < 1:
+            assert not task.done() and time.monotonic() < deadline, "the show did not start"
+            await asyncio.sleep(0.005)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tablet:
+            seen["began"] = time.monotonic()
+            for n in range(300):
+                tablet.sendto(encode_message("/encore/part/bass/level", "f", [n / 299]),
+                              show.osc_server.address)
+                tablet.sendto(encode_message("/encore/master/level", "f", [1 - n / 299]),
+                              show.osc_server.address)
+                await asyncio.sleep(0.001)
+            seen["sent"] = time.monotonic()
+            await caught_up(show.osc_server, 600, task)
+        await asyncio.sleep(2 * 60 / TEMPO)  # past the next beat: the last level lands
+        seen["landed"] = time.monotonic()
+        show.bars = show.bar_index + 2
+        await task
+
+    asyncio.run(scenario())
+    lines = (tmp_path / "set" / "song.jsonl").read_text().splitlines()
+    controls = [r for r in map(json.loads, lines) if r["type"] == "control"]
+    bass = [r for r in controls if r["target"] == "parts.bass.level"]
+    master = [r for r in controls if r["target"] == "master.level"]
+    stats = show.dispatcher.stats
+    beats = (seen["landed"] - seen["began"]) * TEMPO / 60
+    looks = (seen["landed"] - seen["began"]) / osc_control.DRAIN_INTERVAL_S
+    print(f"\n600 datagrams in {seen['sent'] - seen['began']:.2f} s: {len(bass)} bass level "
+          f"records ({beats:.1f} beats), {len(master)} master level records; coalesced "
+          f"{stats['coalesced']} on the way in, {show.health.commands_coalesced} waiting")
+    assert stats["good"] == 600 and stats["internal_errors"] == 0
+    assert 1 <= len(bass) <= beats + 2
+    assert 1 <= len(master) <= looks + 2
+    assert bass[-1]["values"] == [1.0] and master[-1]["values"] == [0.0]
+    assert show.mix.level["bass"] == 1.0 and show.mix.master == 0.0
+    assert show.health.commands_applied == len(controls)
+    assert stats["coalesced"] + show.health.commands_coalesced == 600 - len(controls)
