@@ -34,11 +34,16 @@ refused when the runner is made. What each input gets:
                         neutral for every bank (energy and breathiness are in dB): a bank that
                         embeds curves and ships no ``dsvariance/`` sings better with values
                         set here
-``depth``               float: ``RenderSettings.depth`` (default the bank's ``max_depth``);
-                        int64 (legacy): the same in 1000-step units, a multiple of speedup
-``steps`` / ``speedup`` int64: Euler steps; legacy graphs take speedup = 1000 / steps, snapped
-                        down to a divisor of 1000
+``depth``               float: ``RenderSettings.depth`` (default the bank's ``max_depth``, in
+                        0..1; 1.0 for a bank without variable depth); int64 (legacy): the
+                        same in 1000-step units, a multiple of speedup
+``steps`` / ``speedup`` int64: Euler steps; legacy graphs take speedup: depth (in 1000-step
+                        units) / steps when they take a depth, else 1000 / steps snapped
+                        down to a divisor of 1000 (as OpenUtau feeds them)
 ======================  ======================================================================
+
+The mel goes to the vocoder in the vocoder's log base: an older bank's log10 mel is
+multiplied by ln(10) for a vocoder that wants natural-log mels (and the other way round).
 
 Sessions use CUDA when onnxruntime-gpu offers it, else the CPU; ``threads`` sets
 intra-op threads (None: ONNX Runtime's default, one per physical core).
@@ -71,6 +76,7 @@ from engine.voice.voicebank import (
     VoicebankError,
     find_speaker,
     load_voicebank,
+    mel_base_factor,
 )
 
 log = logging.getLogger(__name__)
@@ -112,6 +118,7 @@ PREDICTOR_INPUTS: Mapping[str, Mapping[str, InputSpec]] = MappingProxyType({
     "pitch": MappingProxyType({
         **_ENCODED, "ph_dur": _spec(INT64, 2), "note_midi": _spec(FLOAT, 2),
         "note_rest": _spec(BOOL, 2), "note_dur": _spec(INT64, 2), "pitch": _spec(FLOAT, 2),
+        "note_glide": _spec(INT64, 2),
         "expr": _spec(FLOAT, 2), "retake": _spec(BOOL, 2), "spk_embed": _spec(FLOAT, 3),
         **_STEPS}),
     "variance": MappingProxyType({
@@ -337,6 +344,8 @@ class DiffSingerRunner:
         self.vocoder = Graph(bank.vocoder.model, "vocoder", VOCODER_INPUTS, ("mel", "f0"),
                              ("waveform",), providers=providers, threads=threads)
         self._check_acoustic()
+        self.mel_factor = mel_base_factor(acoustic.audio.mel_base, bank.vocoder.audio.mel_base)
+        """The acoustic mel times this is in the vocoder's log base."""
         self.speaker = find_speaker(acoustic.speakers, self.settings.speaker, str(bank.folder))
         graphs: dict[Path, Graph] = {}
         uses = {"dur": self.settings.use_duration_model, "pitch": self.settings.use_pitch_model,
@@ -360,7 +369,8 @@ class DiffSingerRunner:
         where = bank.acoustic.model
         if "steps" not in graph and "speedup" not in graph:
             log.info("%s: takes neither steps nor speedup (a fixed number of steps)", where)
-        if "depth" in graph and bank.acoustic.max_depth is None and self.settings.depth is None:
+        if ("depth" in graph and bank.acoustic.max_depth is None and self.settings.depth is None
+                and bank.acoustic.use_variable_depth):
             raise VoicebankError(f"{where}: the acoustic graph takes depth but dsconfig.yaml "
                                  f"states no max_depth; add max_depth (the depth the model was "
                                  f"trained with) to dsconfig.yaml or set RenderSettings.depth")
@@ -473,15 +483,15 @@ class DiffSingerRunner:
             "velocity": lambda: np.full((1, n), self.settings.velocity, np.float32),
             "spk_embed": lambda: _speaker_frames(self.speaker, n, "acoustic"),
             **{c: curves[c][None] for c in CURVES},
-            **self._step_feeds(self.acoustic, steps),
+            **self._acoustic_steps(steps),
         }
-        if "depth" in self.acoustic:
-            feeds["depth"] = self._depth(steps)
         mel = self.acoustic.run(feeds)["mel"]
         bins = self.bank.acoustic.audio.num_mel_bins
         if mel.shape != (1, n, bins):
             raise VoicebankError(f"{self.acoustic.path}: mel came out {mel.shape}, expected "
                                  f"(1, {n}, {bins})")
+        if self.mel_factor != 1.0:  # an older bank's log10 mel for a natural-log vocoder
+            mel = mel * np.float32(self.mel_factor)
         wave = self.vocoder.run({"mel": mel, "f0": f0[None]})["waveform"]
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         want = n * self.hop_size
@@ -496,16 +506,34 @@ class DiffSingerRunner:
                 "speedup": _scalar(legacy_speedup(steps), np.int64)} if (
             "steps" in graph or "speedup" in graph) else {}
 
-    def _depth(self, steps: int) -> np.ndarray:
-        max_depth = self.bank.acoustic.max_depth
+    def _acoustic_steps(self, steps: int) -> dict[str, object]:
+        """The acoustic graph's ``depth`` and ``steps`` / ``speedup``, as OpenUtau feeds
+        them: a float depth in 0..1; a legacy int64 depth in 1000-step units with
+        speedup = depth / steps (so ``steps`` steps run), the depth a multiple of it."""
+        graph = self.acoustic
+        feeds = self._step_feeds(graph, steps)
+        if "depth" not in graph:
+            return feeds
+        depth = self.depth
+        if graph.input_type("depth") == FLOAT:
+            feeds["depth"] = _scalar(depth, np.float32)
+            return feeds
+        units = max(1, int(round(depth * 1000)))
+        speedup = max(1, units // steps)
+        feeds["depth"] = _scalar(units // speedup * speedup, np.int64)
+        feeds["speedup"] = _scalar(speedup, np.int64)
+        return feeds
+
+    @property
+    def depth(self) -> float:
+        """The shallow-diffusion depth fed (0..1): ``RenderSettings.depth``, else the bank's
+        ``max_depth``, at most ``max_depth``; 1.0 for a bank without variable depth."""
+        acoustic = self.bank.acoustic
+        max_depth = acoustic.max_depth
+        if max_depth is None:
+            return 1.0 if self.settings.depth is None else min(self.settings.depth, 1.0)
         depth = self.settings.depth if self.settings.depth is not None else max_depth
-        if max_depth is not None:
-            depth = min(depth, max_depth)
-        if self.acoustic.input_type("depth") == FLOAT:
-            return _scalar(depth, np.float32)
-        speedup = legacy_speedup(steps) if "speedup" in self.acoustic else 1
-        units = int(round(depth * 1000)) // speedup * speedup
-        return _scalar(max(units, speedup), np.int64)
+        return min(depth, max_depth)
 
     def _f0(self, timing: PhraseTiming, steps: int) -> np.ndarray:
         pitch = self.parts.get("pitch")
@@ -516,6 +544,7 @@ class DiffSingerRunner:
         out = pitch.predictor.run({
             **encoded, "ph_dur": timing.durations[None], "note_midi": timing.note_midi[None],
             "note_rest": timing.note_rest[None], "note_dur": timing.note_dur[None],
+            "note_glide": lambda: np.zeros_like(timing.note_dur[None]),  # 0: no glide
             "pitch": timing.pitch[None], "expr": lambda: np.full((1, n), self.settings.expr,
                                                                    np.float32),
             "retake": np.ones((1, n), dtype=bool),
