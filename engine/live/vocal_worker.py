@@ -106,45 +106,43 @@ def _probe(auto_steps: bool) -> dict[str, Any]:
     _time(_SINGER)  # warm-up: first runs allocate
     steps = None
     note = ""
-    timed: dict[int, float] = {}
-    if hasattr(_SINGER, "settings"):  # DiffSinger: its cost at a few step counts
-        for choice in STEP_CHOICES:
-            timed[choice] = _time(_SINGER, choice)
-            if timed[choice] <= TARGET_RTF:
-                break
+    if hasattr(_SINGER, "settings"):  # DiffSinger: timed at 1 and 2 steps, the rest fitted
+        fewest = STEP_CHOICES[-1]
+        timed = {fewest: _time(_SINGER, fewest), fewest + 1: _time(_SINGER, fewest + 1)}
+        planner, frames = _fit_planner(timed)
+        seconds = frames * _SINGER.hop_size / _SINGER.sample_rate
         cap = _SINGER.settings.steps  # steps set in the patch: the planner's cap
         if auto_steps:
-            steps = next((s for s in STEP_CHOICES if timed.get(s, 1e9) <= TARGET_RTF), None)
-            fewest = STEP_CHOICES[-1]
+            steps = next((s for s in STEP_CHOICES
+                          if planner.predict(s, frames) / seconds <= TARGET_RTF), None)
             if steps is None and timed[fewest] <= FALLBACK_RTF:
                 steps = fewest  # slower than the target: the planner keeps it in time
             cap = steps
         if cap is None:  # too slow here even at the fewest steps: the fallback sings
-            slow = timed[STEP_CHOICES[-1]]
             from engine.voice.fallback_singer import FallbackSinger
 
             note = (f"{_SINGER.name} is too slow on this machine (real-time factor "
-                    f"{slow:.2f} at {STEP_CHOICES[-1]} steps); the fallback singer sings")
+                    f"{timed[fewest]:.2f} at {fewest} step); the fallback singer sings")
             log.warning("voice: %s", note)
             _SINGER = FallbackSinger()
         else:
-            _PLANNER = _fit_planner(timed, cap)
+            planner.cap = cap
+            _PLANNER = planner
     _STEPS = steps
     return {"singer": _SINGER.name, "rtf": _time(_SINGER, steps), "steps": steps,
             "note": note}
 
 
-def _fit_planner(timed: dict[int, float], cap: int) -> Any:
-    """A step planner from the probe's real-time factors (one more timing when the probe
-    stopped at its first step count)."""
+def _fit_planner(timed: dict[int, float]) -> tuple[Any, int]:
+    """A step planner from the probe phrase's real-time factors by steps, and the phrase's
+    length in frames."""
     from engine.voice.step_planner import StepPlanner
 
-    if len(timed) < 2:
-        timed[1] = _time(_SINGER, 1)
-    timing = _SINGER.prepare(probe_phrase(), 120.0)
-    seconds = timing.n_frames * _SINGER.hop_size / _SINGER.sample_rate
-    return StepPlanner.fit([(s, rtf * seconds) for s, rtf in timed.items()],
-                           timing.n_frames, cap=cap)
+    frames = _SINGER.prepare(probe_phrase(), 120.0).n_frames
+    seconds = frames * _SINGER.hop_size / _SINGER.sample_rate
+    planner = StepPlanner.fit([(s, rtf * seconds) for s, rtf in timed.items()], frames,
+                              cap=max(STEP_CHOICES))
+    return planner, frames
 
 
 def _render(plan_dict: dict[str, Any], tempo_bpm: float, note_ns: int | None = None,
