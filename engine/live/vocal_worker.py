@@ -41,6 +41,9 @@ FALLBACK_RTF = 0.6
 """Slower than this at one step on an idle machine, a voicebank cannot keep up with the
 show's lookahead (a phrase is written about one phrase ahead): the fallback singer sings."""
 STEP_CHOICES = (20, 10, 6, 4, 2, 1)
+START_TIMEOUT_S = 600
+"""Loading, the first start's int8 vocoder copy of a full-size bank (a minute on an idle
+2-core machine, several on a busy one) and the timing probe."""
 DEADLINE_SAFETY_S = 0.3
 """Seconds kept between a phrase's finished render and its first sample (resampling, the
 trip back to the show, the ring's safety blocks)."""
@@ -235,7 +238,7 @@ class VocalWorker:
             initargs=(self.patch.to_dict(), self.model_dir, self.sample_rate))
         try:
             self.info = self._pool.submit(_probe, self.patch.voice.steps == 0).result(
-                timeout=180)
+                timeout=START_TIMEOUT_S)
         except BaseException:  # a voicebank refused (its reason), a worker that died
             self.close()
             raise
