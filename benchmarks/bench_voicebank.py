@@ -38,8 +38,9 @@ unaccelerated bank at 20 steps: the mel at fewer steps (RMS difference in log-me
 the int8 vocoder's waveform (signal-to-difference ratio) and sung pitch (WORLD's harvest on
 both waveforms, cents). With random weights the step figures are numerical differences,
 not a judgement of how a trained voice sounds; the vocoder figures hold for the arithmetic.
-The int8 copy is made into ``$ENCORE_CACHE`` (default: beside the bank, in the temporary
-directory).
+The int8 copy is made into ``$ENCORE_CACHE`` (default: ``encore-bench-cache`` in the
+temporary directory). ``--bank FOLDER`` compares on a voicebank of your own instead (trained
+weights: ``models_onnx/encore_voice``).
 """
 
 from __future__ import annotations
@@ -475,12 +476,13 @@ def _cents(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1200 * np.abs(np.log2(a[both] / b[both]))
 
 
-def _quality(today, live, timing, steps_list: list[int]) -> None:
+def _quality(today, live, timing, steps_list: list[int], random_weights: bool) -> None:
     from engine.voice.fallback_singer import _load_pyworld
 
     world = _load_pyworld()
     mel20, f0 = today._mel(timing, 20)
-    print("\nquality against the unaccelerated bank at 20 steps (random weights: see the notes)")
+    print("\nquality against the unaccelerated bank at 20 steps"
+          + (" (random weights: see the notes)" if random_weights else ""))
     for steps in sorted(set(steps_list) | {20}):  # 20 again: the graph draws new noise
         mel, _ = today._mel(timing, steps)
         print(f"  mel at {steps:>2} steps vs 20: RMS difference "
@@ -503,13 +505,13 @@ def _quality(today, live, timing, steps_list: list[int]) -> None:
     for name, track in tracks.items():
         off = _cents(track, f0[:len(track)].astype(np.float64))
         print(f"  sung pitch vs the f0 asked for ({name}): median {np.median(off):.1f} cents "
-              f"over {off.size} voiced frames (a random-weight vocoder follows f0 loosely)")
+              f"over {off.size} voiced frames")
 
 
 def compare(folder: Path, args: argparse.Namespace) -> None:
     from engine.voice.accelerate import CACHE_ENV
 
-    os.environ.setdefault(CACHE_ENV, str(folder.parent / "encore-bench-cache"))
+    os.environ.setdefault(CACHE_ENV, str(Path(tempfile.gettempdir()) / "encore-bench-cache"))
     began = time.perf_counter()
     today = DiffSingerRunner(folder, RenderSettings(), threads=args.threads)
     loaded = time.perf_counter()
@@ -534,7 +536,7 @@ def compare(folder: Path, args: argparse.Namespace) -> None:
                         f"{os.getloadavg()[0]:.2f})", busy, args.steps)
         finally:
             _stop(processes)
-    _quality(today, live, timing, args.steps)
+    _quality(today, live, timing, args.steps, random_weights=args.bank is None)
 
 
 def main() -> None:
@@ -550,8 +552,14 @@ def main() -> None:
                         help="today's path vs the live path, per stage, with quality costs")
     parser.add_argument("--busy", type=int, default=1,
                         help="--compare: busy processes for the second half (0: none)")
+    parser.add_argument("--bank", default=None,
+                        help="--compare: a voicebank folder instead of the random-weight one "
+                             "(e.g. models_onnx/encore_voice: trained weights)")
     args = parser.parse_args()
 
+    if args.compare and args.bank:
+        compare(Path(args.bank), args)
+        return
     shapes = SMALL if args.small else Shapes()
     folder = bank_folder(shapes, args.rebuild)
     if args.compare:
