@@ -388,13 +388,6 @@ def make_bank(root: Path, spec: BankSpec = BankSpec()) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    """Derived models (the live voice's int8 vocoder) go to a temporary folder, not the
-    user's cache."""
-    monkeypatch.setenv("ENCORE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @pytest.fixture(scope="session")
 def vb():
     """This module: its constants and builders (pytest's importlib mode cannot import it by
