@@ -437,10 +437,15 @@ class DiffSingerRunner:
         if path is None:
             began = time.perf_counter()
             pairs = []
-            for plan in calibration_plans():
-                timing = self.prepare(plan, 100.0)
-                mel, f0 = self._mel(timing, 4)
-                pairs.append((mel, f0[None]))
+            try:
+                for plan in calibration_plans():
+                    timing = self.prepare(plan, 100.0)
+                    mel, f0 = self._mel(timing, 4)
+                    pairs.append((mel, f0[None]))
+            except (VoicebankError, ValueError, RuntimeError) as err:  # a bank that sings
+                log.warning("vocoder: no int8 copy, the calibration phrases cannot be sung "
+                            "(%s); the float vocoder sings", err)  # no English, say
+                return False
             path = int8_vocoder(model, pairs)
             log.info("vocoder int8 copy: %.1f s", time.perf_counter() - began)
         if path is None:

@@ -143,3 +143,12 @@ def test_the_planner_gives_the_most_steps_that_fit():
 def test_the_planner_needs_two_step_counts():
     with pytest.raises(ValueError, match="two step counts"):
         StepPlanner.fit([(4, 0.3), (4, 0.31)], frames=100, cap=4)
+
+
+def test_a_bank_that_cannot_sing_the_calibration_keeps_its_float_vocoder(bank_factory, vb):
+    # none of English's sounds but one: the calibration's words cannot be sung (a bank of
+    # another language, say)
+    folder = bank_factory(phonemes=("<PAD>", "SP", "AP", "zh"))
+    conv_vocoder(folder / "dsvocoder" / "test_hifigan.onnx", vb.BINS, vb.HOP)
+    live = DiffSingerRunner(folder, live=True)
+    assert live.vocoder.path == folder / "dsvocoder" / "test_hifigan.onnx"
