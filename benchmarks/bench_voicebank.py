@@ -3,6 +3,7 @@
     python benchmarks/bench_voicebank.py                    # steps 4, 10, 20; 3 runs each
     python benchmarks/bench_voicebank.py --steps 4 --runs 5 --threads 2
     python benchmarks/bench_voicebank.py --small            # tiny shapes: a quick smoke run
+    python benchmarks/bench_voicebank.py --compare          # today's path vs the live one
 
 No real voicebank ships with the repository (nor can one be downloaded here), so this
 builds one: random weights of DiffSinger's published shapes, exported into an OpenUtau
@@ -24,6 +25,22 @@ Each setting renders the same phrase (``--seconds`` long, one syllable a beat at
 plus the runner's 0.5 s head and 8 tail frames) ``--runs`` times after one warm-up; the
 figure is the median. RTF = render time / seconds of audio rendered (below 1: faster than
 real time). The vocoder's share is timed apart (it does not depend on steps).
+
+``--compare``: today's path (``DiffSingerRunner(bank)``: the float vocoder, ONNX Runtime's
+spinning threads) against the live one (``DiffSingerRunner(bank, live=True)``: the int8
+vocoder copy, idle threads sleeping), side by side, alternating, per stage (acoustic,
+vocoder; this random bank has no duration, pitch or variance models) and whole phrase, in
+wall-clock real-time factor and in CPU seconds per second of audio (what the render costs
+whoever else runs), first as the machine is, then with ``--busy`` processes each keeping a
+core busy (single-thread float matrix products at normal priority: a stand-in for the
+show's music worker and lyricist, which are burstier). Then the quality cost, against the
+unaccelerated bank at 20 steps: the mel at fewer steps (RMS difference in log-mel units),
+the int8 vocoder's waveform (signal-to-difference ratio) and sung pitch (WORLD's harvest on
+both waveforms, cents). With random weights the step figures are numerical differences,
+not a judgement of how a trained voice sounds; the vocoder figures hold for the arithmetic.
+The int8 copy is made into ``$ENCORE_CACHE`` (default: ``encore-bench-cache`` in the
+temporary directory). ``--bank FOLDER`` compares on a voicebank of your own instead (trained
+weights: ``models_onnx/encore_voice``).
 """
 
 from __future__ import annotations
@@ -357,7 +374,8 @@ def build_bank(s: Shapes, folder: Path) -> None:
         "acoustic": "acoustic.onnx", "phonemes": "phonemes.json", "languages": "languages.json",
         "use_lang_id": True, "vocoder": "nsf_hifigan", "hidden_size": s.hidden,
         "use_key_shift_embed": True, "use_speed_embed": True, "use_variable_depth": True,
-        "use_shallow_diffusion": True, "max_depth": 1.0, "speakers": ["random"], **audio}))
+        "use_continuous_acceleration": True, "max_depth": 1.0, "speakers": ["random"],
+        "mel_scale": "slaney", **audio}))
     build_acoustic(s, folder)
     (folder / "dsvocoder").mkdir(exist_ok=True)
     (folder / "dsvocoder" / "vocoder.yaml").write_text(yaml.safe_dump(
@@ -393,6 +411,134 @@ def phrase(seconds: float, tempo: float = 120.0) -> PhrasePlan:
                       syllables=syllables)
 
 
+# ---- today vs the live path ------------------------------------------------------------------
+
+BUSY_CODE = ("import numpy as np\n"
+             "a = np.random.default_rng(0).random((400, 400), dtype=np.float32)\n"
+             "while True:\n    a = (a @ a) / 400.0\n")
+
+
+def _busy(n: int) -> list:
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    return [subprocess.Popen([sys.executable, "-c", BUSY_CODE], env=env) for _ in range(n)]
+
+
+def _stop(processes: list) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.wait(5)
+
+
+def _spread(values: list[float]) -> str:
+    return (f"{statistics.median(values):6.3f} [{min(values):.3f}-{max(values):.3f}]"
+            if values else "     -")
+
+
+def _timed_runs(paths: dict, timing, steps_list: list[int], runs: int,
+                audio_seconds: float) -> dict:
+    """{(path, steps): {"acoustic": [...], "vocoder": [...], "phrase": [...], "cpu": [...]}}
+    in real-time factors, the paths alternating within each run (run 0 is a warm-up)."""
+    out: dict = {}
+    for run in range(runs + 1):
+        for steps in steps_list:
+            for name, runner in paths.items():
+                cpu, wall = time.process_time(), time.perf_counter()
+                runner.synthesize(timing, steps)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                if run == 0:
+                    continue
+                row = out.setdefault((name, steps), {})
+                for stage, seconds in runner.stage_seconds.items():
+                    row.setdefault(stage, []).append(seconds / audio_seconds)
+                row.setdefault("phrase", []).append(wall / audio_seconds)
+                row.setdefault("cpu", []).append(cpu / audio_seconds)
+    return out
+
+
+def _print_runs(title: str, results: dict, steps_list: list[int]) -> None:
+    print(f"\n{title}: real-time factor, median [min-max]; cpu = CPU s per s of audio")
+    print(f"{'steps':>5}  {'path':<6} {'acoustic':>22} {'vocoder':>22} {'phrase':>22} "
+          f"{'cpu':>22}")
+    for steps in steps_list:
+        for name in ("today", "live"):
+            row = results.get((name, steps), {})
+            print(f"{steps:>5}  {name:<6} {_spread(row.get('acoustic', [])):>22} "
+                  f"{_spread(row.get('vocoder', [])):>22} {_spread(row.get('phrase', [])):>22} "
+                  f"{_spread(row.get('cpu', [])):>22}", flush=True)
+
+
+def _cents(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    both = (a > 0) & (b > 0)
+    return 1200 * np.abs(np.log2(a[both] / b[both]))
+
+
+def _quality(today, live, timing, steps_list: list[int], random_weights: bool) -> None:
+    from engine.voice.fallback_singer import _load_pyworld
+
+    world = _load_pyworld()
+    mel20, f0 = today._mel(timing, 20)
+    print("\nquality against the unaccelerated bank at 20 steps"
+          + (" (random weights: see the notes)" if random_weights else ""))
+    for steps in sorted(set(steps_list) | {20}):  # 20 again: the graph draws new noise
+        mel, _ = today._mel(timing, steps)
+        print(f"  mel at {steps:>2} steps vs 20: RMS difference "
+              f"{np.sqrt(np.mean((mel - mel20) ** 2)):.3f} log-mel units (mel RMS "
+              f"{np.sqrt(np.mean(mel20 ** 2)):.3f}; 20 vs 20 is the run-to-run spread)")
+    ref = today.vocoder.run({"mel": mel20, "f0": f0[None]})["waveform"].reshape(-1)
+    got = live.vocoder.run({"mel": mel20, "f0": f0[None]})["waveform"].reshape(-1)
+    snr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((got - ref) ** 2.0))
+    print(f"  int8 vocoder vs float, same mel: waveform signal-to-difference {snr:.1f} dB, "
+          f"peak difference {np.abs(got - ref).max():.4f} (peak {np.abs(ref).max():.3f})")
+    period = 1000 * today.hop_size / today.sample_rate
+    tracks = {}
+    for name, wave in (("float", ref), ("int8", got)):
+        track, _ = world.harvest(wave.astype(np.float64), today.sample_rate,
+                                 f0_floor=60.0, f0_ceil=1100.0, frame_period=period)
+        tracks[name] = track[:len(f0)]
+    between = _cents(tracks["int8"], tracks["float"])
+    print(f"  sung pitch, int8 vs float vocoder: median {np.median(between):.1f} cents, p90 "
+          f"{np.percentile(between, 90):.1f} cents over {between.size} frames voiced in both")
+    for name, track in tracks.items():
+        off = _cents(track, f0[:len(track)].astype(np.float64))
+        print(f"  sung pitch vs the f0 asked for ({name}): median {np.median(off):.1f} cents "
+              f"over {off.size} voiced frames")
+
+
+def compare(folder: Path, args: argparse.Namespace) -> None:
+    from engine.voice.accelerate import CACHE_ENV
+
+    os.environ.setdefault(CACHE_ENV, str(Path(tempfile.gettempdir()) / "encore-bench-cache"))
+    began = time.perf_counter()
+    today = DiffSingerRunner(folder, RenderSettings(), threads=args.threads)
+    loaded = time.perf_counter()
+    live = DiffSingerRunner(folder, RenderSettings(), threads=args.threads, live=True)
+    print(f"loaded: today {loaded - began:.1f} s, live {time.perf_counter() - loaded:.1f} s "
+          f"(the first live load makes the int8 vocoder copy; later ones read it: "
+          f"{live.vocoder.path})")
+    timing = today.prepare(phrase(args.seconds), 120.0)
+    audio_seconds = timing.n_frames * today.hop_size / today.sample_rate
+    paths = {"today": today, "live": live}
+    print(f"phrase: {audio_seconds:.2f} s of audio; {args.runs} runs after a warm-up; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} (a shared machine)")
+    quiet = _timed_runs(paths, timing, args.steps, args.runs, audio_seconds)
+    _print_runs(f"as the machine is (load average now {os.getloadavg()[0]:.2f})", quiet,
+                args.steps)
+    if args.busy:
+        processes = _busy(args.busy)
+        try:
+            time.sleep(1.0)
+            busy = _timed_runs(paths, timing, args.steps, args.runs, audio_seconds)
+            _print_runs(f"with {args.busy} busy process(es) (load average now "
+                        f"{os.getloadavg()[0]:.2f})", busy, args.steps)
+        finally:
+            _stop(processes)
+    _quality(today, live, timing, args.steps, random_weights=args.bank is None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 10, 20])
@@ -402,10 +548,23 @@ def main() -> None:
                         help="ONNX Runtime intra-op threads (default: its own choice)")
     parser.add_argument("--small", action="store_true", help="tiny shapes: a smoke run")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--compare", action="store_true",
+                        help="today's path vs the live path, per stage, with quality costs")
+    parser.add_argument("--busy", type=int, default=1,
+                        help="--compare: busy processes for the second half (0: none)")
+    parser.add_argument("--bank", default=None,
+                        help="--compare: a voicebank folder instead of the random-weight one "
+                             "(e.g. models_onnx/encore_voice: trained weights)")
     args = parser.parse_args()
 
+    if args.compare and args.bank:
+        compare(Path(args.bank), args)
+        return
     shapes = SMALL if args.small else Shapes()
     folder = bank_folder(shapes, args.rebuild)
+    if args.compare:
+        compare(folder, args)
+        return
     acoustic_params = parameters(Encoder(shapes)) + parameters(WaveNet(shapes))
     vocoder_params = parameters(NsfHifiGan(shapes))
     singer = DiffSingerRunner(folder, RenderSettings(), threads=args.threads)

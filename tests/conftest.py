@@ -17,6 +17,13 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _encore_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Derived models (a live DiffSinger voice's int8 vocoder copy) go to the session's
+    temporary folder, not the user's cache (child processes inherit it)."""
+    monkeypatch.setenv("ENCORE_CACHE", str(tmp_path_factory.getbasetemp() / "encore-cache"))
+
+
 def _export(out: Path, seed: int, **config) -> Path:
     torch = pytest.importorskip("torch")
     from export.musicvae import MusicVAE, MusicVAEConfig

@@ -792,6 +792,11 @@ TABLE: dict[str, Run] = {
         runs=".venv/bin/python benchmarks/bench_voicebank.py --small --steps 2 --runs 1 "
              "--seconds 1",
         why="the small shapes, 2 steps, one run of a 1 s phrase", check=expect("RTF")),
+    ".venv/bin/python benchmarks/bench_voicebank.py --compare": Run(
+        runs=".venv/bin/python benchmarks/bench_voicebank.py --compare --small --steps 1 2 "
+             "--runs 1 --seconds 1 --busy 0",
+        why="the small shapes, 1 and 2 steps, one run of a 1 s phrase, no busy phase",
+        check=expect("signal-to-difference")),
 }
 RUNS = [command for command, run in TABLE.items() if not run.same_as]
 

@@ -195,6 +195,14 @@ class BarGenerator:
         try:
             bar, seconds, lyric = await asyncio.wait_for(asyncio.wrap_future(submitted),
                                                          self.limit_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the show stopped waiting for this bar
+            # another bar's request restarted the worker, cancelling this one's work
+            self.health.errors += 1
+            self.health.last_error = f"bar {plan.index}: the worker was replaced meanwhile"
+            return self.fallback(plan), False
         except TimeoutError:
             self.health.timeouts += 1
             self.health.last_error = f"bar {plan.index}: worker took over {self.limit_s} s"

@@ -528,8 +528,9 @@ class Show:
         bpm = clock.bpm
         restarts = health.restarts  # a worker that broke under several lines restarts once
         try:  # submit too: a pool already known broken raises there
-            future = vocals.submit(lyric, bpm)
-            samples, start_s, rtf = await asyncio.wait_for(asyncio.wrap_future(future), wait_s)
+            future = vocals.submit(lyric, bpm, note_ns)
+            samples, start_s, rtf, steps = await asyncio.wait_for(asyncio.wrap_future(future),
+                                                                   wait_s)
         except TimeoutError:
             health.missed += 1
             health.last_error = f"bar {lyric['bar']}: not rendered before its first note"
@@ -547,6 +548,8 @@ class Show:
                     log.warning("voice: %s; the set goes on without singing", health.last_error)
             return
         health.rtf.append(rtf)
+        if steps is not None:
+            health.steps.append(steps)
         start_frame = engine.ns_to_frame(note_ns) + round(
             (start_s - first_beat * 60.0 / bpm) * self.sample_rate)
         ring = engine.vocals

@@ -2,10 +2,15 @@
 
 The show hands each lyric line (a phrase plan) to :class:`VocalWorker` as soon as the
 lyrics writer has it, which is ``phrase_bars + 1`` bars or more before the phrase's first
-note when the voice is on (the show composes that far ahead). The worker process loads the
-singer once, measures its real-time factor at start-up (and, for a DiffSinger voice with
-``[voice] steps = 0``, picks the most diffusion steps that keep the factor under
-``TARGET_RTF``), then renders phrases one at a time at the output's sample rate.
+note when the voice is on (the show composes that far ahead), with the time of that note.
+The worker process loads the singer once (a DiffSinger voice in its live form: an int8
+vocoder, sleeping idle threads, a cache of phrases that come back; see
+:class:`~engine.voice.diffsinger.DiffSingerRunner`), measures its real-time factor at
+start-up (and, for a DiffSinger voice with ``[voice] steps = 0``, picks the most diffusion
+steps that keep the factor under ``TARGET_RTF``: the cap), then renders phrases one at a
+time at the output's sample rate. Each DiffSinger phrase gets the most steps, up to the cap,
+that its deadline allows on the machine as busy as the last renders found it
+(:class:`~engine.voice.step_planner.StepPlanner`): a busy moment costs detail, not phrases.
 
 A phrase whose audio is not in the show's hands before its first sample is due (less a
 safety margin) is dropped and counted, never played late: the show checks that when the
@@ -32,12 +37,22 @@ from engine.patch import Patch, build_patch
 log = logging.getLogger(__name__)
 
 TARGET_RTF = 0.25  # headroom: the probe runs on an idle machine, the show does not
-STEP_CHOICES = (20, 10, 6, 4, 2)
+FALLBACK_RTF = 0.6
+"""Slower than this at one step on an idle machine, a voicebank cannot keep up with the
+show's lookahead (a phrase is written about one phrase ahead): the fallback singer sings."""
+STEP_CHOICES = (20, 10, 6, 4, 2, 1)
+START_TIMEOUT_S = 600
+"""Loading, the first start's int8 vocoder copy of a full-size bank (a minute on an idle
+2-core machine, several on a busy one) and the timing probe."""
+DEADLINE_SAFETY_S = 0.3
+"""Seconds kept between a phrase's finished render and its first sample (resampling, the
+trip back to the show, the ring's safety blocks)."""
 
 _SINGER: Any = None
 _RATE = 44100
 _TRANSPOSE = 0
 _STEPS: int | None = None  # diffusion steps chosen at start-up (DiffSinger voices only)
+_PLANNER: Any = None  # StepPlanner: steps per phrase from its deadline (DiffSinger only)
 _LOAD_ERROR: Exception | None = None  # why the singer the patch names could not load
 
 
@@ -54,9 +69,18 @@ def probe_phrase(tempo_bpm: float = 120.0) -> PhrasePlan:
 
 def _time(singer: Any, steps: int | None = None) -> float:
     plan = probe_phrase()
-    began = time.perf_counter()
-    audio = singer.render(plan, 120.0, steps=steps) if steps else singer.render(plan, 120.0)
-    return (time.perf_counter() - began) / max(audio.duration, 1e-9)
+    cache = getattr(singer, "cache", None)
+    held, cache_size = cache, 0
+    if held is not None:  # the probe phrase again and again: time it, not the cache
+        cache_size, held.max_samples = held.max_samples, 0
+    try:
+        began = time.perf_counter()
+        audio = singer.render(plan, 120.0, steps=steps) if steps else singer.render(plan,
+                                                                                     120.0)
+        return (time.perf_counter() - began) / max(audio.duration, 1e-9)
+    finally:
+        if held is not None:
+            held.max_samples = cache_size
 
 
 def _init(patch_dict: dict[str, Any], model_dir: str | None, rate: int) -> dict[str, Any]:
@@ -67,7 +91,7 @@ def _init(patch_dict: dict[str, Any], model_dir: str | None, rate: int) -> dict[
 
     patch = build_patch(patch_dict, "<voice worker>")
     try:
-        _SINGER = load_singer(patch.voice, model_dir)
+        _SINGER = load_singer(patch.voice, model_dir, live=True)
     except Exception as err:  # noqa: BLE001 - given to the show by _probe, with its reason
         _SINGER, _LOAD_ERROR = None, err
     _RATE = rate
@@ -77,7 +101,7 @@ def _init(patch_dict: dict[str, Any], model_dir: str | None, rate: int) -> dict[
 
 def _probe(auto_steps: bool) -> dict[str, Any]:
     """Runs in the worker: time the singer; choose steps for a DiffSinger voice."""
-    global _SINGER, _STEPS
+    global _SINGER, _STEPS, _PLANNER
     if _LOAD_ERROR is not None:  # raised again in the show's process, reason and all
         raise _LOAD_ERROR
     if _SINGER is None:
@@ -85,35 +109,72 @@ def _probe(auto_steps: bool) -> dict[str, Any]:
     _time(_SINGER)  # warm-up: first runs allocate
     steps = None
     note = ""
-    if auto_steps and hasattr(_SINGER, "settings"):
-        for choice in STEP_CHOICES:
-            if _time(_SINGER, choice) <= TARGET_RTF:
-                steps = choice
-                break
-        if steps is None:  # too slow here even at the fewest steps: the fallback sings
-            slow = _time(_SINGER, STEP_CHOICES[-1])
+    if hasattr(_SINGER, "settings"):  # DiffSinger: timed at 1 and 2 steps, the rest fitted
+        fewest = STEP_CHOICES[-1]
+        timed = {fewest: _time(_SINGER, fewest), fewest + 1: _time(_SINGER, fewest + 1)}
+        planner, frames = _fit_planner(timed)
+        seconds = frames * _SINGER.hop_size / _SINGER.sample_rate
+        cap = _SINGER.settings.steps  # steps set in the patch: the planner's cap
+        if auto_steps:
+            steps = next((s for s in STEP_CHOICES
+                          if planner.predict(s, frames) / seconds <= TARGET_RTF), None)
+            if steps is None and timed[fewest] <= FALLBACK_RTF:
+                steps = fewest  # slower than the target: the planner keeps it in time
+            cap = steps
+        if cap is None:  # too slow here even at the fewest steps: the fallback sings
             from engine.voice.fallback_singer import FallbackSinger
 
             note = (f"{_SINGER.name} is too slow on this machine (real-time factor "
-                    f"{slow:.2f} at {STEP_CHOICES[-1]} steps); the fallback singer sings")
+                    f"{timed[fewest]:.2f} at {fewest} step); the fallback singer sings")
             log.warning("voice: %s", note)
             _SINGER = FallbackSinger()
+        else:
+            planner.cap = cap
+            _PLANNER = planner
     _STEPS = steps
     return {"singer": _SINGER.name, "rtf": _time(_SINGER, steps), "steps": steps,
             "note": note}
 
 
-def _render(plan_dict: dict[str, Any], tempo_bpm: float) -> tuple[np.ndarray, float, float]:
-    """Runs in the worker: (samples at the output rate, start seconds, real-time factor)."""
+def _fit_planner(timed: dict[int, float]) -> tuple[Any, int]:
+    """A step planner from the probe phrase's real-time factors by steps, and the phrase's
+    length in frames."""
+    from engine.voice.step_planner import StepPlanner
+
+    frames = _SINGER.prepare(probe_phrase(), 120.0).n_frames
+    seconds = frames * _SINGER.hop_size / _SINGER.sample_rate
+    planner = StepPlanner.fit([(s, rtf * seconds) for s, rtf in timed.items()], frames,
+                              cap=max(STEP_CHOICES))
+    return planner, frames
+
+
+def _render(plan_dict: dict[str, Any], tempo_bpm: float, note_ns: int | None = None,
+            ) -> tuple[np.ndarray, float, float, int | None]:
+    """Runs in the worker: (samples at the output rate, start seconds, real-time factor,
+    steps). ``note_ns``: when the phrase's first note plays (``time.monotonic_ns``)."""
     from engine.voice.choose import resample
+    from engine.voice.singer import SungAudio
 
     plan = PhrasePlan.from_dict(plan_dict).transposed(_TRANSPOSE)
     began = time.perf_counter()
-    audio = _SINGER.render(plan, tempo_bpm, steps=_STEPS) if _STEPS else _SINGER.render(
-        plan, tempo_bpm)
+    steps = _STEPS
+    if _PLANNER is not None and note_ns is not None:
+        timing = _SINGER.prepare(plan, tempo_bpm)
+        pre_roll = -timing.start_offset
+        budget = (note_ns - time.monotonic_ns()) / 1e9 - pre_roll - DEADLINE_SAFETY_S
+        steps = _PLANNER.choose(timing.n_frames, budget)
+        synth = time.perf_counter()
+        audio = SungAudio(_SINGER.synthesize(timing, steps), _SINGER.sample_rate,
+                          timing.start_seconds)
+        if "cache" not in _SINGER.stage_seconds:
+            _PLANNER.observe(steps, timing.n_frames, time.perf_counter() - synth)
+    elif _STEPS:
+        audio = _SINGER.render(plan, tempo_bpm, steps=_STEPS)
+    else:
+        audio = _SINGER.render(plan, tempo_bpm)
     samples = resample(audio, _RATE)
-    return samples, audio.start_seconds, (time.perf_counter() - began) / max(audio.duration,
-                                                                             1e-9)
+    rtf = (time.perf_counter() - began) / max(audio.duration, 1e-9)
+    return samples, audio.start_seconds, rtf, steps
 
 
 def _quantile(ordered: list[float], q: float, digits: int = 1) -> float | None:
@@ -135,6 +196,8 @@ class VocalHealth:
     restarts: int = 0
     margins_ms: list[float] = field(default_factory=list)
     rtf: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    """Diffusion steps each sung DiffSinger phrase got."""
     last_error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +213,8 @@ class VocalHealth:
             "margin_ms_max": _quantile(margins, 1.0),
             "rtf_median": _quantile(rtf, 0.5, 3),
             "rtf_max": _quantile(rtf, 1.0, 3),
+            "steps_min": min(self.steps, default=None),
+            "steps_median": _quantile(sorted(self.steps), 0.5, 0),
         }
 
 
@@ -173,7 +238,7 @@ class VocalWorker:
             initargs=(self.patch.to_dict(), self.model_dir, self.sample_rate))
         try:
             self.info = self._pool.submit(_probe, self.patch.voice.steps == 0).result(
-                timeout=180)
+                timeout=START_TIMEOUT_S)
         except BaseException:  # a voicebank refused (its reason), a worker that died
             self.close()
             raise
@@ -183,11 +248,15 @@ class VocalWorker:
     def active(self) -> bool:
         return self._pool is not None and bool(self.info.get("singer"))
 
-    def submit(self, plan: dict[str, Any], tempo_bpm: float) -> concurrent.futures.Future:
+    def submit(self, plan: dict[str, Any], tempo_bpm: float,
+               note_ns: int | None = None) -> concurrent.futures.Future:
+        """Render ``plan``; ``note_ns`` (``time.monotonic_ns`` of its first note) lets a
+        DiffSinger voice choose its steps from the time left. The future gives (samples,
+        start seconds, real-time factor, steps or None)."""
         if self._pool is None:
             raise RuntimeError("the voice worker is starting again")
         self.health.submitted += 1
-        return self._pool.submit(_render, plan, tempo_bpm)
+        return self._pool.submit(_render, plan, tempo_bpm, note_ns)
 
     def restart(self) -> None:
         """Replace a worker that is stuck or died (its phrases in flight are lost)."""

@@ -21,6 +21,8 @@ from engine.voice.singer import Singer, SungAudio
 
 log = logging.getLogger(__name__)
 OWN_VOICE = "encore_voice"
+LIVE_CACHE_SECONDS = 120.0
+"""Seconds of rendered phrases a live DiffSinger voice keeps for phrases that come back."""
 
 
 def find_voicebanks(model_dir: str | Path | None = None) -> list[Path]:
@@ -33,17 +35,21 @@ def find_voicebanks(model_dir: str | Path | None = None) -> list[Path]:
     return found
 
 
-def _voicebank(path: Path, settings: Voice) -> Singer:
+def _voicebank(path: Path, settings: Voice, live: bool) -> Singer:
     from engine.voice.diffsinger import DiffSingerRunner, RenderSettings
 
     render = RenderSettings(speaker=settings.speaker or None,
                             steps=settings.steps or 20)
+    if live:
+        return DiffSingerRunner(path, render, live=True, cache_seconds=LIVE_CACHE_SECONDS)
     return DiffSingerRunner(path, render)
 
 
-def load_singer(settings: Voice, model_dir: str | Path | None = None) -> Singer | None:
+def load_singer(settings: Voice, model_dir: str | Path | None = None, *,
+                live: bool = False) -> Singer | None:
     """The singer the patch asks for, loaded; None for ``"off"`` (or ``"auto"`` when
-    nothing here can sing)."""
+    nothing here can sing). ``live``: a DiffSinger voice in its live form (see
+    :class:`~engine.voice.diffsinger.DiffSingerRunner`)."""
     choice = settings.singer.strip()
     if choice == "off":
         return None
@@ -54,7 +60,7 @@ def load_singer(settings: Voice, model_dir: str | Path | None = None) -> Singer 
     if choice == "auto":
         for bank in find_voicebanks(model_dir):
             try:
-                return _voicebank(bank, settings)
+                return _voicebank(bank, settings, live)
             except (OSError, ValueError) as err:
                 log.warning("voicebank %s cannot sing here (%s); trying the next", bank, err)
         try:
@@ -75,7 +81,7 @@ def load_singer(settings: Voice, model_dir: str | Path | None = None) -> Singer 
                 f"[voice] singer = {choice!r}: no such voicebank folder (looked in "
                 f"{', '.join(str(d) for d in model_dirs(model_dir))}); unpack a DiffSinger "
                 'voicebank into models_onnx/ or give its path, or use "fallback"')
-    return _voicebank(path, settings)
+    return _voicebank(path, settings, live)
 
 
 def resample(audio: SungAudio, rate: int) -> np.ndarray:

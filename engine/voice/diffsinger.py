@@ -34,11 +34,16 @@ refused when the runner is made. What each input gets:
                         neutral for every bank (energy and breathiness are in dB): a bank that
                         embeds curves and ships no ``dsvariance/`` sings better with values
                         set here
-``depth``               float: ``RenderSettings.depth`` (default the bank's ``max_depth``);
-                        int64 (legacy): the same in 1000-step units, a multiple of speedup
-``steps`` / ``speedup`` int64: Euler steps; legacy graphs take speedup = 1000 / steps, snapped
-                        down to a divisor of 1000
+``depth``               float: ``RenderSettings.depth`` (default the bank's ``max_depth``, in
+                        0..1; 1.0 for a bank without variable depth); int64 (legacy): the
+                        same in 1000-step units, a multiple of speedup
+``steps`` / ``speedup`` int64: Euler steps; legacy graphs take speedup: depth (in 1000-step
+                        units) / steps when they take a depth, else 1000 / steps snapped
+                        down to a divisor of 1000 (as OpenUtau feeds them)
 ======================  ======================================================================
+
+The mel goes to the vocoder in the vocoder's log base: an older bank's log10 mel is
+multiplied by ln(10) for a vocoder that wants natural-log mels (and the other way round).
 
 Sessions use CUDA when onnxruntime-gpu offers it, else the CPU; ``threads`` sets
 intra-op threads (None: ONNX Runtime's default, one per physical core).
@@ -48,8 +53,10 @@ No torch here: this module is part of the runtime.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +65,7 @@ from types import MappingProxyType
 import numpy as np
 import onnxruntime as ort
 
-from engine.lyrics.phrase import PhrasePlan, SungSyllable
+from engine.lyrics.phrase import PhrasePlan, SungNote, SungSyllable
 from engine.voice.g2p import G2P, is_vowel
 from engine.voice.singer import SungAudio
 from engine.voice.timing import PhraseTiming, TimingSettings, hz_to_midi, midi_to_hz, time_phrase
@@ -71,6 +78,7 @@ from engine.voice.voicebank import (
     VoicebankError,
     find_speaker,
     load_voicebank,
+    mel_base_factor,
 )
 
 log = logging.getLogger(__name__)
@@ -112,6 +120,7 @@ PREDICTOR_INPUTS: Mapping[str, Mapping[str, InputSpec]] = MappingProxyType({
     "pitch": MappingProxyType({
         **_ENCODED, "ph_dur": _spec(INT64, 2), "note_midi": _spec(FLOAT, 2),
         "note_rest": _spec(BOOL, 2), "note_dur": _spec(INT64, 2), "pitch": _spec(FLOAT, 2),
+        "note_glide": _spec(INT64, 2),
         "expr": _spec(FLOAT, 2), "retake": _spec(BOOL, 2), "spk_embed": _spec(FLOAT, 3),
         **_STEPS}),
     "variance": MappingProxyType({
@@ -185,7 +194,8 @@ class Graph:
 
     def __init__(self, path: Path, role: str, known: Mapping[str, InputSpec],
                  required: Sequence[str], outputs: Sequence[str], *,
-                 providers: Sequence[str] | None, threads: int | None) -> None:
+                 providers: Sequence[str] | None, threads: int | None,
+                 spinning: bool = True) -> None:
         self.path = path
         self.role = role
         options = ort.SessionOptions()
@@ -194,6 +204,8 @@ class Graph:
                 raise ValueError(f"threads must be >= 1 (or None), got {threads}")
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not spinning:  # idle threads sleep: the other workers get the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         try:
@@ -279,18 +291,19 @@ class _VariancePart:
     """A variance folder's linguistic encoder and predictor, with its speaker."""
 
     def __init__(self, model: VarianceModel, speaker: str | None, graphs: dict[Path, Graph],
-                 providers: Sequence[str] | None, threads: int | None) -> None:
+                 providers: Sequence[str] | None, threads: int | None,
+                 spinning: bool = True) -> None:
         self.model = model
         key = model.linguistic.resolve()
         if key not in graphs:
             graphs[key] = Graph(model.linguistic, f"{model.kind} linguistic", LINGUISTIC_INPUTS,
                                 ("tokens",), ("encoder_out",), providers=providers,
-                                threads=threads)
+                                threads=threads, spinning=spinning)
         self.linguistic = graphs[key]
         outputs = [PREDICTOR_OUTPUT[model.kind]] if model.kind in PREDICTOR_OUTPUT else []
         self.predictor = Graph(model.model, f"{model.kind} predictor",
                                PREDICTOR_INPUTS[model.kind], ("encoder_out",), outputs,
-                               providers=providers, threads=threads)
+                               providers=providers, threads=threads, spinning=spinning)
         try:
             self.speaker = find_speaker(model.speakers, speaker, str(model.folder))
         except VoicebankError:
@@ -320,33 +333,92 @@ class _VariancePart:
         return out
 
 
+class PhraseCache:
+    """Rendered phrases by what the graphs would be fed, least recently used first out,
+    at most ``max_samples`` samples in all (0: off). A chorus that comes back note for note
+    is sung again without running a graph."""
+
+    def __init__(self, max_samples: float) -> None:
+        self.max_samples = int(max_samples)
+        self._items: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._held = 0
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(timing: PhraseTiming, steps: int) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(np.int64(steps).tobytes())
+        for array in (timing.token_ids, timing.durations, timing.f0, timing.pitch,
+                      timing.ph_midi, timing.note_midi, timing.note_dur, timing.word_div):
+            digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update(b"|")
+        return digest.digest()
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        found = self._items.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def put(self, key: bytes, samples: np.ndarray) -> None:
+        if samples.size > self.max_samples:
+            return
+        samples.setflags(write=False)  # shared by every later hit
+        self._items[key] = samples
+        self._held += samples.size
+        while self._held > self.max_samples:
+            _, old = self._items.popitem(last=False)
+            self._held -= old.size
+
+
 class DiffSingerRunner:
-    """A :class:`~engine.voice.singer.Singer` on a DiffSinger voicebank."""
+    """A :class:`~engine.voice.singer.Singer` on a DiffSinger voicebank.
+
+    ``live=True`` is for the show's voice worker: ONNX Runtime's idle threads sleep instead
+    of spinning (the music worker and the lyricist share the cores), and on the CPU the
+    vocoder runs as an int8 copy (:mod:`engine.voice.accelerate`, made once and cached
+    outside the bank; the float vocoder when no copy can be made). ``cache_seconds`` keeps
+    that many seconds of rendered phrases for phrases that come back exactly.
+    """
 
     def __init__(self, bank: Voicebank | StrPath, settings: RenderSettings | None = None, *,
                  providers: Sequence[str] | None = None, threads: int | None = None,
-                 vocoder_dirs: Sequence[StrPath] = ()) -> None:
+                 vocoder_dirs: Sequence[StrPath] = (), live: bool = False,
+                 cache_seconds: float = 0.0) -> None:
         self.bank = bank if isinstance(bank, Voicebank) else load_voicebank(
             bank, vocoder_dirs=vocoder_dirs)
         self.settings = settings or RenderSettings()
         bank = self.bank
         acoustic = bank.acoustic
+        self.live = live
+        sessions = {"providers": providers, "threads": threads, "spinning": not live}
+        self._sessions = sessions
         self.acoustic = Graph(acoustic.model, "acoustic", ACOUSTIC_INPUTS,
-                              ("tokens", "durations", "f0"), ("mel",), providers=providers,
-                              threads=threads)
+                              ("tokens", "durations", "f0"), ("mel",), **sessions)
         self.vocoder = Graph(bank.vocoder.model, "vocoder", VOCODER_INPUTS, ("mel", "f0"),
-                             ("waveform",), providers=providers, threads=threads)
+                             ("waveform",), **sessions)
+        self.stage_seconds: dict[str, float] = {}
+        """Wall seconds of each stage of the last render: dur, pitch, variance, acoustic,
+        vocoder (the stages the bank has)."""
+        self.cache = PhraseCache(cache_seconds * self.sample_rate)
         self._check_acoustic()
+        self.mel_factor = mel_base_factor(acoustic.audio.mel_base, bank.vocoder.audio.mel_base)
+        """The acoustic mel times this is in the vocoder's log base."""
         self.speaker = find_speaker(acoustic.speakers, self.settings.speaker, str(bank.folder))
         graphs: dict[Path, Graph] = {}
         uses = {"dur": self.settings.use_duration_model, "pitch": self.settings.use_pitch_model,
                 "variance": self.settings.use_variance_model}
         self.parts = {kind: _VariancePart(model, self.settings.speaker, graphs, providers,
-                                          threads)
+                                          threads, not live)
                       for kind in ("dur", "pitch", "variance")
                       if uses[kind] and (model := getattr(bank, kind)) is not None}
         self.g2p = G2P.for_voicebank(bank, self.settings.language)
         self.vowels = self.g2p.vowels
+        if live and "CUDAExecutionProvider" not in self.acoustic.session.get_providers():
+            self.use_int8_vocoder()
         log.info("DiffSinger %s (%d Hz, speaker %s, variance models %s) on %s", bank.name,
                  self.sample_rate, self.speaker and self.speaker.short_name,
                  sorted(self.parts) or "none", self.acoustic.provider)
@@ -355,12 +427,44 @@ class DiffSingerRunner:
         return (f"DiffSingerRunner({self.bank.name!r}, sample_rate={self.sample_rate}, "
                 f"provider={self.acoustic.provider!r})")
 
+    def use_int8_vocoder(self) -> bool:
+        """Swap in the int8 copy of the vocoder (made now, from mels this bank sings, when
+        the cache lacks it); False when there is none (the float one stays)."""
+        from engine.voice.accelerate import int8_vocoder
+
+        model = self.bank.vocoder.model
+        path = int8_vocoder(model, [])
+        if path is None:
+            began = time.perf_counter()
+            pairs = []
+            try:
+                for plan in calibration_plans():
+                    timing = self.prepare(plan, 100.0)
+                    mel, f0 = self._mel(timing, 4)
+                    pairs.append((mel, f0[None]))
+            except (VoicebankError, ValueError, RuntimeError) as err:  # a bank that sings
+                log.warning("vocoder: no int8 copy, the calibration phrases cannot be sung "
+                            "(%s); the float vocoder sings", err)  # no English, say
+                return False
+            path = int8_vocoder(model, pairs)
+            log.info("vocoder int8 copy: %.1f s", time.perf_counter() - began)
+        if path is None:
+            return False
+        try:
+            self.vocoder = Graph(path, "vocoder", VOCODER_INPUTS, ("mel", "f0"), ("waveform",),
+                                 **self._sessions)
+        except VoicebankError as err:
+            log.warning("%s; the float vocoder sings", err)
+            return False
+        return True
+
     def _check_acoustic(self) -> None:
         bank, graph = self.bank, self.acoustic
         where = bank.acoustic.model
         if "steps" not in graph and "speedup" not in graph:
             log.info("%s: takes neither steps nor speedup (a fixed number of steps)", where)
-        if "depth" in graph and bank.acoustic.max_depth is None and self.settings.depth is None:
+        if ("depth" in graph and bank.acoustic.max_depth is None and self.settings.depth is None
+                and bank.acoustic.use_variable_depth):
             raise VoicebankError(f"{where}: the acoustic graph takes depth but dsconfig.yaml "
                                  f"states no max_depth; add max_depth (the depth the model was "
                                  f"trained with) to dsconfig.yaml or set RenderSettings.depth")
@@ -447,7 +551,9 @@ class DiffSingerRunner:
                     phonemes=self.syllable_tokens(plan), settings=self.settings.timing)
         timing = time_phrase(plan, tempo_bpm, **args)
         dur = self.parts.get("dur")
+        self.stage_seconds = {}
         if dur is not None:
+            began = time.perf_counter()
             encoded = dur.encode(timing)
             predicted = dur.predictor.run({
                 **encoded, "ph_midi": timing.ph_midi[None],
@@ -455,6 +561,7 @@ class DiffSingerRunner:
             frames = np.asarray(predicted["ph_dur_pred"], dtype=np.float64).reshape(-1)
             timing = time_phrase(plan, tempo_bpm, consonant_seconds=frames / timing.frame_rate,
                                  **args)
+            self.stage_seconds["dur"] = time.perf_counter() - began
         return timing
 
     def synthesize(self, timing: PhraseTiming, steps: int | None = None) -> np.ndarray:
@@ -462,8 +569,37 @@ class DiffSingerRunner:
         steps = self.settings.steps if steps is None else steps
         if not isinstance(steps, int | np.integer) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        key = PhraseCache.key(timing, int(steps)) if self.cache.max_samples else None
+        if key is not None and (cached := self.cache.get(key)) is not None:
+            self.stage_seconds["cache"] = 0.0
+            return cached
+        mel, f0 = self._mel(timing, steps)
+        began = time.perf_counter()
+        wave = self.vocoder.run({"mel": mel, "f0": f0[None]})["waveform"]
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        n = timing.n_frames
+        want = n * self.hop_size
+        if wave.size != want:
+            log.warning("%s: %d samples for %d frames (expected %d); padded or cut",
+                        self.vocoder.path, wave.size, n, want)
+            wave = np.pad(wave, (0, max(0, want - wave.size)))[:want]
+        wave = np.ascontiguousarray(wave)
+        self.stage_seconds["vocoder"] = time.perf_counter() - began
+        if key is not None:
+            self.cache.put(key, wave)
+        return wave
+
+    def _mel(self, timing: PhraseTiming, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mel (in the vocoder's log base) and the f0 of a prepared phrase."""
+        began = time.perf_counter()
         f0 = self._f0(timing, steps)
+        if "pitch" in self.parts:
+            self.stage_seconds["pitch"] = time.perf_counter() - began
+        began = time.perf_counter()
         curves = self._curves(timing, f0, steps)
+        if "variance" in self.parts:
+            self.stage_seconds["variance"] = time.perf_counter() - began
+        began = time.perf_counter()
         n = timing.n_frames
         feeds: dict[str, object] = {
             "tokens": timing.token_ids[None], "durations": timing.durations[None],
@@ -473,39 +609,51 @@ class DiffSingerRunner:
             "velocity": lambda: np.full((1, n), self.settings.velocity, np.float32),
             "spk_embed": lambda: _speaker_frames(self.speaker, n, "acoustic"),
             **{c: curves[c][None] for c in CURVES},
-            **self._step_feeds(self.acoustic, steps),
+            **self._acoustic_steps(steps),
         }
-        if "depth" in self.acoustic:
-            feeds["depth"] = self._depth(steps)
         mel = self.acoustic.run(feeds)["mel"]
         bins = self.bank.acoustic.audio.num_mel_bins
         if mel.shape != (1, n, bins):
             raise VoicebankError(f"{self.acoustic.path}: mel came out {mel.shape}, expected "
                                  f"(1, {n}, {bins})")
-        wave = self.vocoder.run({"mel": mel, "f0": f0[None]})["waveform"]
-        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
-        want = n * self.hop_size
-        if wave.size != want:
-            log.warning("%s: %d samples for %d frames (expected %d); padded or cut",
-                        self.vocoder.path, wave.size, n, want)
-            wave = np.pad(wave, (0, max(0, want - wave.size)))[:want]
-        return np.ascontiguousarray(wave)
+        if self.mel_factor != 1.0:  # an older bank's log10 mel for a natural-log vocoder
+            mel = mel * np.float32(self.mel_factor)
+        self.stage_seconds["acoustic"] = time.perf_counter() - began
+        return mel, f0
 
     def _step_feeds(self, graph: Graph, steps: int) -> dict[str, object]:
         return {"steps": _scalar(steps, np.int64),
                 "speedup": _scalar(legacy_speedup(steps), np.int64)} if (
             "steps" in graph or "speedup" in graph) else {}
 
-    def _depth(self, steps: int) -> np.ndarray:
-        max_depth = self.bank.acoustic.max_depth
+    def _acoustic_steps(self, steps: int) -> dict[str, object]:
+        """The acoustic graph's ``depth`` and ``steps`` / ``speedup``, as OpenUtau feeds
+        them: a float depth in 0..1; a legacy int64 depth in 1000-step units with
+        speedup = depth / steps (so ``steps`` steps run), the depth a multiple of it."""
+        graph = self.acoustic
+        feeds = self._step_feeds(graph, steps)
+        if "depth" not in graph:
+            return feeds
+        depth = self.depth
+        if graph.input_type("depth") == FLOAT:
+            feeds["depth"] = _scalar(depth, np.float32)
+            return feeds
+        units = max(1, int(round(depth * 1000)))
+        speedup = max(1, units // steps)
+        feeds["depth"] = _scalar(units // speedup * speedup, np.int64)
+        feeds["speedup"] = _scalar(speedup, np.int64)
+        return feeds
+
+    @property
+    def depth(self) -> float:
+        """The shallow-diffusion depth fed (0..1): ``RenderSettings.depth``, else the bank's
+        ``max_depth``, at most ``max_depth``; 1.0 for a bank without variable depth."""
+        acoustic = self.bank.acoustic
+        max_depth = acoustic.max_depth
+        if max_depth is None:
+            return 1.0 if self.settings.depth is None else min(self.settings.depth, 1.0)
         depth = self.settings.depth if self.settings.depth is not None else max_depth
-        if max_depth is not None:
-            depth = min(depth, max_depth)
-        if self.acoustic.input_type("depth") == FLOAT:
-            return _scalar(depth, np.float32)
-        speedup = legacy_speedup(steps) if "speedup" in self.acoustic else 1
-        units = int(round(depth * 1000)) // speedup * speedup
-        return _scalar(max(units, speedup), np.int64)
+        return min(depth, max_depth)
 
     def _f0(self, timing: PhraseTiming, steps: int) -> np.ndarray:
         pitch = self.parts.get("pitch")
@@ -516,6 +664,7 @@ class DiffSingerRunner:
         out = pitch.predictor.run({
             **encoded, "ph_dur": timing.durations[None], "note_midi": timing.note_midi[None],
             "note_rest": timing.note_rest[None], "note_dur": timing.note_dur[None],
+            "note_glide": lambda: np.zeros_like(timing.note_dur[None]),  # 0: no glide
             "pitch": timing.pitch[None], "expr": lambda: np.full((1, n), self.settings.expr,
                                                                    np.float32),
             "retake": np.ones((1, n), dtype=bool),
@@ -575,3 +724,17 @@ def _fit_syllables(syllables: Sequence[tuple[str, ...]], n: int, word: str,
     held = next((p for p in last if is_vowel(p, vowels)), last[-1])
     out += [(held,)] * (n - len(out))
     return out
+
+
+def calibration_plans() -> list[PhrasePlan]:
+    """Two phrases over a wide range (C3 to C5), sung to calibrate the int8 vocoder."""
+    words = ("hold", "the", "light", "and", "open", "every", "window", "to", "the", "sky")
+    plans = []
+    for low in (48, 60):
+        syllables = tuple(
+            SungSyllable(text=w, word=w, phonemes=(), notes=(SungNote(low + (5 * i) % 13,
+                                                                      4.0 + i, 1.0),))
+            for i, w in enumerate(words))
+        plans.append(PhrasePlan(bar=1, section="calibration", text=" ".join(words),
+                                syllables=syllables))
+    return plans

@@ -91,9 +91,15 @@ def syllabify(phonemes: Sequence[str], vowels: Collection[str]) -> tuple[tuple[s
     return tuple(syllables)
 
 
+def bare(phoneme: str) -> str:
+    """A phoneme without its language prefix: ``"en/aa"`` -> ``"aa"``."""
+    return phoneme.rpartition("/")[2]
+
+
 def is_vowel(phoneme: str, vowels: Collection[str]) -> bool:
-    """Whether ``phoneme`` (or, for ``lang/name`` tokens, ``name``) is in ``vowels``."""
-    return phoneme in vowels or phoneme.rsplit("/", 1)[-1] in vowels
+    """Whether ``phoneme`` (or, for ``lang/name`` tokens, ``name``) is in ``vowels``
+    (give :class:`G2P`'s ``vowels``: un-prefixed names)."""
+    return phoneme in vowels or bare(phoneme) in vowels
 
 
 # ---- letters -> ARPAbet: the fallback for words CMUdict lacks ------------------------------
@@ -173,7 +179,9 @@ class G2P:
                  pronouncer: Pronouncer | None = None) -> None:
         self.symbols = None if symbols is None else frozenset(symbols)
         self.dictionary = {k.lower(): tuple(v) for k, v in (dictionary or {}).items()}
-        self.vowels = frozenset(vowels)
+        self.vowels = frozenset(vowels) | {bare(v) for v in vowels}
+        """Vowel names, also without their language prefixes (multilingual dictionaries
+        type ``en/aa`` as a vowel; CMUdict's words come out as ``aa``)."""
         self.pronouncer = pronouncer or Pronouncer()
         self._cache: dict[str, WordPronunciation] = {}
 
@@ -184,18 +192,20 @@ class G2P:
         removed) and its dictionary's symbols, entries and vowels."""
         symbols: set[str] = set()
         for name in bank.phonemes.ids:
-            lang, sep, bare = name.rpartition("/")
+            lang, sep, plain = name.rpartition("/")
             if not sep:
                 symbols.add(name)
             elif lang == language:
-                symbols.add(bare)
+                symbols.add(plain)
         dictionary = bank.dictionary(language)
         vowels: Collection[str] = ARPABET_VOWELS
         entries: Mapping[str, Sequence[str]] = {}
         if dictionary is not None:
             entries = dictionary.entries
-            if dictionary.vowels:
-                vowels = dictionary.vowels
+            mine = {bare(v) for v in dictionary.vowels
+                    if v.rpartition("/")[0] in ("", language or "")}
+            if mine:
+                vowels = mine
         return cls(symbols, dictionary=entries, vowels=vowels, pronouncer=pronouncer)
 
     def map_phone(self, phone: str) -> tuple[str, ...] | None:

@@ -20,7 +20,19 @@ name holding ``vocoder.yaml``, searched in ``vocoder_dirs``, the folders in the
 ``ENCORE_VOCODERS`` environment variable, the bank's folder and the folder beside it.
 
 Defaults follow OpenUtau's for keys a file leaves out (44.1 kHz, hop 512, 128 mels, fmin 40,
-fmax 16000, mel base "10"). Keys this reader does not use (augmentation settings and the
+fmax 16000, mel base "10", mel scale "slaney"). Older banks are read as OpenUtau reads them:
+
+- the mel base may differ between the acoustic model and the vocoder (a bank from before
+  ``mel_base`` existed means log10, today's vocoders want natural-log mels): the runner
+  converts the mel (:attr:`AudioSettings.mel_base`, :func:`mel_base_factor`);
+- ``use_continuous_acceleration: false`` (exporters before mid-2024) means ``max_depth`` is in
+  1000-step diffusion units (``max_depth: 400`` is depth 0.4): :attr:`AcousticModel.max_depth`
+  is always in 0..1 (the raw value is kept in ``max_depth_raw``). A config without the flag
+  whose ``max_depth`` is at most 1 is read as 0..1 (no 1000-step model has a depth of one
+  step);
+- ``use_variable_depth`` falls back to ``use_shallow_diffusion`` when absent.
+
+Keys this reader does not use (augmentation settings and the
 like) are ignored: these files come from other tools. Everything else is checked here: a
 bank that loads is one the runner can feed, short of what only its ONNX graphs can tell
 (their inputs), which :class:`~engine.voice.diffsinger.DiffSingerRunner` checks.
@@ -127,7 +139,8 @@ class AudioSettings:
     """"e" (natural log mels, today's banks) or "10" (older banks)."""
     win_size: int | None = None
     fft_size: int | None = None
-    mel_scale: str | None = None
+    mel_scale: str = "slaney"
+    """"slaney" or "htk" (OpenUtau's default: slaney)."""
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.hop_size <= 0 or self.num_mel_bins <= 0:
@@ -135,6 +148,8 @@ class AudioSettings:
                                  f"{self}")
         if not 0 <= self.mel_fmin < self.mel_fmax:
             raise VoicebankError(f"mel_fmin must be below mel_fmax: {self}")
+        if self.mel_scale not in ("slaney", "htk"):
+            raise VoicebankError(f"mel_scale must be 'slaney' or 'htk', got {self.mel_scale!r}")
 
     @property
     def frame_rate(self) -> float:
@@ -154,21 +169,34 @@ class AudioSettings:
             mel_base="10" if base is None else _mel_base(base, where),
             win_size=_get(cfg, "win_size", int, None, where),
             fft_size=_get(cfg, "fft_size", int, None, where),
-            mel_scale=None if scale is None else str(scale).lower(),
+            mel_scale="slaney" if scale is None else str(scale).strip().lower(),
         )
 
     def disagreements(self, other: AudioSettings) -> list[str]:
-        """``"key: mine vs other"`` for each setting that differs (optional ones only when
-        both state them)."""
+        """``"key: mine vs other"`` for each setting that differs and cannot be bridged
+        (optional ones only when both state them; the mel base is converted instead, see
+        :func:`mel_base_factor`)."""
         out = []
         for key in ("sample_rate", "hop_size", "num_mel_bins", "mel_fmin", "mel_fmax",
-                    "mel_base", "win_size", "fft_size", "mel_scale"):
+                    "win_size", "fft_size", "mel_scale"):
             mine, theirs = getattr(self, key), getattr(other, key)
             if mine is None or theirs is None:
                 continue
             if mine != theirs:
                 out.append(f"{key}: {mine} vs {theirs}")
         return out
+
+
+LN_10 = 2.302585092994046
+"""ln(10): a log10 mel times this is a natural-log mel."""
+
+
+def mel_base_factor(source: str, target: str) -> float:
+    """What a mel in log base ``source`` is multiplied by to be in base ``target`` ("e" or
+    "10"): log_e(x) = ln(10) * log10(x). 1.0 when they agree."""
+    if source == target:
+        return 1.0
+    return LN_10 if (source, target) == ("10", "e") else 1.0 / LN_10
 
 
 # ---- phonemes, languages, speakers, dictionaries ------------------------------------------
@@ -347,7 +375,17 @@ class AcousticModel:
     use_variable_depth: bool = False
     use_continuous_acceleration: bool = False
     max_depth: float | None = None
+    """Shallow-diffusion depth in 0..1 (legacy configs' 1000-step units divided by 1000);
+    None when unset."""
+    max_depth_raw: float | None = None
+    """``max_depth`` as dsconfig.yaml writes it."""
     vocoder_name: str | None = None
+
+    @property
+    def legacy_acceleration(self) -> bool:
+        """Whether the config is a pre-2024 one (``use_continuous_acceleration: false``):
+        the graph's ``depth`` is then in 1000-step units and it takes ``speedup``."""
+        return not self.use_continuous_acceleration
 
 
 @dataclass(frozen=True)
@@ -484,9 +522,18 @@ def _read_acoustic(folder: Path) -> AcousticModel:
         raise VoicebankError(f"{where}: no `acoustic` key naming the acoustic ONNX graph; a "
                              f"bank with only variance models cannot sing on its own")
     hidden = _get(cfg, "hidden_size", int, 256, where)
-    max_depth = _get(cfg, "max_depth", float, None, where)
-    if max_depth is not None and max_depth < 0:
-        max_depth = None  # OpenUtau writes -1 for "not set"
+    raw_depth = _get(cfg, "max_depth", float, None, where)
+    if raw_depth is not None and raw_depth < 0:
+        raw_depth = None  # OpenUtau writes -1 for "not set"
+    continuous = _get(cfg, "use_continuous_acceleration", bool, None, where)
+    if continuous is None:  # no flag: OpenUtau reads a legacy config; see the module notes
+        continuous = raw_depth is not None and raw_depth <= 1.0
+    max_depth = raw_depth if raw_depth is None or continuous else raw_depth / 1000.0
+    if max_depth is not None and max_depth > 1.0:
+        raise VoicebankError(f"{where}: `max_depth` {raw_depth} is more than the whole "
+                             f"diffusion (1.0, or 1000 with use_continuous_acceleration: "
+                             f"false); set the depth the model was trained with")
+    shallow = _get(cfg, "use_shallow_diffusion", bool, False, where)
     return AcousticModel(
         model=_relative_file(folder, acoustic, where, "acoustic"),
         phonemes=PhonemeSet.load(_phonemes_path(cfg, folder, where)),
@@ -498,11 +545,10 @@ def _read_acoustic(folder: Path) -> AcousticModel:
         use_key_shift_embed=_get(cfg, "use_key_shift_embed", bool, False, where),
         use_speed_embed=_get(cfg, "use_speed_embed", bool, False, where),
         use_lang_id=_get(cfg, "use_lang_id", bool, False, where),
-        use_shallow_diffusion=_get(cfg, "use_shallow_diffusion", bool, False, where),
-        use_variable_depth=_get(cfg, "use_variable_depth", bool, False, where),
-        use_continuous_acceleration=_get(cfg, "use_continuous_acceleration", bool, False,
-                                         where),
-        max_depth=max_depth,
+        use_shallow_diffusion=shallow,
+        use_variable_depth=_get(cfg, "use_variable_depth", bool, shallow, where),
+        use_continuous_acceleration=continuous,
+        max_depth=max_depth, max_depth_raw=raw_depth,
         vocoder_name=_get(cfg, "vocoder", str, None, where),
     )
 

@@ -238,16 +238,32 @@ def build_variance(path: Path) -> Path:
     return g.save(path)
 
 
+ACOUSTIC_NAME = "acoustic"
+"""The exporter names every file after the experiment (``hparams['exp_name']``)."""
+VARIANCE_NAME = "variance"
+
+
 @dataclass(frozen=True)
 class BankSpec:
-    """What :func:`make_bank` writes; change one field per variant with ``replace``."""
+    """What :func:`make_bank` writes; change one field per variant with ``replace``.
+
+    The default is what openvpi/DiffSinger's exporter (``scripts/export.py``) writes today,
+    arranged in OpenUtau's layout: files named after the experiment
+    (``<exp>.onnx``, ``<exp>.phonemes.json``, ``<exp>.languages.json``, ``<exp>.<spk>.emb``,
+    speakers listed as ``<exp>.<spk>``), its dsconfig.yaml keys (``use_continuous_acceleration:
+    true``, ``use_variable_depth``, ``max_depth`` in 0..1, ``mel_base: e``, ``mel_scale:
+    slaney``), 0-d ``depth`` (float) and ``steps`` (int64). ``legacy=True`` writes what it
+    wrote before 2024-04: ``<exp>.phonemes.txt``, ``use_shallow_diffusion``, ``max_depth`` in
+    1000-step units, no ``use_continuous_acceleration``, ``speedup`` and an int64 ``depth``,
+    and (older still) no ``mel_base``: log10 mels.
+    """
 
     acoustic_inputs: tuple[str, ...] = ALL_ACOUSTIC
     acoustic_extra: tuple[str, ...] = ()
     scalar_rank: int = 0
     depth_type: int = F32
     phonemes_format: str = "json"
-    """"json", "txt" or "prefixed" (json with en/ prefixes and languages.json)."""
+    """"json", "txt" or "prefixed" (json with en/ prefixes and a languages file)."""
     phonemes: tuple[str, ...] = PHONEMES
     vocoder: str = "dsvocoder"
     """"dsvocoder" (inside the bank) or "named" (a package beside the bank)."""
@@ -258,18 +274,79 @@ class BankSpec:
     variance: tuple[str, ...] = ()
     """Subfolders to add: "dur", "pitch", "variance"."""
     dsdict: dict[str, Any] | None = None
+    dsdict_language: str = ""
+    """"" writes dsdict.yaml, "en" writes dsdict-en.yaml."""
     character: str = "name=Test Singer\n"
+    legacy: bool = False
+
+
+LEGACY = {"acoustic_inputs": ("languages", "gender", "velocity", "spk_embed", "depth",
+                              "speedup"),
+          "depth_type": I64, "phonemes_format": "txt", "legacy": True}
+"""``bank_factory(**LEGACY)``: a bank from the exporter of before 2024-04."""
 
 
 def _write_phonemes(folder: Path, spec: BankSpec) -> str:
     if spec.phonemes_format == "txt":
-        (folder / "phonemes.txt").write_text("\n".join(spec.phonemes) + "\n")
-        return "phonemes.txt"
+        name = f"{ACOUSTIC_NAME}.phonemes.txt"
+        (folder / name).write_text("\n".join(spec.phonemes) + "\n")
+        return name
     names = list(spec.phonemes)
     if spec.phonemes_format == "prefixed":
         names = [p if p.startswith("<") or p in ("SP", "AP") else f"en/{p}" for p in names]
-    (folder / "phonemes.json").write_text(json.dumps({p: i for i, p in enumerate(names)}))
-    return "phonemes.json"
+    name = f"{ACOUSTIC_NAME}.phonemes.json"
+    (folder / name).write_text(json.dumps({p: i for i, p in enumerate(names)}, indent=2))
+    return name
+
+
+def _acoustic_config(folder: Path, spec: BankSpec) -> dict[str, Any]:
+    """dsconfig.yaml as the exporter writes it, keys in its order."""
+    multilingual = spec.phonemes_format == "prefixed" or "languages" in spec.acoustic_inputs
+    config: dict[str, Any] = {"phonemes": _write_phonemes(folder, spec)}
+    if not spec.legacy:
+        languages = f"{ACOUSTIC_NAME}.languages.json"
+        (folder / languages).write_text(json.dumps({"en": 1, "ja": 2} if multilingual else {}))
+        config.update(languages=languages, use_lang_id=multilingual)
+    config.update(acoustic=f"{ACOUSTIC_NAME}.onnx", hidden_size=HIDDEN, vocoder="test_hifigan")
+    if spec.speakers:
+        config["speakers"] = [f"{ACOUSTIC_NAME}.{s}" for s in spec.speakers]
+    config["augmentation_args"] = {"random_pitch_shifting": {"range": [-5, 5]}}
+    inputs = set(spec.acoustic_inputs)
+    config.update(use_key_shift_embed="gender" in inputs, use_speed_embed="velocity" in inputs)
+    for curve in ("energy", "breathiness", "voicing", "tension"):
+        config[f"use_{curve}_embed"] = curve in inputs
+    if spec.legacy:
+        config.update(use_shallow_diffusion="depth" in inputs, max_depth=600)
+    else:
+        config.update(use_continuous_acceleration=True, use_variable_depth="depth" in inputs,
+                      max_depth=0.6)
+    config.update(AUDIO)
+    if spec.legacy:
+        del config["mel_base"]  # before mel_base existed: log10 mels
+    if spec.legacy and multilingual:  # hand-edited, as users of such banks did
+        (folder / "languages.json").write_text(json.dumps({"en": 1, "ja": 2}))
+        config.update(languages="languages.json", use_lang_id=True)
+    return config
+
+
+def _variance_config(sub: Path, kind: str, spec: BankSpec) -> dict[str, Any]:
+    phonemes = f"{VARIANCE_NAME}.phonemes.json"
+    (sub / phonemes).write_text(json.dumps({p: i for i, p in enumerate(PHONEMES)}))
+    (sub / f"{VARIANCE_NAME}.languages.json").write_text("{}")
+    config: dict[str, Any] = {
+        "phonemes": phonemes, "languages": f"{VARIANCE_NAME}.languages.json",
+        "use_lang_id": False, "linguistic": f"{VARIANCE_NAME}.linguistic.onnx",
+        "hidden_size": HIDDEN, "predict_dur": kind == "dur",
+        kind: f"{VARIANCE_NAME}.{kind}.onnx"}
+    if kind == "pitch":
+        config.update(use_expr=False, use_note_rest=True)
+    if kind == "variance":
+        config.update(predict_energy=True, predict_breathiness=True, predict_voicing=False,
+                      predict_tension=False)
+    if not spec.legacy:
+        config["use_continuous_acceleration"] = True
+    config.update(sample_rate=SR, hop_size=HOP)
+    return config
 
 
 def make_bank(root: Path, spec: BankSpec = BankSpec()) -> Path:
@@ -277,48 +354,37 @@ def make_bank(root: Path, spec: BankSpec = BankSpec()) -> Path:
     folder = root / "bank"
     folder.mkdir(parents=True)
     (folder / "character.txt").write_text(spec.character)
-    config: dict[str, Any] = {
-        "acoustic": "acoustic.onnx", "phonemes": _write_phonemes(folder, spec),
-        "vocoder": "test_hifigan", "hidden_size": HIDDEN, "use_variable_depth": True,
-        "use_shallow_diffusion": True, "max_depth": 0.6, **AUDIO,
-        "speakers": [f"embeds/{s}" for s in spec.speakers],
-        "augmentation_args": {"random_pitch_shifting": {"range": [-5, 5]}},
-    }
-    if spec.phonemes_format == "prefixed" or "languages" in spec.acoustic_inputs:
-        (folder / "languages.json").write_text(json.dumps({"en": 1, "ja": 2}))
-        config.update(languages="languages.json", use_lang_id=True)
+    config = _acoustic_config(folder, spec)
     for key, value in spec.config.items():
         if value is None:
             config.pop(key, None)
         else:
             config[key] = value
-    (folder / "dsconfig.yaml").write_text(yaml.safe_dump(config))
-    (folder / "embeds").mkdir()
+    (folder / "dsconfig.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     for s in spec.speakers:
-        np.full(HIDDEN, SPEAKERS[s], "<f4").tofile(folder / "embeds" / f"{s}.emb")
-    build_acoustic(folder / "acoustic.onnx", spec.acoustic_inputs + spec.acoustic_extra,
+        np.full(HIDDEN, SPEAKERS[s], "<f4").tofile(folder / f"{ACOUSTIC_NAME}.{s}.emb")
+    build_acoustic(folder / f"{ACOUSTIC_NAME}.onnx", spec.acoustic_inputs + spec.acoustic_extra,
                    scalar_rank=spec.scalar_rank, depth_type=spec.depth_type)
     vocoder_dir = (folder / "dsvocoder" if spec.vocoder == "dsvocoder"
                    else root / "vocoders" / "test_hifigan")
     vocoder_dir.mkdir(parents=True)
     (vocoder_dir / "vocoder.yaml").write_text(yaml.safe_dump(
-        {"name": "test_hifigan", "model": "model.onnx", "pitch_controllable": True,
-         **AUDIO, **spec.vocoder_audio}))
-    build_vocoder(vocoder_dir / "model.onnx")
+        {"name": "test_hifigan", "model": "test_hifigan.onnx", **AUDIO, "mel_scale": "slaney",
+         "pitch_controllable": True, "force_on_cpu": False, **spec.vocoder_audio},
+        sort_keys=False))
+    build_vocoder(vocoder_dir / "test_hifigan.onnx")
     names = {"dur": "dsdur", "pitch": "dspitch", "variance": "dsvariance"}
     builders = {"dur": build_dur, "pitch": build_pitch, "variance": build_variance}
     for kind in spec.variance:
         sub = folder / names[kind]
         sub.mkdir()
-        (sub / "phonemes.json").write_text(json.dumps({p: i for i, p in enumerate(PHONEMES)}))
-        build_linguistic(sub / "linguistic.onnx", word_level=kind == "dur")
-        builders[kind](sub / f"{kind}.onnx")
-        (sub / "dsconfig.yaml").write_text(yaml.safe_dump(
-            {"linguistic": "linguistic.onnx", kind: f"{kind}.onnx", "phonemes": "phonemes.json",
-             "hidden_size": HIDDEN, "sample_rate": SR, "hop_size": HOP,
-             "predict_dur": kind == "dur"}))
+        build_linguistic(sub / f"{VARIANCE_NAME}.linguistic.onnx", word_level=kind == "dur")
+        builders[kind](sub / f"{VARIANCE_NAME}.{kind}.onnx")
+        (sub / "dsconfig.yaml").write_text(yaml.safe_dump(_variance_config(sub, kind, spec),
+                                                           sort_keys=False))
     if spec.dsdict is not None:
-        (folder / "dsdict.yaml").write_text(yaml.safe_dump(spec.dsdict))
+        name = f"dsdict-{spec.dsdict_language}.yaml" if spec.dsdict_language else "dsdict.yaml"
+        (folder / name).write_text(yaml.safe_dump(spec.dsdict))
     return folder
 
 

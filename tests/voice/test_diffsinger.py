@@ -209,8 +209,10 @@ def test_render_feeds_tokens_durations_and_f0(full_bank, vb):
 @pytest.mark.parametrize("rank", [0, 1])
 @pytest.mark.parametrize(("inputs", "depth_type", "steps", "want_steps", "want_depth"), [
     (("steps", "depth"), "float", 10, 10, 0.6),
-    (("speedup", "depth"), "int", 20, 50, 600),
-    (("speedup", "depth"), "int", 7, 125, 500),
+    # legacy graphs (int64 depth in 1000-step units): speedup = depth / steps, as OpenUtau
+    # feeds them, so that the steps asked for run (600 / 30 = 20; 595 / 85 = 7)
+    (("speedup", "depth"), "int", 20, 30, 600),
+    (("speedup", "depth"), "int", 7, 85, 595),
     (("steps",), None, 4, 4, 0),
 ])
 def test_scalar_inputs_at_their_declared_rank(bank_factory, vb, rank, inputs, depth_type, steps,
@@ -332,14 +334,14 @@ def test_refuses_an_acoustic_graph_with_an_unknown_input(bank_factory):
 
 def test_refuses_an_acoustic_graph_without_f0(bank_factory, vb, tmp_path):
     folder = bank_factory()
-    vb.build_acoustic(folder / "acoustic.onnx", ("no_f0",))
+    vb.build_acoustic(folder / f"{vb.ACOUSTIC_NAME}.onnx", ("no_f0",))
     with pytest.raises(VoicebankError, match=r"lacks the inputs \['f0'\]"):
         DiffSingerRunner(folder)
 
 
 def test_refuses_an_input_of_the_wrong_type(bank_factory, vb):
     folder = bank_factory()
-    vb.build_acoustic(folder / "acoustic.onnx", (), token_type=vb.F32)
+    vb.build_acoustic(folder / f"{vb.ACOUSTIC_NAME}.onnx", (), token_type=vb.F32)
     with pytest.raises(VoicebankError, match=r"input 'tokens' is tensor\(float\) of rank 2; "
                                              r"expected tensor\(int64\)"):
         DiffSingerRunner(folder)
@@ -347,7 +349,7 @@ def test_refuses_an_input_of_the_wrong_type(bank_factory, vb):
 
 def test_refuses_a_vocoder_graph_of_other_mel_bins(bank_factory, vb):
     folder = bank_factory()
-    vb.build_vocoder(folder / "dsvocoder" / "model.onnx", bins=8)
+    vb.build_vocoder(folder / "dsvocoder" / "test_hifigan.onnx", bins=8)
     with pytest.raises(VoicebankError, match="vocoder mel has 8 bins"):
         DiffSingerRunner(folder)
 

@@ -43,14 +43,14 @@ def test_full_bank_loads(full_bank):
     bank = load_voicebank(full_bank)
     assert bank.name == "Test Singer"  # from character.txt
     assert bank.acoustic.model == full_bank / "acoustic.onnx"
-    assert bank.acoustic.audio == AudioSettings(SR, 16, 16, 40.0, 8000.0, "e", 64, 64)
+    assert bank.acoustic.audio == AudioSettings(SR, 16, 16, 40.0, 8000.0, "e", 64, 64, "slaney")
     assert bank.acoustic.max_depth == pytest.approx(0.6)
     assert bank.acoustic.use_variable_depth
     assert bank.vocoder.name == "test_hifigan"
     assert bank.vocoder.folder == full_bank / "dsvocoder"
     assert bank.speakers_named() == ["alto", "tenor"]
     alto = bank.acoustic.speakers[0]
-    assert alto.name == "embeds/alto" and alto.embedding.dtype == np.float32
+    assert alto.name == "acoustic.alto" and alto.embedding.dtype == np.float32
     np.testing.assert_array_equal(alto.embedding, np.full(HIDDEN, 0.25))
     assert dict(bank.phonemes.ids) == {p: i for i, p in enumerate(PHONEMES)}
     assert bank.dur is bank.pitch is bank.variance is None
@@ -59,7 +59,7 @@ def test_full_bank_loads(full_bank):
 
 def test_phonemes_txt_ids_are_line_numbers(bank_factory):
     bank = load_voicebank(bank_factory(phonemes_format="txt"))
-    assert bank.phonemes.path.name == "phonemes.txt"
+    assert bank.phonemes.path.name == "acoustic.phonemes.txt"
     assert bank.phonemes.id("<PAD>") == 0
     assert bank.phonemes.id("SP") == 1
     assert bank.phonemes.id("zh") == len(PHONEMES) - 1
@@ -75,8 +75,8 @@ def test_prefixed_phonemes_resolve_by_language(bank_factory):
 
 def test_variance_subfolders_load(bank_factory):
     bank = load_voicebank(bank_factory(variance=("dur", "pitch", "variance")))
-    assert bank.dur.kind == "dur" and bank.dur.model.name == "dur.onnx"
-    assert bank.pitch.linguistic == bank.pitch.folder / "linguistic.onnx"
+    assert bank.dur.kind == "dur" and bank.dur.model.name == "variance.dur.onnx"
+    assert bank.pitch.linguistic == bank.pitch.folder / "variance.linguistic.onnx"
     assert bank.variance.hop_size == 16
 
 
@@ -125,7 +125,7 @@ def test_dsdict_loads_with_vowels(bank_factory):
     ("num_mel_bins", 80, "num_mel_bins: 16 vs 80"),
     ("mel_fmin", 0, "mel_fmin: 40.0 vs 0.0"),
     ("mel_fmax", 16000, "mel_fmax: 8000.0 vs 16000.0"),
-    ("mel_base", "10", "mel_base: e vs 10"),
+    ("mel_scale", "htk", "mel_scale: slaney vs htk"),
 ])
 def test_refuses_a_vocoder_that_disagrees(bank_factory, key, value, shown):
     folder = bank_factory(vocoder_audio={key: value})
@@ -143,21 +143,21 @@ def test_refuses_a_missing_acoustic_graph(full_bank, tmp_path):
 
 def test_refuses_a_missing_phonemes_file(full_bank, tmp_path):
     folder = shutil.copytree(full_bank, tmp_path / "bank")
-    (folder / "phonemes.json").unlink()
-    with pytest.raises(VoicebankFileError, match="phonemes.json"):
+    (folder / "acoustic.phonemes.json").unlink()
+    with pytest.raises(VoicebankFileError, match="acoustic.phonemes.json"):
         load_voicebank(folder)
 
 
 def test_refuses_a_missing_speaker_embedding(full_bank, tmp_path):
     folder = shutil.copytree(full_bank, tmp_path / "bank")
-    (folder / "embeds" / "tenor.emb").unlink()
-    with pytest.raises(VoicebankFileError, match="speaker 'embeds/tenor'"):
+    (folder / "acoustic.tenor.emb").unlink()
+    with pytest.raises(VoicebankFileError, match="speaker 'acoustic.tenor'"):
         load_voicebank(folder)
 
 
 def test_refuses_an_embedding_of_the_wrong_size(full_bank, tmp_path):
     folder = shutil.copytree(full_bank, tmp_path / "bank")
-    np.zeros(HIDDEN + 1, "<f4").tofile(folder / "embeds" / "alto.emb")
+    np.zeros(HIDDEN + 1, "<f4").tofile(folder / "acoustic.alto.emb")
     with pytest.raises(VoicebankError, match=r"20 bytes, expected hidden_size 4 x 4"):
         load_voicebank(folder)
 
@@ -220,7 +220,7 @@ def test_refuses_a_bank_of_another_kind(bank_factory):
 
 def test_refuses_bad_phonemes_json(bank_factory):
     folder = bank_factory()
-    (folder / "phonemes.json").write_text(json.dumps({"SP": "one"}))
+    (folder / "acoustic.phonemes.json").write_text(json.dumps({"SP": "one"}))
     with pytest.raises(VoicebankError, match="phoneme -> non-negative integer id"):
         load_voicebank(folder)
 
