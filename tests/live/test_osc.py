@@ -899,10 +899,10 @@ def test_a_status_flood_on_the_socket_is_answered_within_the_budget():
               f"held at most {max(lags) * 1000:.1f} ms")
         assert [c.target for c in applied] == ["song.tempo"]  # commands are never limited
         assert answers == int(answers)
-        assert REPLY_BURST < answers <= budget(elapsed + 2 / REPLY_RATE) + 1
-        # requests that arrive between two looks of the loop are answered once; the rest
-        # of those it sees are held back and counted
-        assert dispatcher.stats["replies_dropped"] > 0
+        # requests that reach the loop together (the receiver thread hands them over at
+        # most 25 times a second) are answered once; past the budget they are held back and
+        # counted, and the answer owed still comes
+        assert 1 <= answers <= budget(elapsed + 2 / REPLY_RATE) + 1
         assert dispatcher.stats["good"] == flood + 1
         assert not dispatcher.owes_replies
         assert server.stats["sent"] == len(got) and server.stats["send_errors"] == 0
