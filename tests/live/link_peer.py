@@ -48,6 +48,10 @@ def main() -> None:
     parser.add_argument("--client", default="encore-linkpeer")
     parser.add_argument("--tempo", action="append", default=[],
                         help="S:BPM: move the session to BPM, S seconds after the first Start")
+    parser.add_argument("--start-stop", action="store_true",
+                        help="share start/stop; the session's play state is recorded")
+    parser.add_argument("--stop", type=float, default=None,
+                        help="S: stop the session (start/stop) S seconds after the first Start")
     parser.add_argument("--ready", default="", help="touch this file once the input is up")
     args = parser.parse_args()
     changes = sorted((float(s), float(b)) for s, b in (c.split(":") for c in args.tempo))
@@ -57,8 +61,10 @@ def main() -> None:
     except OSError:
         pass
     session_link = link.Link(args.bpm)
+    session_link.startStopSyncEnabled = args.start_stop
     session_link.enabled = True
     clock = session_link.clock()
+    playing: list[tuple[int, bool]] = []  # (Link us, the session's play state from then)
 
     stamp = subprocess.Popen([args.stamp, args.client], stdout=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -91,6 +97,10 @@ def main() -> None:
         now_us = clock.micros()
         note_timeline(now_us)
         peers_seen = max(peers_seen, session_link.numPeers())
+        if args.start_stop:
+            is_playing = session_link.captureAppSessionState().isPlaying()
+            if not playing or playing[-1][1] != is_playing:
+                playing.append((now_us, is_playing))
         if started_us is None:
             if any(line.endswith(" fa\n") for line in list(lines)):
                 started_us = now_us
@@ -103,6 +113,11 @@ def main() -> None:
             state.setTempo(bpm, now_us)
             session_link.commitAppSessionState(state)
             timelines.append((now_us, state.beatAtTime(now_us, args.quantum), bpm))
+        if args.stop is not None and now_us >= started_us + args.stop * 1e6:
+            args.stop = None
+            state = session_link.captureAppSessionState()
+            state.setIsPlaying(False, now_us)
+            session_link.commitAppSessionState(state)
         if now_us >= started_us + args.seconds * 1e6:
             break
     time.sleep(0.1)
@@ -158,7 +173,7 @@ def main() -> None:
         json.dump({"quantum": args.quantum, "overflows": overflows, "lost_ticks": lost,
                    "peers": peers_seen,
                    "started_us": started_us, "timelines": timelines, "changes": changes,
-                   "ticks": ticks}, out)
+                   "playing": playing, "ticks": ticks}, out)
 
 
 if __name__ == "__main__":
