@@ -9,11 +9,13 @@ that clock so its bar lines fall on the session's:
    tempo;
 2. :meth:`LinkLock.lock`, once a bar, before the show stamps that bar, reads the session's
    timeline and fits the bar with :func:`~engine.live.sync.lock_bar`: a small error is taken
-   by that one bar's tempo (a slew: nothing bunches, nothing waits), a large one (more than
-   a quarter of a bar, e.g. a peer that moved the phase) by waiting for the session's next
-   bar line, written to the event log as a ``link`` ``realign`` record. A session tempo
-   change is picked up the same way: the bar stamped next ends on the session's bar line,
-   and the bars after it play at the new tempo;
+   by that one bar's tempo (a slew: nothing bunches, nothing waits), a large one (a bar
+   that would have to play more than 1.25 times faster or slower, e.g. after a peer moved
+   the phase) by waiting for the session's next bar line, written to the event log as a
+   ``link`` ``realign`` record. A session tempo change is picked up the same way: the bar
+   under way ends where the old tempo put it, the bar fitted next ends on the session's
+   bar line (it may bend up to 1.5 times, to the nearest line or the next), and the bars
+   after it play at the new tempo;
 3. :meth:`LinkLock.propose_tempo`: a tablet's tempo change lands on a bar line of the
    show's and is proposed to the session right there, so the session's bar lines move with
    the show's;
@@ -36,11 +38,12 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.live.clock import BEATS_PER_BAR, Clock
-from engine.live.sync import MAX_SLEW, LinkSync, lock_bar
+from engine.live.sync import MAX_SLEW, MAX_SLEW_TEMPO_CHANGE, LinkSync, lock_bar
 
 log = logging.getLogger(__name__)
 
 MIN_LEAD_NS = 2_000_000  # a bar closer to its start than this is not bent any more
+PROPOSE_EARLY_NS = 3_000_000  # the loop wakes this early to propose a tempo on a bar line
 ERRORS_KEPT = 4096
 
 
@@ -51,6 +54,7 @@ class LinkLock:
 
     def __init__(self, link: LinkSync, live: Any, event_log: Any = None,
                  on_stop: Callable[[], None] | None = None, *, max_slew: float = MAX_SLEW,
+                 max_slew_tempo_change: float = MAX_SLEW_TEMPO_CHANGE,
                  now_ns: Callable[[], int] = time.monotonic_ns) -> None:
         self.link = link
         self.wait_s = float(live.link_wait_s)
@@ -58,6 +62,7 @@ class LinkLock:
         self.event_log = event_log
         self.on_stop = on_stop
         self.max_slew = max_slew
+        self.max_slew_tempo_change = max_slew_tempo_change
         self._now_ns = now_ns
         self._bpm = 0.0
         self._proposal: tuple[int, float] | None = None  # (bar, bpm) of our own change
@@ -120,16 +125,19 @@ class LinkLock:
             return
         session = self.link.timeline()
         own = self._proposal
+        max_slew = self.max_slew
         if own is not None and own[0] == bar:  # our change lands here: so does the session's
             session = session.retimed(own[1], start)
         elif own is not None and own[0] < bar:
             self._proposal = None
-        elif abs(session.bpm - self._bpm) > 1e-3:
+        if abs(session.bpm - self._bpm) > 1e-3 and (own is None or own[0] != bar):
+            # another app changed the tempo: the bar under way (stamped at the old one)
+            # ends off the session's line, expectedly; this bar may bend further to fit
             self.tempo_changes += 1
             self._write({"what": "tempo", "bpm": session.bpm, "bar": bar})
+            max_slew = max(max_slew, self.max_slew_tempo_change)
         self._bpm = session.bpm
-        fit = lock_bar(bar, start, session, beats_per_bar=BEATS_PER_BAR,
-                       max_slew=self.max_slew)
+        fit = lock_bar(bar, start, session, beats_per_bar=BEATS_PER_BAR, max_slew=max_slew)
         self.bars += 1
         self._errors_ns.append(abs(fit.error_ns))
         if fit.kind == "slew" or bar == 0:
@@ -149,23 +157,31 @@ class LinkLock:
 
     def propose_tempo(self, clock: Clock, bpm: float, at_bar: int) -> None:
         """The show's tempo becomes ``bpm`` on bar ``at_bar``: propose it to the session on
-        that bar line (call from the loop)."""
+        that bar line (call from the loop). Link changes the tempo when it is told, keeping
+        the beat there, so the session's bar lines after it are off by the lateness times
+        ``1 - new / old``: the loop wakes ``PROPOSE_EARLY_NS`` early and waits out the
+        rest (the lateness is logged; the next bar's fit takes out what is left)."""
         self._proposal = (at_bar, float(bpm))
         if self._timer is not None:
             self._timer.cancel()
-        delay_s = max(0.0, (clock.bar_start_ns(at_bar) - self._now_ns()) / 1e9)
+        line = clock.bar_start_ns(at_bar)
+        delay_s = max(0.0, (line - PROPOSE_EARLY_NS - self._now_ns()) / 1e9)
         self._timer = asyncio.get_running_loop().call_later(delay_s, self._send_tempo,
-                                                            float(bpm), at_bar)
+                                                            float(bpm), at_bar, line)
 
-    def _send_tempo(self, bpm: float, bar: int) -> None:
+    def _send_tempo(self, bpm: float, bar: int, line_ns: int) -> None:
         self._timer = None
+        while self._now_ns() < line_ns:  # at most PROPOSE_EARLY_NS
+            pass
+        late_ms = (self._now_ns() - line_ns) / 1e6
         try:
             self.link.set_tempo(bpm)
         except Exception as err:  # noqa: BLE001 - a closed or broken Link must not stop us
             self.failures += 1
             log.warning("Link: tempo %.2f not proposed: %s", bpm, err)
             return
-        self._write({"what": "proposed tempo", "bpm": bpm, "bar": bar})
+        self._write({"what": "proposed tempo", "bpm": bpm, "bar": bar,
+                     "late_ms": round(late_ms, 3)})
 
     # -- start / stop ----------------------------------------------------------------------
 

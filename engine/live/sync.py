@@ -512,7 +512,8 @@ class SessionTimeline(NamedTuple):
         return SessionTimeline(at_ns, self.beat_at(at_ns), float(bpm), self.quantum)
 
 
-MAX_SLEW = 0.25  # a bar's end this far off the session (in bars) is slewed; more: realign
+MAX_SLEW = 1.25  # a bar may play up to this factor off the session's tempo to fit
+MAX_SLEW_TEMPO_CHANGE = 1.5  # ... when the session's tempo has just changed
 
 
 class BarLock(NamedTuple):
@@ -520,7 +521,7 @@ class BarLock(NamedTuple):
     its tempo is ``bpm``, so that it ends on a session bar line) or "realign" (it waits
     until ``start_ns``, the session's next bar line, and plays at the session tempo).
     ``error_ns``: how far the bar's end would have been from the nearest session bar line
-    without the correction (positive: late); ``session_bpm``: the tempo from the next bar."""
+    without the fit (positive: late); ``session_bpm``: the tempo from the next bar on."""
 
     bar: int
     kind: str
@@ -533,20 +534,24 @@ class BarLock(NamedTuple):
 def lock_bar(bar: int, start_ns: int, session: SessionTimeline, *,
              beats_per_bar: int = 4, max_slew: float = MAX_SLEW) -> BarLock:
     """Fit bar ``bar``, which starts at ``start_ns`` (fixed: the bar before it is stamped),
-    to the session: played at the session tempo it would end ``error_ns`` off the nearest
-    session bar line. Up to ``max_slew`` of a bar off, the bar's own tempo takes the error
-    (no note moves by more than that fraction of the bar, nothing bunches, nothing waits);
-    further off, or where the bar would have to end before it starts, it waits for the
-    session's next bar line instead (a gap, never an overlap)."""
+    to the session: at the session's tempo it would end ``error_ns`` off the nearest
+    session bar line. It ends on that line, or on the one after it, or the one before,
+    whichever asks the least change of tempo (a bar that is 45% late is better played 35%
+    slower to the next line than 80% faster to the nearest). Within ``max_slew`` (a
+    factor) of the session's tempo the bar plays at that tempo (a slew: nothing bunches,
+    nothing waits); further off, it waits for the session's next bar line and plays at its
+    tempo (a gap, never an overlap)."""
     bar_ns = beats_per_bar * session.ns_per_beat
     natural_end = start_ns + round(bar_ns)
-    target = session.nearest_line(natural_end)
-    error = natural_end - target
-    length = target - start_ns
-    if abs(error) <= max_slew * bar_ns and length > 0:
-        bpm = beats_per_bar * 60 * NS_PER_S / length
-        if MIN_BPM <= bpm <= MAX_BPM:
-            return BarLock(bar, "slew", start_ns, bpm, session.bpm, error)
+    nearest = session.nearest_line(natural_end)
+    error = natural_end - nearest
+    spacing = round(session.quantum * session.ns_per_beat)
+    ends = [end for end in (nearest - spacing, nearest, nearest + spacing) if end > start_ns]
+    end = min(ends, key=lambda e: abs(math.log((e - start_ns) / bar_ns)))
+    factor = bar_ns / (end - start_ns)  # the bar's tempo over the session's
+    bpm = session.bpm * factor
+    if 1 / max_slew <= factor <= max_slew and MIN_BPM <= bpm <= MAX_BPM:
+        return BarLock(bar, "slew", start_ns, bpm, session.bpm, error)
     return BarLock(bar, "realign", session.line_at_or_after(start_ns), session.bpm,
                    session.bpm, error)
 

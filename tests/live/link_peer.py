@@ -173,7 +173,8 @@ def main() -> None:
         json.dump({"quantum": args.quantum, "overflows": overflows, "lost_ticks": lost,
                    "peers": peers_seen,
                    "started_us": started_us, "timelines": timelines, "changes": changes,
-                   "playing": playing, "ticks": ticks}, out)
+                   "playing": playing, "ticks": ticks,
+                   "clock_us": [(us, data.hex()) for us, data in clock_msgs]}, out)
 
 
 if __name__ == "__main__":
