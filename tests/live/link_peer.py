@@ -64,7 +64,7 @@ def main() -> None:
     session_link.startStopSyncEnabled = args.start_stop
     session_link.enabled = True
     clock = session_link.clock()
-    playing: list[tuple[int, bool]] = []  # (Link us, the session's play state from then)
+    playing: list[tuple[int, bool]] = []  # (Link us it took effect, the play state from then)
 
     stamp = subprocess.Popen([args.stamp, args.client], stdout=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -98,9 +98,9 @@ def main() -> None:
         note_timeline(now_us)
         peers_seen = max(peers_seen, session_link.numPeers())
         if args.start_stop:
-            is_playing = session_link.captureAppSessionState().isPlaying()
-            if not playing or playing[-1][1] != is_playing:
-                playing.append((now_us, is_playing))
+            state = session_link.captureAppSessionState()
+            if not playing or playing[-1][1] != state.isPlaying():
+                playing.append((state.timeForIsPlaying(), state.isPlaying()))
         if started_us is None:
             if any(line.endswith(" fa\n") for line in list(lines)):
                 started_us = now_us

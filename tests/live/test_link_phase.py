@@ -132,7 +132,7 @@ def midi_stamp(tmp_path_factory) -> Path:
     return out
 
 
-def write_patch(path: Path) -> Path:
+def write_patch(path: Path, extra: str = "") -> Path:
     path.write_text(f"""
 [song]
 tempo = 90.0
@@ -148,6 +148,7 @@ clock_out = "encore-linkpeer:input"
 internal_synth = false
 link = true
 link_wait_s = 2.0
+{extra}
 
 [lyrics]
 source = "off"
@@ -327,3 +328,45 @@ def test_a_tablet_tempo_goes_to_the_session_on_a_bar_line(link_set: LinkSet) -> 
     realigns = [e for e in link_set.events if e.get("type") == "link"
                 and e["what"] == "realign"]
     assert not realigns, realigns
+
+
+def test_start_stop_is_shared_with_the_session(netns: str, midi_stamp: Path,
+                                               jack_link_server: str, tmp_path: Path) -> None:
+    """With ``link_start_stop``: the set starts the (stopped) session playing on its first
+    bar line, and ends by itself (the usual way out, so every note is released) when the
+    peer stops the session."""
+    result = tmp_path / "peer.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JACK_DEFAULT_SERVER=jack_link_server)
+    peer = subprocess.Popen(
+        in_netns(netns, sys.executable, str(HERE / "link_peer.py"), "--stamp", str(midi_stamp),
+                 "--out", str(result), "--bpm", "120", "--seconds", "14", "--start-stop",
+                 "--stop", "8", "--ready", str(tmp_path / "ready")),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    encore = None
+    try:
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "ready").exists():
+            assert peer.poll() is None, f"the Link peer ended: {peer.communicate()[0]}"
+            assert time.monotonic() < deadline, "the Link peer did not come up in 15 s"
+            time.sleep(0.05)
+        encore = subprocess.run(
+            in_netns(netns, sys.executable, "-m", "engine.cli", "live", "--patch",
+                     str(write_patch(tmp_path / "link.toml", "link_start_stop = true")),
+                     "--no-audio", "--record", str(tmp_path / "set")),
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+        peer_out = peer.communicate(timeout=60)[0]
+    finally:
+        if peer.poll() is None:
+            peer.kill()
+            peer.wait()
+    assert peer.returncode == 0, peer_out
+    assert encore.returncode == 0, encore.stdout[-3000:] + encore.stderr[-3000:]
+    events = [json.loads(line) for line in (tmp_path / "set" / "song.jsonl").open()]
+    assert any(e.get("type") == "link" and e["what"] == "stop" for e in events)
+    measured = json.loads(result.read_text())
+    states = measured["playing"]
+    assert [playing for _, playing in states] == [False, True, False], states
+    start_tick = measured["ticks"][0]  # Encore's first clock tick, with its Start
+    assert abs(states[1][0] - start_tick["us"]) < TOLERANCE_MS * 1000, (states, start_tick)
+    last_tick = measured["ticks"][-1]["us"]
+    assert last_tick - states[2][0] < 3 * 1e6, "Encore played on long after the stop"
