@@ -367,9 +367,12 @@ class Show:
             self.follower = sync.MidiClockFollower(self.patch.midi.clock_in,
                                                    self.patch.midi.backend)
         if self.patch.live.link:
-            self.link = sync.LinkSync(quantum=self.patch.live.link_quantum,
-                                      bpm=self.patch.song.tempo,
-                                      start_stop_sync=self.patch.live.link_start_stop)
+            try:
+                self.link = sync.LinkSync(quantum=self.patch.live.link_quantum,
+                                          bpm=self.patch.song.tempo,
+                                          start_stop_sync=self.patch.live.link_start_stop)
+            except ImportError as err:  # the extra is missing: say so as a patch error
+                raise ValueError(f"[live] link = true: {err}; or set link = false") from err
 
     def _follow_tempo(self) -> None:
         """MIDI clock in: its tempo lands on the next bar line (Link: :class:`LinkLock`)."""

@@ -195,3 +195,17 @@ def test_our_stop_stops_the_session() -> None:
     asyncio.run(lock.join(now[0] + 500 * MS))
     lock.close()
     assert not link.playing
+
+
+def test_link_without_the_extra_is_refused_naming_the_key(monkeypatch) -> None:
+    import sys
+
+    from engine.live.show import Show
+    from engine.live.sync import LINK_EXTRA_MESSAGE
+    from engine.patch import parse_patch
+
+    monkeypatch.setitem(sys.modules, "aalink", None)  # import fails as if not installed
+    show = Show(parse_patch("[live]\nlink = true\n"), audio=False, osc=False)
+    with pytest.raises(ValueError) as info:
+        show._open_sync()
+    assert "[live] link = true" in str(info.value) and LINK_EXTRA_MESSAGE in str(info.value)
