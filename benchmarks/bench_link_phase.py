@@ -9,9 +9,12 @@ joins; a third of the way in it moves to 120 BPM, two thirds of the way in to 90
 in the middle of a bar.
 
 Prints, for the downbeats from bar 1 on: the phase error p50 / p99 / max (absolute, ms)
-over all of them, and over all but the relock bars (the one or two bar lines after each
-tempo change that were already stamped at the old tempo); the same for every beat (the
-tick on each beat); how many ticks the sender sent late in a burst; realigns.
+over all of them; over all but the relock bars (the first two bar lines after each tempo
+change: the bar under way was stamped at the old tempo); that, less the downbeat ticks
+Encore's MIDI sender sent late in a burst (the machine held it up); each bar's placement
+(the median error of its first beat's 24 ticks, unless the tempo changed in that beat);
+every beat's tick; lost ticks, ticks
+sent late, realigns.
 
     sudo .venv/bin/python benchmarks/bench_link_phase.py --seconds 300
     sudo .venv/bin/python benchmarks/bench_link_phase.py --seconds 60 --baseline-root ../old
@@ -106,7 +109,7 @@ def play(root: Path, seconds: float, netns: str, stamp: Path, env: dict, tmp: Pa
         raise SystemExit(f"the peer failed: {peer_out}")
     measured = json.loads(out.read_text())
     log = [json.loads(line) for line in (tmp / "set" / "song.jsonl").open()]
-    return {"peer": measured, "log": log, "changes": [c for c in measured["timelines"][1:]]}
+    return {"peer": measured, "log": log}
 
 
 def summarize(name: str, result: dict) -> None:
@@ -114,36 +117,52 @@ def summarize(name: str, result: dict) -> None:
     q = peer["quantum"]
     changes = [at for at, _beat, _tempo in peer["timelines"][1:]]
     by_index = {t["index"]: t for t in peer["ticks"]}
-    downbeats, settled, beats = [], [], []
+
+    def error_ms(tick: dict) -> float:  # from where its index puts it in the bar
+        return (((tick["phase"] - tick["index"] / 24 + q / 2) % q) - q / 2) \
+            * 60000 / tick["bpm"]
+
+    def sent_late(tick: dict) -> bool:  # in a burst with the next tick: the sender was held
+        following = by_index.get(tick["index"] + 1)
+        return bool(following) and following["us"] - tick["us"] < 0.5 * 60e6 / (
+            tick["bpm"] * 24)
+
+    downbeats, settled, on_time, placement, beats = [], [], [], [], []
     late = 0
     for tick in peer["ticks"]:
         if tick["index"] % 24:
             continue
-        error = ((tick["phase"] - tick["index"] / 24 + q / 2) % q) - q / 2
-        ms = error * 60000 / tick["bpm"]
-        following = by_index.get(tick["index"] + 1)
-        if following and following["us"] - tick["us"] < 0.5 * 60e6 / (tick["bpm"] * 24):
-            late += 1
+        late += sent_late(tick)
         if tick["index"] < 96:
             continue
-        beats.append(ms)
-        if tick["index"] % 96 == 0:
-            downbeats.append(ms)
-            # relock bars: the first two bar lines after a change
-            after = [c for c in changes if c < tick["us"]]
-            lines_since = sum(1 for d in peer["ticks"] if d["index"] % 96 == 0
-                              and after and after[-1] < d["us"] <= tick["us"])
-            if not after or lines_since > 2:
-                settled.append(ms)
+        beats.append(error_ms(tick))
+        if tick["index"] % 96:
+            continue
+        downbeats.append(error_ms(tick))
+        # relock bars: the first two bar lines after a tempo change
+        after = [c for c in changes if c < tick["us"]]
+        lines_since = sum(1 for d in peer["ticks"] if d["index"] % 96 == 0
+                          and after and after[-1] < d["us"] <= tick["us"])
+        if after and lines_since <= 2:
+            continue
+        settled.append(error_ms(tick))
+        if not sent_late(tick):
+            on_time.append(error_ms(tick))
+        first_beat = [by_index[i] for i in range(tick["index"], tick["index"] + 24)
+                      if i in by_index]
+        if not any(tick["us"] < c <= first_beat[-1]["us"] for c in changes):
+            placement.append(statistics.median(error_ms(t) for t in first_beat))
     realigns = sum(1 for e in result["log"] if e.get("type") == "link"
                    and e.get("what") == "realign")
     span = (peer["ticks"][-1]["us"] - peer["ticks"][0]["us"]) / 1e6 if peer["ticks"] else 0
     print(f"{name}: {span:.0f} s measured, {len(changes)} tempo changes, "
           f"lost ticks {peer['lost_ticks']}, beats sent late in a burst {late}, "
           f"realigns {realigns}")
-    print(f"  downbeats, all:           {quantiles(downbeats)}")
-    print(f"  downbeats, relock bars out: {quantiles(settled)}")
-    print(f"  every beat:               {quantiles(beats)}")
+    print(f"  downbeats, all:                    {quantiles(downbeats)}")
+    print(f"  downbeats, relock bars out:        {quantiles(settled)}")
+    print(f"  ... and ticks sent late out:       {quantiles(on_time)}")
+    print(f"  bar placement (first beat median): {quantiles(placement)}")
+    print(f"  every beat:                        {quantiles(beats)}")
 
 
 def main() -> None:
@@ -151,7 +170,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--baseline-root", type=Path, default=None)
     parser.add_argument("--baseline-seconds", type=float, default=60.0)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy each run's peer measurement and event log here")
+    parser.add_argument("--analyze", type=Path, default=None, metavar="DIR",
+                        help="only summarize the runs kept in DIR by --keep")
     args = parser.parse_args()
+    if args.analyze is not None:
+        for peer_file in sorted(args.analyze.glob("*_peer.json")):
+            run = peer_file.name[:-len("_peer.json")]
+            log = [json.loads(line) for line in (args.analyze / f"{run}_song.jsonl").open()]
+            summarize(run, {"peer": json.loads(peer_file.read_text()), "log": log})
+        return
     if os.geteuid() != 0 or shutil.which("ip") is None:
         raise SystemExit("needs root and iproute2 (a network namespace keeps Link on loopback)")
     netns = f"encore-linkbench-{os.getpid()}"
@@ -180,6 +209,10 @@ def main() -> None:
                 run_dir.mkdir()
                 summarize(f"{name} ({seconds:.0f} s set)",
                           play(root, seconds, netns, stamp, env, run_dir, baseline))
+                if args.keep is not None:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    for file in (run_dir / "peer.json", run_dir / "set" / "song.jsonl"):
+                        shutil.copy(file, args.keep / f"{run_dir.name}_{file.name}")
         finally:
             if jackd is not None:
                 jackd.terminate()

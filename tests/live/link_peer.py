@@ -140,18 +140,20 @@ def main() -> None:
         at, beat, tempo = timelines[i]
         return beat + (us - at) * tempo / 60e6, tempo
 
-    # Ticks are counted from Start. JACK on a loaded machine now and then loses a MIDI
-    # message between two clients (an xrun): a gap of k tick intervals (at the session's
-    # tempo) after which the next tick comes on time is k - 1 lost ticks; a gap after
-    # which the next tick comes early, or at once, is a tick sent late (the next one's
-    # deadline did not move), and counts as one.
+    # Ticks are counted from Start. JACK on a loaded machine can lose a MIDI message
+    # between two clients (an xrun; seen in JACK's default asynchronous mode): a gap of k
+    # of Encore's recent tick intervals (their median, bursts left out), after which the
+    # ticks come at that interval again, is k - 1 lost ticks. A gap after which the next
+    # tick comes early or at once is a tick sent late (its next one's deadline did not
+    # move); a gap after which the ticks keep the longer interval is a tempo change.
     clock_msgs = [(us, data) for us, _, data in messages if data in (b"\xfa", b"\xfc", b"\xf8")]
     ticks: list[dict] = []
+    intervals: list[float] = []
     index = None
     lost = 0
     for i, (us, data) in enumerate(clock_msgs):
         if data == b"\xfa":
-            index = 0
+            index, intervals = 0, []
             continue
         if data == b"\xfc":
             index = None
@@ -160,12 +162,16 @@ def main() -> None:
             continue
         beat, tempo = beat_at(us)
         if ticks:
-            interval = 60e6 / (tempo * 24)
-            steps = round((us - ticks[-1]["us"]) / interval)
-            following = clock_msgs[i + 1][0] - us if i + 1 < len(clock_msgs) else interval
-            if steps >= 2 and following > 0.6 * interval:
+            gap = us - ticks[-1]["us"]
+            regular = sorted(intervals[-8:])[len(intervals[-8:]) // 2] if intervals else None
+            following = clock_msgs[i + 1][0] - us if i + 1 < len(clock_msgs) else None
+            if (regular and following is not None and gap >= 1.75 * regular
+                    and 0.6 * regular <= following <= 1.4 * regular):
+                steps = round(gap / regular)
                 lost += steps - 1
                 index += steps - 1
+            elif gap > 1000:  # not a burst: an interval of Encore's
+                intervals.append(gap)
         ticks.append({"index": index, "us": us, "beat": beat,
                       "phase": beat % args.quantum, "bpm": tempo})
         index += 1
