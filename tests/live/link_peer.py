@@ -141,19 +141,19 @@ def main() -> None:
         return beat + (us - at) * tempo / 60e6, tempo
 
     # Ticks are counted from Start. JACK on a loaded machine can lose a MIDI message
-    # between two clients (an xrun; seen in JACK's default asynchronous mode): a gap of k
-    # of Encore's recent tick intervals (their median, bursts left out), after which the
-    # ticks come at that interval again, is k - 1 lost ticks. A gap after which the next
-    # tick comes early or at once is a tick sent late (its next one's deadline did not
-    # move); a gap after which the ticks keep the longer interval is a tempo change.
+    # between two clients (an xrun; seen in JACK's default asynchronous mode). A lost tick
+    # leaves a gap of k intervals with regular ticks on both sides: the interval before it
+    # and the one after it agree (within a quarter) and are a tick at about the session's
+    # tempo (0.6 to 1.6 of it: a bar bent to fit stays inside), and the gap is at least
+    # 1.75 of them: k - 1 ticks were lost. A tick sent late is followed by one that comes
+    # early or at once; a tempo change keeps the longer interval after the gap.
     clock_msgs = [(us, data) for us, _, data in messages if data in (b"\xfa", b"\xfc", b"\xf8")]
     ticks: list[dict] = []
-    intervals: list[float] = []
     index = None
     lost = 0
     for i, (us, data) in enumerate(clock_msgs):
         if data == b"\xfa":
-            index, intervals = 0, []
+            index = 0
             continue
         if data == b"\xfc":
             index = None
@@ -161,17 +161,16 @@ def main() -> None:
         if index is None:
             continue
         beat, tempo = beat_at(us)
-        if ticks:
+        if len(ticks) >= 2 and i + 1 < len(clock_msgs):
+            tick_us = 60e6 / (tempo * 24)
+            before = ticks[-1]["us"] - ticks[-2]["us"]
+            after = clock_msgs[i + 1][0] - us
             gap = us - ticks[-1]["us"]
-            regular = sorted(intervals[-8:])[len(intervals[-8:]) // 2] if intervals else None
-            following = clock_msgs[i + 1][0] - us if i + 1 < len(clock_msgs) else None
-            if (regular and following is not None and gap >= 1.75 * regular
-                    and 0.6 * regular <= following <= 1.4 * regular):
-                steps = round(gap / regular)
+            if (0.6 * tick_us <= before <= 1.6 * tick_us and abs(after - before) <= 0.25 * before
+                    and gap >= 1.75 * before):
+                steps = round(gap / before)
                 lost += steps - 1
                 index += steps - 1
-            elif gap > 1000:  # not a burst: an interval of Encore's
-                intervals.append(gap)
         ticks.append({"index": index, "us": us, "beat": beat,
                       "phase": beat % args.quantum, "bpm": tempo})
         index += 1
