@@ -16,7 +16,7 @@ polled every 2 ms).
 
 It writes a JSON file: for each clock tick after Start, its index, Link time (us), the
 session beat and phase and the tempo then; the timelines; and the run's figures (with
-the ticks JACK lost on the way, which the count steps over: see the end of ``main``). The
+the ticks lost on the way, which the numbering steps over: see ``count_ticks``). The
 phase error of a downbeat (a tick whose index is a multiple of 96) is
 ``((phase + q/2) mod q) - q/2`` beats, in ms at the tempo then.
 
@@ -33,6 +33,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 import link
 
@@ -140,46 +141,63 @@ def main() -> None:
         at, beat, tempo = timelines[i]
         return beat + (us - at) * tempo / 60e6, tempo
 
-    # Ticks are counted from Start. JACK on a loaded machine can lose a MIDI message
-    # between two clients (an xrun; seen in JACK's default asynchronous mode). A lost tick
-    # leaves a gap of k intervals with regular ticks on both sides: the interval before it
-    # and the one after it agree (within a quarter) and are a tick at about the session's
-    # tempo (0.6 to 1.6 of it: a bar bent to fit stays inside), and the gap is at least
-    # 1.75 of them: k - 1 ticks were lost. A tick sent late is followed by one that comes
-    # early or at once; a tempo change keeps the longer interval after the gap.
-    clock_msgs = [(us, data) for us, _, data in messages if data in (b"\xfa", b"\xfc", b"\xf8")]
-    ticks: list[dict] = []
-    index = None
-    lost = 0
-    for i, (us, data) in enumerate(clock_msgs):
-        if data == b"\xfa":
-            index = 0
-            continue
-        if data == b"\xfc":
-            index = None
-            continue
-        if index is None:
-            continue
-        beat, tempo = beat_at(us)
-        if len(ticks) >= 2 and i + 1 < len(clock_msgs):
-            tick_us = 60e6 / (tempo * 24)
-            before = ticks[-1]["us"] - ticks[-2]["us"]
-            after = clock_msgs[i + 1][0] - us
-            gap = us - ticks[-1]["us"]
-            if (0.6 * tick_us <= before <= 1.6 * tick_us and abs(after - before) <= 0.25 * before
-                    and gap >= 1.75 * before):
-                steps = round(gap / before)
-                lost += steps - 1
-                index += steps - 1
-        ticks.append({"index": index, "us": us, "beat": beat,
-                      "phase": beat % args.quantum, "bpm": tempo})
-        index += 1
+    clock_msgs = [(us, data) for us, _, data in messages
+                  if data in (b"\xfa", b"\xfc", b"\xf8")]
+    ticks, lost = count_ticks(clock_msgs, beat_at, args.quantum)
     with open(args.out, "w") as out:
         json.dump({"quantum": args.quantum, "overflows": overflows, "lost_ticks": lost,
                    "peers": peers_seen,
                    "started_us": started_us, "timelines": timelines, "changes": changes,
                    "playing": playing, "ticks": ticks,
                    "clock_us": [(us, data.hex()) for us, data in clock_msgs]}, out)
+
+
+def count_ticks(clock_msgs: list[tuple[float, bytes]],
+                beat_at: Callable[[float], tuple[float, float]],
+                quantum: float) -> tuple[list[dict], int]:
+    """Number the clock ticks from Start and put each on the session's beat.
+
+    On a loaded machine Encore's sender is now and then held up (~100 ms) and then sends
+    the ticks due in a burst, and a tick can go missing on the way (JACK loses a MIDI
+    message in an xrun, seen inside such bursts). So ticks are not only counted: a
+    regular tick (the intervals before and after it both 0.6 to 1.6 of a tick at the
+    session's tempo) is numbered by the time since the last regular tick, over the tick
+    interval there (the session's, unless that bar was bent to fit: then the measured
+    one), when that says more than counting does. Returns the ticks and how many numbers
+    were skipped (lost ticks)."""
+    times = [us for us, _ in clock_msgs]
+    ticks: list[dict] = []
+    index: int | None = None
+    anchor: tuple[int, float, float] | None = None  # a regular tick: index, us, interval
+    lost = 0
+    for i, (us, data) in enumerate(clock_msgs):
+        if data == b"\xfa":
+            index, anchor = 0, None
+            continue
+        if data == b"\xfc":
+            index, anchor = None, None
+            continue
+        if index is None:
+            continue
+        beat, tempo = beat_at(us)
+        tick_us = 60e6 / (tempo * 24)
+        before = us - times[i - 1] if clock_msgs[i - 1][1] == b"\xf8" else None
+        after = times[i + 1] - us if i + 1 < len(times) else None
+        regular = (before is not None and after is not None
+                   and 0.6 * tick_us <= before <= 1.6 * tick_us
+                   and 0.6 * tick_us <= after <= 1.6 * tick_us)
+        if regular and anchor is not None and index - anchor[0] > 1:
+            by_time = anchor[0] + round((us - anchor[1]) / anchor[2])
+            if by_time > index:
+                lost += by_time - index
+                index = by_time
+        if regular:
+            local = (before + after) / 2
+            anchor = (index, us, tick_us if abs(local / tick_us - 1) < 0.12 else local)
+        ticks.append({"index": index, "us": us, "beat": beat, "phase": beat % quantum,
+                      "bpm": tempo})
+        index += 1
+    return ticks, lost
 
 
 if __name__ == "__main__":
