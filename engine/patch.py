@@ -85,6 +85,7 @@ NoteName = Literal[
 ]
 Mode = Literal["major", "minor"]
 SampleRate = Literal[44100, 48000]
+LinkQuantum = Literal[1, 2, 4]
 
 
 class PatchError(ValueError):
@@ -311,6 +312,15 @@ class Live:
     link: bool = setting(
         False, "Join an Ableton Link session (tempo and bar phase). Needs the optional 'link' "
         "extra: pip install 'encore-engine[link]' (aalink, GPL-3.0; Link is GPL-2.0+).")
+    link_quantum: LinkQuantum = setting(
+        4, "Link: the beats whose phase lines up with the session (4: bar lines, 2: half "
+        "bars, 1: beats only).", unit="beats")
+    link_wait_s: float = setting(
+        1.0, "Link: how long to wait for peers before the first downbeat (none found: "
+        "this engine starts the session at the patch's tempo).", range=(0.0, 10.0), unit="s")
+    link_start_stop: bool = setting(
+        False, "Link: share start and stop with the session (the set starts the session "
+        "playing, and ends when another app stops it).")
 
 
 LyricsSource = Literal["markov", "gpt2", "off"]

@@ -725,6 +725,9 @@ TABLE: dict[str, Run] = {
     "pip install -e '.[export]'": Run(
         runs="pip install --dry-run --no-deps -e '.[export]'", runner=run_pip,
         why=PIP_DRY_RUN),
+    "pip install -e '.[link]'": Run(
+        runs="pip install --dry-run --no-deps -e '.[link]'", runner=run_pip,
+        why=PIP_DRY_RUN),
     ".venv/bin/encore train lyrics --from models_onnx/lyrics_gpt2 --text my_lyrics.txt "
     "--out runs/mine --onnx models_onnx/my_lyrics": Run(
         runs=".venv/bin/encore train lyrics --from models_onnx/lyrics_gpt2 --text "

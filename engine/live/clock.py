@@ -6,8 +6,9 @@ steps to a beat (the 16-step grid of :mod:`engine.music.notes`).
 
 Tempo is piecewise constant. Each change lands on a bar line, and only on a bar that has
 not started yet, so the time of everything already under way never moves: a bar's start
-depends only on the tempi of the bars before it. Negative beats (a count-in) extend the
-first tempo backwards.
+depends only on the tempi of the bars before it (and on any wait put before it by
+:meth:`Clock.realign`, which an external timeline such as Ableton Link asks for when it is
+too far off to be slewed). Negative beats (a count-in) extend the first tempo backwards.
 
 Thread safety: the tempo map is an immutable tuple that :meth:`Clock.set_tempo` replaces
 in one assignment, so the MIDI sender thread reads it without a lock while the show loop
@@ -87,6 +88,7 @@ class Clock:
         # Replaced whole, never mutated: readers on other threads need no lock.
         first = TempoSegment(0, _check_bpm(bpm), start)
         self._map: tuple[tuple[TempoSegment, ...], tuple[int, ...]] = ((first,), (0,))
+        self._waits: dict[int, int] = {}  # bar -> ns of silence before it (realign)
         self._frame_anchor: tuple[int, int] = (_check_int(start_frame, "start_frame"), start)
 
     # -- the tempo map -------------------------------------------------------------------
@@ -118,25 +120,46 @@ class Clock:
             raise ValueError(
                 f"bar {at_bar} started {(now - started) / NS_PER_S:.3f} s ago; tempo "
                 f"changes land on a bar line still ahead: use bar {self.next_bar(now)} or later")
-        changes = {seg.bar: seg.bpm for seg in self._map[0]}
-        changes[at_bar] = bpm
-        segments = [TempoSegment(0, changes.pop(0), self.start_ns)]
-        for bar in sorted(changes):
-            prev = segments[-1]
+        self._rebuild(at_bar, {at_bar: bpm}, self._waits)
+
+    def realign(self, at_bar: int, start_ns: int, bpm: float) -> None:
+        """Start bar ``at_bar`` at ``start_ns`` instead, at ``bpm``: a wait (silence) of
+        ``start_ns`` minus where it would start, never less than none, so nothing already
+        stamped overlaps it. For an external timeline that is too far off to be slewed.
+        Refuses a bar that has already started, like :meth:`set_tempo`."""
+        at_bar = _check_int(at_bar, "at_bar")
+        start_ns = _check_int(start_ns, "start_ns")
+        if at_bar == 0:
+            raise ValueError("bar 0 starts at start_ns: make the clock there instead")
+        self.set_tempo(bpm, at_bar)
+        natural = self.bar_start_ns(at_bar) - self._waits.get(at_bar, 0)
+        if start_ns < natural:
+            raise ValueError(f"bar {at_bar} would start {(natural - start_ns) / 1e6:.3f} ms "
+                             "early, over the bar before it: realign only waits")
+        waits = dict(self._waits)
+        waits[at_bar] = start_ns - natural
+        self._rebuild(at_bar, {}, waits)
+
+    def _rebuild(self, from_bar: int, changes: dict[int, float], waits: dict[int, int]) -> None:
+        """Apply tempo ``changes`` and ``waits`` (bar -> ns) from bar ``from_bar`` on; the
+        segments before it are kept as they are (a long set adds one a bar when locked to
+        Link: only the few ahead are made again)."""
+        segments, beats = self._map
+        keep = max(bisect.bisect_left(beats, from_bar * BEATS_PER_BAR), 1)
+        tempi = {seg.bar: seg.bpm for seg in segments[keep:]} | changes
+        new = list(segments[:keep])
+        if 0 in tempi:
+            new[0] = TempoSegment(0, tempi.pop(0), self.start_ns)
+        for bar in sorted(tempi):
+            prev = new[-1]
             start = prev.start_ns + round((bar - prev.bar) * BEATS_PER_BAR * prev.ns_per_beat)
-            segments.append(TempoSegment(bar, changes[bar], start))
-        self._map = (tuple(segments), tuple(seg.beat for seg in segments))
+            new.append(TempoSegment(bar, tempi[bar], start + waits.get(bar, 0)))
+        self._waits = waits
+        self._map = (tuple(new), beats[:keep] + tuple(seg.beat for seg in new[keep:]))
 
     def _segment_at_beat(self, beat: float) -> TempoSegment:
         segments, beats = self._map  # one read: a consistent map even if set_tempo runs now
         return segments[max(bisect.bisect_right(beats, beat) - 1, 0)]
-
-    def _segment_at_ns(self, ns: int) -> TempoSegment:
-        segments = self._map[0]
-        for seg in reversed(segments):  # the changes still ahead are few: scan back
-            if seg.start_ns <= ns:
-                return seg
-        return segments[0]
 
     # -- beats <-> ns --------------------------------------------------------------------
 
@@ -145,8 +168,16 @@ class Clock:
         return seg.start_ns + round((beat - seg.beat) * seg.ns_per_beat)
 
     def ns_to_beat(self, ns: int) -> float:
-        seg = self._segment_at_ns(ns)
-        return seg.beat + (ns - seg.start_ns) / seg.ns_per_beat
+        """The beat at ``ns``; during a wait (:meth:`realign`) the beat it waits for."""
+        segments = self._map[0]
+        seg, after = segments[0], None
+        for i in range(len(segments) - 1, -1, -1):  # the changes still ahead are few
+            if segments[i].start_ns <= ns:
+                seg = segments[i]
+                after = segments[i + 1] if i + 1 < len(segments) else None
+                break
+        beat = seg.beat + (ns - seg.start_ns) / seg.ns_per_beat
+        return min(beat, after.beat) if after is not None else beat
 
     def bar_start_ns(self, bar: int) -> int:
         return self.beat_to_ns(bar * BEATS_PER_BAR)

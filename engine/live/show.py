@@ -42,6 +42,7 @@ import numpy as np
 
 from engine.live.clock import Clock
 from engine.live.generator import BarGenerator
+from engine.live.link_lock import LinkLock
 from engine.live.osc_control import Command, OscDispatcher, OscServer
 from engine.live.priority import SHOW_NICENESS, set_thread_nice, thread_nice
 from engine.live.recorder import SetRecorder, TapRing
@@ -86,6 +87,7 @@ class ShowHealth:
     midi: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     osc: dict[str, Any] = field(default_factory=dict)
+    link: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,6 +154,7 @@ class Show:
         self.sample_rate = patch.audio.sample_rate
         self.follower: Any = None
         self.link: Any = None
+        self.link_lock: LinkLock | None = None
 
     # ---- set-up ---------------------------------------------------------------------
     def _open_ports(self) -> dict[str, Any]:
@@ -313,11 +316,13 @@ class Show:
         if self.audio_engine is not None:
             self.audio_engine.start()
             await self._first_audio_block()
-        start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
         self._open_sync()
-        if self.link is not None:  # bar 0 on the Link session's next downbeat
-            start_ns = self.link.next_downbeat_ns(start_ns)
-        self.clock = Clock(patch.song.tempo, start_ns=start_ns, sample_rate=self.sample_rate)
+        start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
+        bpm = patch.song.tempo
+        if self.link is not None:  # peers first, then bar 0 on the session's bar line
+            self.link_lock = LinkLock(self.link, patch.live, self.event_log, self.stop)
+            start_ns, bpm = await self.link_lock.join(start_ns)
+        self.clock = Clock(bpm, start_ns=start_ns, sample_rate=self.sample_rate)
         if ports:
             self.sender = MidiSender(self.clock, ports).start()
             if patch.midi.clock_out and patch.midi.clock_out in ports:
@@ -337,6 +342,8 @@ class Show:
                     self.generator.realize(next_plan))))
             self._apply_pending("bar")
             self._follow_tempo()
+            if self.link_lock is not None:  # fit this bar to the session before stamping it
+                self.link_lock.lock(self.clock, plan.index)
             self._push(plan, bar, fresh)
             if self.bars is not None and plan.index + 1 >= self.bars:
                 await self._sleep_until(self.clock.bar_start_ns(plan.index + 1))
@@ -384,12 +391,17 @@ class Show:
             self.follower = sync.MidiClockFollower(self.patch.midi.clock_in,
                                                    self.patch.midi.backend)
         if self.patch.live.link:
-            self.link = sync.LinkSync(quantum=4, bpm=self.patch.song.tempo)
+            try:
+                self.link = sync.LinkSync(quantum=self.patch.live.link_quantum,
+                                          bpm=self.patch.song.tempo,
+                                          start_stop_sync=self.patch.live.link_start_stop)
+            except ImportError as err:  # the extra is missing: say so as a patch error
+                raise ValueError(f"[live] link = true: {err}; or set link = false") from err
 
     def _follow_tempo(self) -> None:
-        """An external tempo (MIDI clock in, Link) lands on the next bar line."""
+        """MIDI clock in: its tempo lands on the next bar line (Link: :class:`LinkLock`)."""
         assert self.clock is not None
-        for source in (self.follower, self.link):
+        for source in (self.follower,):
             if source is None:
                 continue
             bpm = source.suggest_tempo(self.clock.bpm)
@@ -621,6 +633,8 @@ class Show:
         if target == "song.tempo" and clock is not None:
             record["at_bar"] = max(self.bar_index + 1, clock.next_bar())
             clock.set_tempo(float(values[0]), at_bar=record["at_bar"])
+            if self.link_lock is not None:  # proposed to the session on that bar line
+                self.link_lock.propose_tempo(clock, float(values[0]), record["at_bar"])
         if self.event_log is not None:
             self.event_log.write(record)
         if target == "song.tempo":
@@ -763,6 +777,8 @@ class Show:
                                         "receiver_cpu_ms")}
         if self.vocals is not None:
             health.voice = self.vocals.health.to_dict() | {"singer": self.vocals.info}
+        if self.link_lock is not None:
+            health.link = self.link_lock.stats()
 
     def _close_recorder(self) -> None:
         if self.recorder is not None:
@@ -788,7 +804,7 @@ class Show:
                              ("voice", lambda: self.vocals and self.vocals.close()),
                              ("recorder", self._close_recorder),
                              ("clock in", lambda: self.follower and self.follower.close()),
-                             ("link", lambda: self.link and self.link.close()),
+                             ("link", self._close_link),
                              ("log", lambda: self.event_log and self.event_log.close())):
             try:
                 action()
@@ -796,6 +812,12 @@ class Show:
                 errors.append(f"{name}: {err}")
         for error in errors:
             log.error("while stopping: %s", error)
+
+    def _close_link(self) -> None:
+        if self.link_lock is not None:
+            self.link_lock.close()
+        if self.link is not None:
+            self.link.close()
 
     def _close_ports(self) -> None:
         """Close the MIDI ports this show opened (after the sender has silenced them): a

@@ -31,12 +31,16 @@ attribute assignment (a float, a bool, a tuple), and transport events go through
 
 :class:`LinkSync`: Ableton Link through the optional ``aalink`` package (GPL-3.0; Link
 itself is GPL-2.0-or-later), so it is an extra: ``pip install 'encore-engine[link]'``.
+Phase lock: :meth:`LinkSync.timeline` gives the session's beat as a line in monotonic time;
+:func:`lock_bar` fits each bar, before it is stamped, to end on a session bar line (a
+slewed tempo for that one bar), or to wait for the next one when it is too far off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import logging
 import math
 import operator
@@ -58,8 +62,8 @@ from engine.live.midi_ports import (
     rtmidi_module,
 )
 
-__all__ = ["LINK_EXTRA_MESSAGE", "LinkSync", "MidiClockFollower", "TransportEvent",
-           "suggest_tempo"]
+__all__ = ["LINK_EXTRA_MESSAGE", "BarLock", "LinkSync", "MidiClockFollower", "SessionTimeline",
+           "TransportEvent", "lock_bar", "suggest_tempo"]
 
 log = logging.getLogger(__name__)
 
@@ -466,22 +470,107 @@ def _aalink() -> Any:
     return aalink
 
 
+class SessionTimeline(NamedTuple):
+    """A Link session's beat as a straight line in ``time.monotonic_ns``: beat ``beat`` at
+    ``t_ns``, ``bpm`` beats a minute, and the phase shared within ``quantum`` beats (the
+    session's "bar lines" are where ``beat`` is a multiple of ``quantum``). True until the
+    session's tempo changes; read a fresh one (:meth:`LinkSync.timeline`) each bar."""
+
+    t_ns: int
+    beat: float
+    bpm: float
+    quantum: float
+
+    @property
+    def ns_per_beat(self) -> float:
+        return 60 * NS_PER_S / self.bpm
+
+    def beat_at(self, t_ns: int) -> float:
+        return self.beat + (t_ns - self.t_ns) / self.ns_per_beat
+
+    def time_at(self, beat: float) -> int:
+        return self.t_ns + round((beat - self.beat) * self.ns_per_beat)
+
+    def phase_at(self, t_ns: int) -> float:
+        """Where ``t_ns`` falls within the quantum, in beats ``[0, quantum)``."""
+        return self.beat_at(t_ns) % self.quantum
+
+    def nearest_line(self, t_ns: int) -> int:
+        """The session bar line (phase 0) nearest to ``t_ns``."""
+        q = self.quantum
+        return self.time_at(round(self.beat_at(t_ns) / q) * q)
+
+    def line_at_or_after(self, t_ns: int) -> int:
+        """The first session bar line at or after ``t_ns``."""
+        q = self.quantum
+        line = self.time_at(math.ceil(self.beat_at(t_ns) / q - 1e-9) * q)
+        return line if line >= t_ns else line + round(q * self.ns_per_beat)
+
+    def retimed(self, bpm: float, at_ns: int) -> SessionTimeline:
+        """The same session after a tempo change to ``bpm`` at ``at_ns`` (Link keeps the
+        beat there and goes on at the new tempo)."""
+        return SessionTimeline(at_ns, self.beat_at(at_ns), float(bpm), self.quantum)
+
+
+MAX_SLEW = 1.25  # a bar may play up to this factor off the session's tempo to fit
+MAX_SLEW_TEMPO_CHANGE = 1.5  # ... when the session's tempo has just changed
+
+
+class BarLock(NamedTuple):
+    """How one bar is fitted to the session: ``kind`` "slew" (it starts where it would and
+    its tempo is ``bpm``, so that it ends on a session bar line) or "realign" (it waits
+    until ``start_ns``, the session's next bar line, and plays at the session tempo).
+    ``error_ns``: how far the bar's end would have been from the nearest session bar line
+    without the fit (positive: late); ``session_bpm``: the tempo from the next bar on."""
+
+    bar: int
+    kind: str
+    start_ns: int
+    bpm: float
+    session_bpm: float
+    error_ns: int
+
+
+def lock_bar(bar: int, start_ns: int, session: SessionTimeline, *,
+             beats_per_bar: int = 4, max_slew: float = MAX_SLEW) -> BarLock:
+    """Fit bar ``bar``, which starts at ``start_ns`` (fixed: the bar before it is stamped),
+    to the session: at the session's tempo it would end ``error_ns`` off the nearest
+    session bar line. It ends on that line, or on the one after it, or the one before,
+    whichever asks the least change of tempo (a bar that is 45% late is better played 35%
+    slower to the next line than 80% faster to the nearest). Within ``max_slew`` (a
+    factor) of the session's tempo the bar plays at that tempo (a slew: nothing bunches,
+    nothing waits); further off, it waits for the session's next bar line and plays at its
+    tempo (a gap, never an overlap)."""
+    bar_ns = beats_per_bar * session.ns_per_beat
+    natural_end = start_ns + round(bar_ns)
+    nearest = session.nearest_line(natural_end)
+    error = natural_end - nearest
+    spacing = round(session.quantum * session.ns_per_beat)
+    ends = [end for end in (nearest - spacing, nearest, nearest + spacing) if end > start_ns]
+    end = min(ends, key=lambda e: abs(math.log((e - start_ns) / bar_ns)))
+    factor = bar_ns / (end - start_ns)  # the bar's tempo over the session's
+    bpm = session.bpm * factor
+    if 1 / max_slew <= factor <= max_slew and MIN_BPM <= bpm <= MAX_BPM:
+        return BarLock(bar, "slew", start_ns, bpm, session.bpm, error)
+    return BarLock(bar, "realign", session.line_at_or_after(start_ns), session.bpm,
+                   session.bpm, error)
+
+
 class LinkSync:
-    """Tempo and phase shared with an Ableton Link session, through ``aalink``.
+    """Tempo, phase and (optionally) start/stop shared with an Ableton Link session, through
+    ``aalink``.
 
-    Make it inside the running asyncio loop (aalink calls back through it). Link shares a
-    tempo and the phase within a ``quantum`` (beats; 4 = bars line up), not beat numbers:
-    align bar 0 of the show's clock with :meth:`next_downbeat_ns`, and follow tempo
-    changes with :meth:`suggest_tempo` at bar lines.
+    Make it inside the running asyncio loop (aalink calls back through it), then
+    :meth:`wait_for_peers` briefly before the first downbeat. Link shares a tempo and the
+    phase within a ``quantum`` (beats; 4 = bars line up), not beat numbers. The show reads
+    :meth:`timeline` once a bar and fits the bar it is about to stamp with :func:`lock_bar`;
+    its own tempo changes go to the session with :meth:`set_tempo`, called on the bar line
+    where they land.
 
-    Link's clock is not ``time.monotonic_ns`` (on Linux it is CLOCK_MONOTONIC_RAW), so the
-    ns helpers read Link's beat and ``now_ns`` back to back and extrapolate at the
-    session tempo; the two clocks differ in rate by a few ppm at most, nothing over a bar.
-
-    What was tested here: two instances in one process find each other as peers (Link's
-    discovery over the machine's network interfaces), share tempo changes, and agree on
-    phase to well under a millisecond. Not tested here: another Link app (Ableton Live,
-    a phone) on another machine, nor onsets against Link's 3 ms test plan on audio out.
+    Link's clock is not ``time.monotonic_ns`` (on Linux it is CLOCK_MONOTONIC_RAW), so
+    :meth:`timeline` reads Link's beat between two reads of ``now_ns`` and stamps it halfway;
+    the line is exact until the tempo changes (Link's beat is linear in its clock) and the
+    two clocks differ in rate by a few ppm, which the lock takes out every bar.
     """
 
     def __init__(self, quantum: float = 4, bpm: float = 120.0, *, enabled: bool = True,
@@ -524,7 +613,7 @@ class LinkSync:
         return float(self._get().tempo)
 
     def set_tempo(self, bpm: float) -> None:
-        """Propose a tempo to the whole session (Link's last change wins)."""
+        """Propose a tempo to the whole session, from now on (Link's last change wins)."""
         if not (math.isfinite(bpm) and MIN_BPM <= bpm <= MAX_BPM):
             raise ValueError(f"bpm must be between {MIN_BPM:g} and {MAX_BPM:g}, got {bpm}")
         self._get().tempo = float(bpm)
@@ -533,41 +622,60 @@ class LinkSync:
     def num_peers(self) -> int:
         return int(self._get().num_peers)
 
+    async def wait_for_peers(self, timeout_s: float, poll_s: float = 0.02) -> int:
+        """Wait up to ``timeout_s`` for the first peer (Link finds peers in well under a
+        second on a LAN); the number of peers found (0: this app starts the session)."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while not self.num_peers and time.monotonic() < deadline:
+            await asyncio.sleep(poll_s)
+        return self.num_peers
+
     @property
     def playing(self) -> bool:
         """The session's play state (shared only with start/stop sync on)."""
         return bool(self._get().playing)
 
-    def _sample(self) -> tuple[int, float, float, float]:
-        """``(ns, beat, phase, tempo)`` read together, ``ns`` halfway through the reads."""
+    def start_playing_at(self, t_ns: int) -> None:
+        """Tell the session (with start/stop sync) that playing starts at ``t_ns``, a bar
+        line of the session's (the phase is kept; only this peer's beat count moves)."""
         link = self._get()
         before = self._now_ns()
-        beat, phase = link.beat, link.phase
+        link_now = link.time
         after = self._now_ns()
-        return (before + after) // 2, float(beat), float(phase), float(link.tempo)
+        at = link_now + datetime.timedelta(microseconds=(t_ns - (before + after) // 2) / 1000)
+        link.set_is_playing_and_request_beat_at_time(True, at, 0.0)
+
+    def stop_playing(self) -> None:
+        """Tell the session (with start/stop sync) that playing stops now."""
+        self._get().playing = False
+
+    def on_start_stop(self, callback: Callable[[bool], Any] | None) -> None:
+        """Call ``callback(playing)`` on the loop when the session starts or stops."""
+        self._get().set_start_stop_callback(callback or (lambda _playing: None))
+
+    def timeline(self) -> SessionTimeline:
+        """The session's beat as a line in ``now_ns`` time (see the class notes)."""
+        link = self._get()
+        before = self._now_ns()
+        beat = link.beat
+        after = self._now_ns()
+        return SessionTimeline((before + after) // 2, float(beat), float(link.tempo),
+                               float(link.quantum))
 
     def beat_at(self, t_ns: int) -> float:
         """Link's beat at ``t_ns`` (monotonic), extrapolated from now at the session
         tempo. Beat numbers are this peer's own; only the phase is shared."""
-        now, beat, _, tempo = self._sample()
-        return beat + (t_ns - now) * tempo / (60 * NS_PER_S)
+        return self.timeline().beat_at(t_ns)
 
     def phase_at(self, t_ns: int) -> float:
         """Where ``t_ns`` falls within the quantum, in beats ``[0, quantum)``: shared by
         every peer with the same quantum."""
-        now, _, phase, tempo = self._sample()
-        return (phase + (t_ns - now) * tempo / (60 * NS_PER_S)) % self.quantum
+        return self.timeline().phase_at(t_ns)
 
     def next_downbeat_ns(self, after_ns: int | None = None) -> int:
-        """The first time after ``after_ns`` (default now) where the phase is 0: start bar
-        0 of the show's clock there and its bars line up with the session's."""
-        now, _, phase, tempo = self._sample()
-        after = now if after_ns is None else after_ns
-        ns_per_beat = 60 * NS_PER_S / tempo
-        quantum_ns = self.quantum * ns_per_beat
-        downbeat = now - phase * ns_per_beat  # the last one, at or before now
-        downbeat += (math.floor((after - downbeat) / quantum_ns) + 1) * quantum_ns
-        return round(downbeat)
+        """The first session bar line (phase 0) at or after ``after_ns`` (default now)."""
+        session = self.timeline()
+        return session.line_at_or_after(session.t_ns if after_ns is None else after_ns)
 
     def suggest_tempo(self, current_bpm: float, threshold: float = 0.2) -> float | None:
         """The session tempo when it differs from ``current_bpm`` by more than

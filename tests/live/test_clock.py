@@ -124,3 +124,38 @@ def test_virtual_clock_moves_only_when_told() -> None:
         clock.advance_to_ns(0)
     with pytest.raises(ValueError, match="only moves forward"):
         clock.advance(-1)
+
+
+def test_realign_waits_before_a_bar_and_keeps_everything_before_it() -> None:
+    now = FakeNow(0)
+    clock = Clock(120, start_ns=0, now_ns=now)  # 2 s bars
+    clock.set_tempo(60, at_bar=5)
+    before = [clock.beat_to_ns(b / 4) for b in range(0, 4 * 3)]
+    clock.realign(3, 6 * NS_PER_S + 300 * MS, 100)  # bar 3 would start at 6 s: waits 0.3 s
+    assert [clock.beat_to_ns(b / 4) for b in range(0, 4 * 3)] == before
+    assert clock.bar_start_ns(3) == 6300 * MS
+    assert clock.bar_start_ns(4) == 6300 * MS + 2400 * MS  # 100 BPM
+    assert clock.bar_start_ns(5) == 6300 * MS + 4800 * MS and clock.bpm_at(20) == 60
+    assert clock.ns_to_beat(6100 * MS) == 12  # in the wait: the beat it waits for
+    assert clock.ns_to_beat(6300 * MS + 600 * MS) == pytest.approx(13)
+    assert clock.next_bar(6100 * MS) == 3
+    clock.set_tempo(90, at_bar=4)  # a later change keeps the wait
+    assert clock.bar_start_ns(3) == 6300 * MS
+    with pytest.raises(ValueError, match="only waits"):
+        clock.realign(6, clock.bar_start_ns(6) - 1, 120)
+    now.ns = 6300 * MS + 1
+    with pytest.raises(ValueError, match="started"):
+        clock.realign(3, 7 * NS_PER_S, 120)
+
+
+def test_a_tempo_change_every_bar_keeps_the_bars_before_it() -> None:
+    now = FakeNow(0)
+    clock = Clock(120, start_ns=0, now_ns=now)
+    starts = []
+    for bar in range(1, 200):
+        now.ns = clock.bar_start_ns(bar) - 100 * MS
+        clock.set_tempo(120 + (bar % 3) * 0.01, at_bar=bar)
+        clock.set_tempo(120, at_bar=bar + 1)
+        starts.append(clock.bar_start_ns(bar))
+    assert [clock.bar_start_ns(bar) for bar in range(1, 200)] == starts
+    assert len(clock.tempo_map) == 201
