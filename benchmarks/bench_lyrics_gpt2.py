@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["shipped", *SHAPES])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/encore_bench_gpt2"),
-                        help="where the random models and conversions are kept (reused)")
+    parser.add_argument("--work", type=Path, default=Path("runs") / "bench_lyrics_gpt2",
+                        help="where the random models and conversions are kept and reused "
+                             "(default runs/bench_lyrics_gpt2: ~2.5 GB with every shape)")
     parser.add_argument("--no-ct2", action="store_true", help="skip CTranslate2")
     parser.add_argument("--quick", action="store_true", help="8 greedy tokens, ttft@32 only")
     parser.add_argument("--perplexity", action="store_true",

@@ -201,6 +201,10 @@ class GPT2Lyricist:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Threads that wait asleep, not spinning: on a busy machine (the show's own threads,
+        # other programs) spinning made 2-thread steps 7-10x slower here, and it takes CPU
+        # from the time-keeping threads.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = folder / MODEL_FILE
         try:
             session = ort.InferenceSession(str(path), sess_options=options,
