@@ -361,7 +361,7 @@ def check_lyrics(patch: Patch, model_dir: str | Path | None) -> Check:
                                  settings.candidates)
         return Check("lyrics", "WARN", detail + f": over {LINE_BUDGET_SHARE:g} of a bar, so "
                      f"live the engine writes {live} candidate(s) a line instead of "
-                     f"{settings.candidates} (fewer to choose from, never a late line)",
+                     f"{settings.candidates} (fewer to choose from rather than late lines)",
                      fix, seconds)
     return Check("lyrics", "OK", detail, value=seconds)
 
