@@ -30,6 +30,17 @@ def test_candidates_within_the_budget() -> None:
     assert line_budget_s(120.0) == pytest.approx(1.0)       # half a 2-second bar
 
 
+@pytest.fixture(scope="module")
+def writer(short_patch: Patch):
+    """The patch's writer (loading it is the slow part), with the patch's count each test."""
+    return build_writer(short_patch.lyrics, 3)
+
+
+@pytest.fixture(autouse=True)
+def _patch_count(writer, short_patch: Patch) -> None:
+    writer.settings.candidates = short_patch.lyrics.candidates
+
+
 def write_lines(track: LyricsTrack, patch: Patch, bars: int) -> list:
     conductor = Conductor(patch, bars, seed=3)
     melody = tuple(Note(start=4 * k, pitch=60 + 2 * k, end=4 * k + 3) for k in range(4))
@@ -43,8 +54,7 @@ def write_lines(track: LyricsTrack, patch: Patch, bars: int) -> list:
     return written
 
 
-def test_a_line_over_budget_makes_the_next_ask_for_fewer(short_patch: Patch) -> None:
-    writer = build_writer(short_patch.lyrics, 3)
+def test_a_line_over_budget_makes_the_next_ask_for_fewer(writer, short_patch: Patch) -> None:
     most = writer.settings.candidates
     assert most > 1
     track = LyricsTrack(writer, short_patch.lyrics, budget_s=1e-6)
@@ -55,8 +65,7 @@ def test_a_line_over_budget_makes_the_next_ask_for_fewer(short_patch: Patch) -> 
     assert later.candidates < first.candidates  # the pool of lines shrank with the count
 
 
-def test_a_fast_line_asks_for_the_patchs_count_again(short_patch: Patch) -> None:
-    writer = build_writer(short_patch.lyrics, 3)
+def test_a_fast_line_asks_for_the_patchs_count_again(writer, short_patch: Patch) -> None:
     most = writer.settings.candidates
     writer.settings.candidates = 1  # as after a slow stretch
     track = LyricsTrack(writer, short_patch.lyrics, budget_s=3600.0)
@@ -64,8 +73,7 @@ def test_a_fast_line_asks_for_the_patchs_count_again(short_patch: Patch) -> None
     assert writer.settings.candidates == most
 
 
-def test_offline_render_keeps_the_patchs_count(short_patch: Patch) -> None:
-    writer = build_writer(short_patch.lyrics, 3)
+def test_offline_render_keeps_the_patchs_count(writer, short_patch: Patch) -> None:
     most = writer.settings.candidates
     write_lines(LyricsTrack(writer, short_patch.lyrics), short_patch, 8)
     assert writer.settings.candidates == most
