@@ -293,3 +293,24 @@ def test_an_unsupported_activation_is_refused(tiny_gpt2_hf_dir: Path, tmp_path: 
     (folder / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
     with pytest.raises(ValueError, match="activation_function 'relu' is not supported"):
         export_gpt2(folder, tmp_path / "out")
+
+
+def test_int8_weights_load_and_stay_close_to_the_float_graph(tiny_gpt2_hf_dir: Path,
+                                                             tiny_gpt2_onnx_dir: Path,
+                                                             tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    config = export_gpt2(tiny_gpt2_hf_dir, tmp_path / "int8", int8=True)
+    assert config["weights"] == "int8" and config["parity"]["greedy_identical"]
+    figures = config["int8"]
+    assert 0 < figures["logits_max_abs_diff_vs_float"] < 0.1 * figures["reference_logits_max_abs"]
+    assert 0 <= figures["greedy_tokens_before_first_difference"] <= figures["greedy_tokens"] == 32
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8" / "model.onnx")).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    assert not (tmp_path / "int8" / "float32_model.onnx").exists()
+    runner = GPT2Lyricist.load(tmp_path / "int8")
+    float_runner = GPT2Lyricist.load(tiny_gpt2_onnx_dir)
+    ids = np.asarray([runner.context_ids("about: moon\nthe night is long")])
+    quantized = runner.new_cache(1, ids.shape[1]).run(ids)
+    reference = float_runner.new_cache(1, ids.shape[1]).run(ids)
+    assert np.abs(quantized - reference).max() < 0.1 * np.abs(reference).max()
+    assert len(runner.generate_lines("about: moon\n", 3, np.random.default_rng(0))) == 3
