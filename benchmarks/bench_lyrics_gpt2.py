@@ -1,25 +1,39 @@
-"""GPT-2 lyricist speed: ONNX Runtime with the key/value cache vs transformers' generate().
+"""GPT-2 lyricist speed: our ONNX Runtime runner against transformers and CTranslate2, same weights.
 
-    python benchmarks/bench_lyrics_gpt2.py        # models_onnx/lyrics_gpt2 vs runs/lyrics_gpt2/hf
-    python benchmarks/bench_lyrics_gpt2.py --onnx OUT --hf HF_DIR --threads 1 2 --tokens 64
-    python benchmarks/bench_lyrics_gpt2.py --tokens 4 --threads 1 --runs 1   # a quick smoke run
+    python benchmarks/bench_lyrics_gpt2.py                       # all shapes, 1 and 2 threads
+    python benchmarks/bench_lyrics_gpt2.py --shapes gpt2 --threads 1 --runs 3
+    python benchmarks/bench_lyrics_gpt2.py --shapes shipped --runs 1 --quick   # a smoke run
+    python benchmarks/bench_lyrics_gpt2.py --perplexity          # the shipped model's int8 cost
 
-Without --hf, the Hugging Face folder is runs/lyrics_gpt2/hf when this machine trained the
-lyricist, else the one rebuilt from the exported weights (``hf_from_export``: runs/ is not
-in the repository, so a fresh checkout compares against the shipped model's own weights).
+Shapes: ``shipped`` (models_onnx/lyrics_gpt2, 4x256, 8k vocabulary; its Hugging Face form is
+rebuilt from the exported weights), ``distilgpt2`` (6 layers x 768, 50,257 tokens) and
+``gpt2`` (12 x 768): random weights from transformers' GPT2Config (no download is possible
+here), seed 0, the shipped tokenizer padded with placeholder tokens to 50,257 so that every
+engine sees the same vocabulary. Every engine runs the same weights:
 
-For each thread count (torch.set_num_threads and ORT intra-op threads alike) both engines
-greedily generate the same number of new tokens after the same prompt, at batch 1:
+- ``ours``: ``GPT2Lyricist`` on ``export_gpt2(..., half_weights=False)`` (float32);
+- ``ours-int8``: ``export_gpt2(..., int8=True)`` (int8 weight matrices);
+- ``transformers``: ``model.generate()`` (PyTorch eager, its own cache);
+- ``ct2`` / ``ct2-int8``: CTranslate2 ``Generator`` on the converted folder, compute type
+  float32 / int8 (the ``bench`` extra: ``pip install ctranslate2``); ``end_token=[]`` so
+  that it, too, goes on past end-of-text.
 
-- ORT: ``GPT2Lyricist.greedy`` (the prompt in one run, then one cached run per token, argmax
-  in numpy);
-- transformers: ``model.generate(do_sample=False)`` with its own cache, end-of-text not
-  stopping it (``export.gpt2_onnx.hf_greedy``).
+optimum's ``ORTModelForCausalLM`` is not measured: optimum-onnx pins transformers < 4.58,
+older than the export extra's transformers 5 (installing it would downgrade the venv).
 
-Each figure is the median of --runs calls after one warm-up call, and includes the prompt
-(prefill). The token sequences must be identical, or the script exits with status 1. Then
-it times the engine's real use: a batch of 8 lines of up to 16 tokens sampled in lockstep
-(``generate_lines``), as sampled and with every line forced to the full 16 tokens.
+Figures, per shape and thread count (torch, ONNX Runtime and CTranslate2 intra-op threads):
+
+- ``tok/s``: greedy, batch 1, 64 new tokens after a 32-token prompt (prefill included),
+  end-of-text not stopping anyone;
+- ``ttft@P``: time to the first token (prefill + argmax) after P prompt tokens, P = 32,
+  128, 512 (not past the model's positions);
+- ``8x25``: 8 candidate lines of 25 tokens sampled in one batch (top-k 40, top-p 0.95,
+  temperature 0.9, repetition penalty 1.2), every line forced to 25 tokens.
+
+The engines alternate inside every repetition (the order rotates), so a load change on the
+shared machine hits all of them alike; each cell is the median of --runs repetitions with
+its spread (min-max) after one warm-up. Greedy tokens are checked against transformers':
+ours must be identical (exit 1 otherwise); CTranslate2's and int8's agreement is printed.
 """
 
 from __future__ import annotations
@@ -29,7 +43,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -43,101 +56,309 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.lyrics.gpt2_runner import GPT2Lyricist  # noqa: E402
-from export.gpt2_onnx import hf_from_export, hf_greedy, load_hf  # noqa: E402
+from export.gpt2_onnx import export_gpt2, hf_from_export, hf_greedy, load_hf  # noqa: E402
 
-DEFAULT_HF = REPO / "runs" / "lyrics_gpt2" / "hf"
-PROMPT = "about: night\nthe moon is rising over silver water\n"
-
-
-def median_s(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+SHIPPED = REPO / "models_onnx" / "lyrics_gpt2"
+SHAPES = {"distilgpt2": 6, "gpt2": 12}  # layers; 768 wide, 12 heads, 50,257 tokens
+VOCAB = 50257
+PROMPT = ("about: night\nthe moon is rising over silver water\nand the river runs along "
+          "the dark and quiet town\n")
+GREEDY_PROMPT, GREEDY_NEW = 32, 64
+TTFT_PROMPTS = (32, 128, 512)
+LINES, LINE_TOKENS = 8, 25
+SAMPLING = {"temperature": 0.9, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.2}
 
 
-def print_environment(onnx_dir: Path, hf_dir: Path, lyricist: GPT2Lyricist) -> None:
-    import transformers
+# ---- the models ------------------------------------------------------------------------------
+def random_hf(name: str, out: Path) -> Path:
+    """A random-weight GPT-2 folder of ``name``'s shape with a 50,257-token tokenizer."""
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    c = lyricist.config
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"load average {load:.2f}")
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"onnxruntime {ort.__version__} ({lyricist.provider})")
-    print(f"model: {c['n_layer']} layers, {c['n_head']} heads x {c['head_dim']}, vocab "
-          f"{c['vocab_size']}; ONNX {onnx_dir}, transformers {hf_dir}")
-
-
-def bench_greedy(lyricist: GPT2Lyricist, model, tokens: int, runs: int) -> tuple[float, float]:
-    """(ORT tokens/s, transformers tokens/s); exits 1 when the sequences differ."""
-    ids = lyricist.context_ids(PROMPT, tokens)
-    ours = lyricist.greedy(PROMPT, tokens)
-    theirs = hf_greedy(model, ids, tokens, pad_id=lyricist.eos_id)
-    if ours != theirs:
-        first = next(i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
-        print(f"greedy sequences differ at token {first}: ORT {ours[first:first + 8]}, "
-              f"transformers {theirs[first:first + 8]}; are --onnx and --hf the same model?")
-        raise SystemExit(1)
-    ort_s = median_s(lambda: lyricist.greedy(PROMPT, tokens), runs)
-    hf_s = median_s(lambda: hf_greedy(model, ids, tokens, pad_id=lyricist.eos_id), runs)
-    return tokens / ort_s, tokens / hf_s
+    if (out / "config.json").is_file():
+        return out
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=SHAPES[name], n_embd=768, n_head=12, vocab_size=VOCAB,
+                        n_positions=1024, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).eval().save_pretrained(out)
+    tokenizer = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    missing = VOCAB - tokenizer.get_vocab_size(with_added_tokens=True)
+    tokenizer.add_tokens([AddedToken(f"<|unused{i}|>", special=True) for i in range(missing)])
+    eos = "<|endoftext|>"
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=eos, eos_token=eos,
+                            unk_token=eos).save_pretrained(out)
+    return out
 
 
-def bench_lines(lyricist: GPT2Lyricist, runs: int) -> tuple[float, float]:
-    """Median ms for 8 lines of up to 16 tokens: as sampled, and forced to 16 tokens."""
-    def sampled() -> None:
-        lyricist.generate_lines(PROMPT, 8, np.random.default_rng(0), max_tokens=16)
+def prepare(shape: str, work: Path, want_ct2: bool) -> dict[str, Path]:
+    """Folders of one shape: hf, ours, ours-int8 and (if wanted) ct2."""
+    import contextlib
+    import io
 
-    def full() -> None:
-        lyricist.generate_lines(PROMPT, 8, np.random.default_rng(0), max_tokens=16,
-                                min_tokens=16)
+    folder = work / shape
+    paths = {"hf": folder / "hf", "ours": folder / "ours", "ours-int8": folder / "ours_int8"}
+    if shape == "shipped":
+        paths["ours"] = SHIPPED
+        if not (paths["hf"] / "config.json").is_file():
+            hf_from_export(SHIPPED, paths["hf"])
+    else:
+        random_hf(shape, paths["hf"])
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if not (paths["ours"] / "encore_gpt2.json").is_file():
+            export_gpt2(paths["hf"], paths["ours"], half_weights=False)
+        if not (paths["ours-int8"] / "encore_gpt2.json").is_file():
+            export_gpt2(paths["hf"], paths["ours-int8"], int8=True)
+    if want_ct2:
+        from ctranslate2.converters import TransformersConverter
 
-    return 1000 * median_s(sampled, runs), 1000 * median_s(full, runs)
+        paths["ct2"] = folder / "ct2"
+        if not (paths["ct2"] / "model.bin").is_file():
+            TransformersConverter(str(paths["hf"])).convert(str(paths["ct2"]), force=True)
+    return paths
+
+
+# ---- the engines -----------------------------------------------------------------------------
+class Ours:
+    def __init__(self, folder: Path, threads: int):
+        self.lyricist = GPT2Lyricist.load(folder, threads=threads,
+                                          providers=["CPUExecutionProvider"])
+
+    def first_token(self, ids: list[int]) -> int:
+        return int(np.argmax(self.lyricist.new_cache(1, len(ids)).run(np.asarray([ids]))[0]))
+
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        cache = self.lyricist.new_cache(1, len(ids) + n)
+        out = [int(np.argmax(cache.run(np.asarray([ids]))[0]))]
+        while len(out) < n:
+            out.append(int(np.argmax(cache.run(np.asarray([[out[-1]]]))[0])))
+        return out
+
+    def lines(self, ids: list[int], rng: np.random.Generator) -> None:
+        text = self.lyricist.decode(ids)
+        self.lyricist.generate_ids(text, LINES, rng, max_tokens=LINE_TOKENS,
+                                   min_tokens=LINE_TOKENS, **SAMPLING)
+
+
+class Transformers:
+    def __init__(self, model, threads: int):
+        self.model, self.threads = model, threads
+
+    def first_token(self, ids: list[int]) -> int:
+        torch.set_num_threads(self.threads)
+        return hf_greedy(self.model, ids, 1)[0]
+
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        torch.set_num_threads(self.threads)
+        return hf_greedy(self.model, ids, n)
+
+    def lines(self, ids: list[int], rng: np.random.Generator) -> None:
+        from transformers import GenerationConfig
+
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(int(rng.integers(1 << 31)))
+        x = torch.tensor([ids] * LINES)
+        generation = GenerationConfig(
+            do_sample=True, min_new_tokens=LINE_TOKENS, max_new_tokens=LINE_TOKENS,
+            eos_token_id=[], pad_token_id=0, **SAMPLING)
+        with torch.no_grad():
+            self.model.generate(x, attention_mask=torch.ones_like(x), generation_config=generation)
+
+
+class CTranslate2:
+    def __init__(self, folder: Path, threads: int, compute_type: str, tokens: list[str]):
+        import ctranslate2
+
+        self.generator = ctranslate2.Generator(str(folder), device="cpu",
+                                               compute_type=compute_type,
+                                               intra_threads=threads, inter_threads=1)
+        self.tokens = tokens  # id -> token string (the generator's vocabulary)
+
+    def first_token(self, ids: list[int]) -> int:
+        return self.greedy(ids, 1)[0]
+
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        result = self.generator.generate_batch(
+            [[self.tokens[i] for i in ids]], max_length=n, sampling_topk=1, end_token=[],
+            include_prompt_in_result=False)
+        return list(result[0].sequences_ids[0])
+
+    def lines(self, ids: list[int], rng: np.random.Generator) -> None:
+        self.generator.generate_batch(
+            [[self.tokens[i] for i in ids]] * LINES, max_length=LINE_TOKENS, end_token=[],
+            sampling_topk=SAMPLING["top_k"],
+            sampling_topp=SAMPLING["top_p"], sampling_temperature=SAMPLING["temperature"],
+            repetition_penalty=SAMPLING["repetition_penalty"], include_prompt_in_result=False)
+
+
+# ---- timing ----------------------------------------------------------------------------------
+def alternate(engines: dict[str, object], call: Callable[[object], object],
+              runs: int) -> dict[str, list[float]]:
+    """Seconds of ``call(engine)`` per engine: one warm-up each, then ``runs`` rounds, the
+    engines' order rotating every round."""
+    names = list(engines)
+    for name in names:
+        call(engines[name])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(runs):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            call(engines[name])
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def cell(values: list[float], scale: float = 1.0, rate: bool = False) -> str:
+    figures = [scale / v for v in values] if rate else [v * scale for v in values]
+    med = statistics.median(figures)
+    return f"{med:8.1f} [{min(figures):.0f}-{max(figures):.0f}]"
+
+
+def random_ids(n: int, vocab: int, seed: int) -> list[int]:
+    return [0, *np.random.default_rng(seed).integers(1, vocab, n - 1).tolist()]
+
+
+def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int,
+                quick: bool) -> tuple[list[str], dict[str, dict[str, float]]]:
+    model, tokenizer = load_hf(paths["hf"])
+    engines: dict[str, object] = {"ours": Ours(paths["ours"], threads),
+                                  "ours-int8": Ours(paths["ours-int8"], threads),
+                                  "transformers": Transformers(model, threads)}
+    if "ct2" in paths:
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        tokens += [tokens[0]] * (model.config.vocab_size - len(tokens))
+        engines["ct2"] = CTranslate2(paths["ct2"], threads, "float32", tokens)
+        engines["ct2-int8"] = CTranslate2(paths["ct2"], threads, "int8", tokens)
+    ours: Ours = engines["ours"]  # type: ignore[assignment]
+    vocab = min(len(tokenizer), model.config.vocab_size)
+    n_positions = ours.lyricist.n_positions
+    new = 8 if quick else GREEDY_NEW
+    prompt = random_ids(GREEDY_PROMPT, vocab, 1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = engines["transformers"].greedy(prompt, new)
+        agreement = {}
+        for name, engine in engines.items():
+            got = engine.greedy(prompt, new)
+            pairs = enumerate(zip(got, reference, strict=False))
+            agreement[name] = next((i for i, (a, b) in pairs if a != b), len(reference))
+        if agreement["ours"] != new:
+            print(f"{shape}: our greedy tokens differ from transformers' at "
+                  f"{agreement['ours']}; the export is broken")
+            raise SystemExit(1)
+        rows = {"tok/s": alternate(engines, lambda e: e.greedy(prompt, new), runs)}
+        for p in TTFT_PROMPTS[:1] if quick else TTFT_PROMPTS:
+            if p <= n_positions:
+                ids = random_ids(p, vocab, p)
+                rows[f"ttft@{p} ms"] = alternate(engines, lambda e, ids=ids: e.first_token(ids),
+                                                 runs)
+        line_prompt = ours.lyricist.context_ids(PROMPT, LINE_TOKENS)
+        rng = np.random.default_rng(0)
+        rows[f"{LINES}x{LINE_TOKENS} ms"] = alternate(
+            engines, lambda e: e.lines(line_prompt, rng), runs)
+
+    names = list(engines)
+    out = [f"{shape}, {threads} thread(s): greedy tokens equal to transformers' before the "
+           "first difference: " + ", ".join(f"{n} {agreement[n]}/{new}" for n in names)]
+    out.append(f"{'':14}" + "".join(f"{n:>22}" for n in names))
+    medians: dict[str, dict[str, float]] = {}
+    for metric, times in rows.items():
+        rate = metric == "tok/s"
+        scale = float(new) if rate else 1000.0
+        out.append(f"{metric:14}" + "".join(f"{cell(times[n], scale, rate):>22}" for n in names))
+        medians[metric] = {n: statistics.median(times[n]) for n in names}
+    return out, medians
+
+
+def ratios(medians: dict[str, dict[str, float]]) -> list[str]:
+    """Speed of ours against transformers and the fastest peer, float32 and int8."""
+    out = []
+    for metric, times in medians.items():
+        parts = [f"vs transformers {times['transformers'] / times['ours']:.2f}x"]
+        if "ct2" in times:
+            parts.append(f"vs ct2 {times['ct2'] / times['ours']:.2f}x")
+            parts.append(f"int8 vs ct2-int8 {times['ct2-int8'] / times['ours-int8']:.2f}x")
+        parts.append(f"int8 vs transformers {times['transformers'] / times['ours-int8']:.2f}x")
+        out.append(f"  {metric:14} ours " + ", ".join(parts))
+    return out
+
+
+# ---- the int8 cost -------------------------------------------------------------------------
+def perplexity(folder: Path, blocks: list[list[int]]) -> float:
+    lyricist = GPT2Lyricist.load(folder, providers=["CPUExecutionProvider"])
+    total, count = 0.0, 0
+    for ids in blocks:
+        logits = lyricist.new_cache(1, len(ids)).run(np.asarray([ids]), all_logits=True)[0]
+        shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+        logprobs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        total -= logprobs[np.arange(len(ids) - 1), ids[1:]].sum()
+        count += len(ids) - 1
+    return float(np.exp(total / count))
+
+
+def int8_cost(work: Path, n_blocks: int = 64, block: int = 128) -> None:
+    """Held-out perplexity of the shipped model as shipped and with int8 weights."""
+    from export.lyrics_corpus import load_verse
+
+    paths = prepare("shipped", work, want_ct2=False)
+    lyricist = GPT2Lyricist.load(SHIPPED)
+    text = "\n\n".join("\n".join(s) for s in load_verse().held_out[:2000])
+    ids = lyricist.encode(text)
+    blocks = [[lyricist.eos_id, *ids[i:i + block - 1]]
+              for i in range(0, n_blocks * (block - 1), block - 1)]
+    shipped, int8 = perplexity(SHIPPED, blocks), perplexity(paths["ours-int8"], blocks)
+    print(f"shipped model, held-out verse ({n_blocks} blocks of {block} tokens): perplexity "
+          f"{shipped:.2f} as shipped, {int8:.2f} with int8 weights ({int8 / shipped - 1:+.1%})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx", type=Path, default=REPO / "models_onnx" / "lyrics_gpt2",
-                        help="exported folder (encore convert gpt2)")
-    parser.add_argument("--hf", type=Path, default=None,
-                        help="the Hugging Face folder it was exported from (default: "
-                             "runs/lyrics_gpt2/hf if there, else rebuilt from --onnx)")
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per greedy run")
+    parser.add_argument("--shapes", nargs="+", default=["shipped", "distilgpt2", "gpt2"],
+                        choices=["shipped", *SHAPES])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("runs") / "bench_lyrics_gpt2",
+                        help="where the random models and conversions are kept and reused "
+                             "(default runs/bench_lyrics_gpt2: ~2.5 GB with every shape)")
+    parser.add_argument("--no-ct2", action="store_true", help="skip CTranslate2")
+    parser.add_argument("--quick", action="store_true", help="8 greedy tokens, ttft@32 only")
+    parser.add_argument("--perplexity", action="store_true",
+                        help="only the int8 perplexity cost on the shipped model")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.hf is None:
-            args.hf = DEFAULT_HF if DEFAULT_HF.is_dir() else hf_from_export(args.onnx,
-                                                                            Path(tmp) / "hf")
-        return run(args)
+    if args.perplexity:
+        int8_cost(args.work)
+        return 0
+    want_ct2 = not args.no_ct2
+    if want_ct2:
+        try:
+            import ctranslate2  # noqa: F401
+        except ImportError:
+            print("ctranslate2 is not installed (pip install -e '.[bench]'): skipping it")
+            want_ct2 = False
+    import transformers
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
+          f"average {load:.2f} at the start (shared machine: figures move +-30% or more)")
+    versions = [f"torch {torch.__version__}", f"transformers {transformers.__version__}",
+                f"onnxruntime {ort.__version__}"]
+    if want_ct2:
+        import ctranslate2
 
-def run(args: argparse.Namespace) -> int:
-    model, _ = load_hf(args.hf)
-    lines = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        lyricist = GPT2Lyricist.load(args.onnx, threads=threads,
-                                     providers=["CPUExecutionProvider"])
-        if threads == args.threads[0]:
-            print_environment(args.onnx, args.hf, lyricist)
-            print(f"greedy, batch 1, {args.tokens} new tokens after a "
-                  f"{len(lyricist.context_ids(PROMPT))}-token prompt, median of {args.runs}; "
-                  "sequences identical")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ort_tps, hf_tps = bench_greedy(lyricist, model, args.tokens, args.runs)
-        sampled_ms, full_ms = bench_lines(lyricist, args.runs)
-        lines.append(f"{threads:>7}  {ort_tps:>12.0f}  {hf_tps:>15.0f}  {ort_tps / hf_tps:>5.1f}x"
-                     f"  {sampled_ms:>14.1f}  {full_ms:>11.1f}")
-    print("threads  ORT tokens/s  transformers t/s  ratio  8 lines ms (sampled)  (16 tokens)")
-    print("\n".join(lines))
+        versions.append(f"ctranslate2 {ctranslate2.__version__}")
+    print(", ".join(versions))
+    print(f"cells: median [min-max] of {args.runs} alternating runs; tok/s: greedy, batch 1, "
+          f"{GREEDY_NEW} new tokens after {GREEDY_PROMPT}; ttft: prefill + first token; "
+          f"{LINES}x{LINE_TOKENS}: sampled lines in one batch")
+    for shape in args.shapes:
+        paths = prepare(shape, args.work, want_ct2)
+        for threads in args.threads:
+            lines, medians = bench_shape(shape, paths, threads, args.runs, args.quick)
+            print("\n".join(lines + ratios(medians)), flush=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average {load:.2f} at the end")
     return 0
 
 

@@ -370,7 +370,13 @@ def check_lyrics(patch: Patch, model_dir: str | Path | None) -> Check:
     """Find the lyrics model and time writing one fitted line (candidates, fitting, rhyme)
     on a plain test melody of ``phrase_bars`` bars, a note a beat."""
     from engine.lyrics.phrase import SungNote
-    from engine.song.lyrics_track import build_writer, check_lyrics_models
+    from engine.song.lyrics_track import (
+        LINE_BUDGET_SHARE,
+        build_writer,
+        candidates_within,
+        check_lyrics_models,
+        line_budget_s,
+    )
 
     settings = patch.lyrics
     if settings.source == "off":
@@ -406,13 +412,18 @@ def check_lyrics(patch: Patch, model_dir: str | Path | None) -> Check:
               f"{1000 * seconds:.0f} ms ({settings.candidates} candidates), {share:.2f} of a "
               "bar")
     budget = lookahead_bars(patch)
-    fix = ('lower [lyrics] candidates, or source = "markov" (fast)')
+    fix = ('lower [lyrics] candidates, use a smaller or int8 model (`encore convert gpt2 '
+           '--int8`), or source = "markov" (fast)')
     if share >= budget:
         return Check("lyrics", "FAIL", detail + f": over the {budget} bar(s) composed ahead",
                      fix, seconds)
-    if share > 0.5:
-        return Check("lyrics", "WARN", detail + ": the bar that completes a phrase may come "
-                     "late", fix, seconds)
+    if share > LINE_BUDGET_SHARE:
+        live = candidates_within(line_budget_s(patch.song.tempo), seconds, settings.candidates,
+                                 settings.candidates)
+        return Check("lyrics", "WARN", detail + f": over {LINE_BUDGET_SHARE:g} of a bar, so "
+                     f"live the engine writes {live} candidate(s) a line instead of "
+                     f"{settings.candidates} (fewer to choose from rather than late lines)",
+                     fix, seconds)
     return Check("lyrics", "OK", detail, value=seconds)
 
 

@@ -48,14 +48,15 @@ def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
     patch = build_patch(patch_dict, "<worker>")
     runner = load_model(model, model_dir=model_dir, threads=threads)
     _COMPOSER = Composer(runner, patch)
-    from engine.song.lyrics_track import LyricsTrack, build_writer
+    from engine.song.lyrics_track import LyricsTrack, build_writer, line_budget_s
 
     try:
         writer = build_writer(patch.lyrics, patch.song.seed, model_dir)
     except (OSError, ValueError) as err:  # checked before the show; never kill the music
         log.warning("lyrics off: %s", err)
         writer = None
-    _LYRICS = LyricsTrack(writer, patch.lyrics) if writer is not None else None
+    _LYRICS = (LyricsTrack(writer, patch.lyrics, budget_s=line_budget_s(patch.song.tempo))
+               if writer is not None else None)
 
 
 def _describe() -> dict[str, Any]:

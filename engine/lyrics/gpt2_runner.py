@@ -5,16 +5,21 @@
     scores = lyricist.token_logprob_of_words("the moon is", ["bright", "light", "night"])
 
 The folder is what ``encore convert gpt2 DIR OUT`` (``export/gpt2_onnx.py``) writes:
-``model.onnx``, ``tokenizer.json`` and ``encore_gpt2.json``. The graph's contract::
+``model.onnx``, ``tokenizer.json`` and ``encore_gpt2.json``. The graph's contract (format
+version 2, built by ``export/gpt2_graph.py``)::
 
-    input_ids  int64   [batch, seq]
-    past       float32 [n_layer, 2, batch, n_head, past_len, head_dim]   (past_len may be 0)
-    logits     float32 [batch, seq, vocab]
-    present    float32 [n_layer, 2, batch, n_head, past_len + seq, head_dim]
+    input_ids          int64   [batch, seq]
+    total_length       int32   []      cached positions + seq
+    logits_start       int64   []      seq - 1: the next token's logits only; 0: all
+    past_key.{i}       float32 [batch, n_head, capacity, head_dim]   per layer i, and
+    past_value.{i}     float32 [batch, n_head, capacity, head_dim]   past_value.{i}
+    logits             float32 [batch, seq - logits_start, vocab]
+    present_key.{i}, present_value.{i}: the same buffers, written in place
 
-A prompt is encoded once at batch 1; its cache is then repeated to the batch of lines, and
-each step feeds one token per line with one ``session.run``. Every prompt starts with the
-end-of-text token, as a document does in training. Sampling (repetition penalty,
+A prompt is encoded once at batch 1 into preallocated cache buffers (``gpt2_cache.KVCache``),
+which are then copied to the batch of lines; each step feeds one token per line with one
+run, the graph writing the new keys and values into the bound buffers. Every prompt starts
+with the end-of-text token, as a document does in training. Sampling (repetition penalty,
 temperature, top-k, top-p) is numpy on the last logits, drawn from the generator passed in,
 so the same generator state gives the same lines.
 
@@ -32,10 +37,12 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from engine.lyrics.gpt2_cache import KVCache, layer_names
+
 StrPath = str | PathLike[str]
 
 FORMAT = "encore-gpt2"
-SUPPORTED_VERSIONS = frozenset({1})
+SUPPORTED_VERSIONS = frozenset({2})
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "encore_gpt2.json"
@@ -109,18 +116,26 @@ def _check_token_ids(path: Path, config: dict) -> None:
 
 def _check_io(path: Path, session: ort.InferenceSession, config: dict) -> None:
     """The session's inputs and outputs against the contract (names, types, ranks, sizes)."""
-    cache = [config["n_layer"], 2, None, config["n_head"], None, config["head_dim"]]
+    cache = ("tensor(float)", [None, config["n_head"], None, config["head_dim"]])
+    n_layer = config["n_layer"]
     want = {
         "inputs": ({"input_ids": ("tensor(int64)", [None, None]),
-                    "past": ("tensor(float)", cache)}, session.get_inputs()),
+                    "total_length": ("tensor(int32)", []),
+                    "logits_start": ("tensor(int64)", []),
+                    **{name: cache for name in layer_names(n_layer, "past")}},
+                   session.get_inputs()),
         "outputs": ({"logits": ("tensor(float)", [None, None, config["vocab_size"]]),
-                     "present": ("tensor(float)", cache)}, session.get_outputs()),
+                     **{name: cache for name in layer_names(n_layer, "present")}},
+                    session.get_outputs()),
     }
     for what, (expected, actual) in want.items():
         found = {t.name: t for t in actual}
         if set(found) != set(expected):
-            raise ValueError(f"{path}: {what} are {sorted(found)}, expected "
-                             f"{sorted(expected)}: not a cached GPT-2 graph; {HOW_TO_MAKE}")
+            names = sorted(found)
+            shown = names if len(names) <= 8 else [*names[:8], "..."]
+            raise ValueError(f"{path}: {what} are {shown}, not the {len(expected)} of a "
+                             f"cached GPT-2 graph of {n_layer} layers (format version 2); "
+                             f"{HOW_TO_MAKE}")
         for name, (dtype, dims) in expected.items():
             shape = found[name].shape
             ok = found[name].type == dtype and len(shape) == len(dims) and all(
@@ -186,6 +201,10 @@ class GPT2Lyricist:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Threads that wait asleep, not spinning: on a busy machine (the show's own threads,
+        # other programs) spinning made 2-thread steps 7-10x slower here, and it takes CPU
+        # from the time-keeping threads.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = folder / MODEL_FILE
         try:
             session = ort.InferenceSession(str(path), sess_options=options,
@@ -224,34 +243,31 @@ class GPT2Lyricist:
         return ids[-(self.n_positions - room):]
 
     # ---- the graph -----------------------------------------------------------------------
-    def empty_past(self, batch: int = 1) -> np.ndarray:
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """Empty cache buffers for ``batch`` rows of up to ``capacity`` positions."""
         c = self.config
-        return np.zeros((c["n_layer"], 2, batch, c["n_head"], 0, c["head_dim"]), np.float32)
+        return KVCache.empty(self.session, n_layer=c["n_layer"], n_head=c["n_head"],
+                             head_dim=c["head_dim"], batch=batch, capacity=capacity)
 
-    def step(self, input_ids: np.ndarray, past: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One run of the graph: ``(logits, present)`` for ``input_ids`` [batch, seq]."""
-        logits, present = self.session.run(
-            None, {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64), "past": past})
-        return logits, present
-
-    def _prefill(self, ids: list[int], batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Last logits [batch, vocab] and cache of ``ids`` run once, repeated ``batch`` times."""
-        logits, past = self.step(np.asarray([ids]), self.empty_past())
+    def _prefill(self, ids: list[int], batch: int, room: int) -> tuple[np.ndarray, KVCache]:
+        """Last logits [batch, vocab] of ``ids`` run once at batch 1, and its cache copied to
+        ``batch`` rows with ``room`` free positions each."""
+        cache = self.new_cache(1, len(ids) + room if batch == 1 else len(ids))
+        logits = cache.run(np.asarray([ids]))
         if batch > 1:
-            past = np.ascontiguousarray(np.repeat(past, batch, axis=2))
-        return np.repeat(logits[:, -1], batch, axis=0), past
+            cache = cache.repeated(batch, len(ids) + room)
+        return np.repeat(logits, batch, axis=0), cache
 
     def greedy(self, prompt: str, n_tokens: int) -> list[int]:
         """The ``n_tokens`` most likely next ids, one at a time (end-of-text does not stop)."""
         ids = self.context_ids(prompt, n_tokens)
-        logits, past = self._prefill(ids, 1)
+        logits, cache = self._prefill(ids, 1, n_tokens)
         out: list[int] = []
         for i in range(n_tokens):
             token = int(np.argmax(logits[0]))
             out.append(token)
             if i + 1 < n_tokens:
-                step_logits, past = self.step(np.asarray([[token]]), past)
-                logits = step_logits[:, -1]
+                logits = cache.run(np.asarray([[token]]))
         return out
 
     # ---- lines ---------------------------------------------------------------------------
@@ -265,7 +281,7 @@ class GPT2Lyricist:
         See :meth:`generate_lines` for the arguments.
         """
         _check_sampling(n, max_tokens, temperature, top_k, top_p, repetition_penalty)
-        logits, past = self._prefill(self.context_ids(prompt, max_tokens), n)
+        logits, cache = self._prefill(self.context_ids(prompt, max_tokens), n, max_tokens)
         lines: list[list[int]] = [[] for _ in range(n)]
         seen = np.zeros((n, self.vocab_size), dtype=bool)
         done = np.zeros(n, dtype=bool)
@@ -286,8 +302,7 @@ class GPT2Lyricist:
             done |= stopped
             if done.all() or t + 1 == max_tokens:
                 break
-            step_logits, past = self.step(tokens[:, None], past)
-            logits = step_logits[:, -1]
+            logits = cache.run(tokens[:, None])
         return lines
 
     def generate_lines(self, prompt: str, n: int, rng: np.random.Generator, *,
@@ -320,7 +335,7 @@ class GPT2Lyricist:
         Each word is scored as ``" word"`` (no space when the prefix is empty or ends in
         whitespace or the end-of-text token, i.e. at the start of a line): the sum of the
         log-probabilities of all its tokens, so longer, rarer words score lower. The prefix
-        is run once; the words then run as one batch on its cache.
+        is run once; the words then run as one batch on its cache, a token at a time.
         """
         if not words:
             return np.zeros(0, dtype=np.float64)
@@ -332,17 +347,18 @@ class GPT2Lyricist:
         if empty:
             raise ValueError(f"words {empty!r} have no tokens; give non-empty words")
         longest = max(len(p) for p in pieces)
-        first_logits, past = self._prefill(self.context_ids(prefix, longest), len(words))
-        scores = _log_softmax(first_logits.astype(np.float64))[
-            np.arange(len(words)), [p[0] for p in pieces]]
-        if longest > 1:  # the rest of each word, one batched run (padding at the end)
-            batch = np.full((len(words), longest - 1), self.eos_id, dtype=np.int64)
+        logits, cache = self._prefill(self.context_ids(prefix, longest), len(words), longest)
+        batch = np.full((len(words), longest), self.eos_id, dtype=np.int64)  # padded at the end
+        for row, piece in enumerate(pieces):
+            batch[row, : len(piece)] = piece
+        scores = np.zeros(len(words), dtype=np.float64)
+        for j in range(longest):  # token j of every word, then the next through the cache
+            logprobs = _log_softmax(logits.astype(np.float64))
             for row, piece in enumerate(pieces):
-                batch[row, : len(piece) - 1] = piece[:-1]
-            logprobs = _log_softmax(self.step(batch, past)[0].astype(np.float64))
-            for row, piece in enumerate(pieces):
-                for j, token in enumerate(piece[1:]):
-                    scores[row] += logprobs[row, j, token]
+                if j < len(piece):
+                    scores[row] += logprobs[row, piece[j]]
+            if j + 1 < longest:
+                logits = cache.run(batch[:, j: j + 1])
         return scores
 
 

@@ -5,10 +5,18 @@ section's first bar (a section's last phrase may be shorter). When a phrase's la
 been composed, its melody notes (clipped to the phrase) go to the :class:`LyricsWriter` and
 a :class:`PhrasePlan` comes back, a phrase ahead of where it is sung when the caller runs
 ``phrase_bars`` bars ahead (offline render runs as far ahead as it likes).
+
+Live, a line has a time budget (:data:`LINE_BUDGET_SHARE` of a bar: the phrase's last bar
+is composed in the same worker call, which must finish before that bar is due); after each
+written line the track asks the writer for as many candidates as fit the budget at the
+speed just measured (:func:`candidates_within`), never more than the patch's ``candidates``,
+so a slow model or a loaded machine writes fewer candidates rather than a late line.
+Offline render has no budget: every line gets the patch's count, and the same song.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +35,29 @@ from engine.lyrics.writer import (
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER
 from engine.patch import Lyrics
 from engine.song.conductor import ArrangedBar, BarPlan
+
+log = logging.getLogger(__name__)
+
+LINE_BUDGET_SHARE = 0.5  # of a bar (doctor warns past this share, too)
+BUDGET_MARGIN = 0.8      # aim below the budget: line times vary by tens of percent
+
+
+def line_budget_s(tempo: float) -> float:
+    """Seconds a live line may take at ``tempo`` BPM (4 beats a bar)."""
+    return LINE_BUDGET_SHARE * 240.0 / tempo
+
+
+def candidates_within(budget_s: float, seconds: float, asked: int, most: int) -> int:
+    """Candidates to ask for so that a line takes at most ``budget_s`` (with a margin),
+    after one took ``seconds`` with ``asked`` candidates; 1 to ``most``.
+
+    A line's time is taken as proportional to its candidates, which overestimates (the
+    candidates are sampled as one batch, and fitting and rhyme repair do not grow with
+    them), so the count shrinks enough at once and grows back when there is room.
+    """
+    if seconds <= 0:
+        return most
+    return max(1, min(most, int(asked * BUDGET_MARGIN * budget_s / seconds)))
 
 
 def check_lyrics_models(settings: Lyrics, model_dir: str | Path | None = None) -> None:
@@ -75,8 +106,11 @@ def build_writer(settings: Lyrics, seed: int, model_dir: str | Path | None = Non
 class LyricsTrack:
     """Collects melody bars into phrases and has them written."""
 
-    def __init__(self, writer: LyricsWriter, settings: Lyrics) -> None:
+    def __init__(self, writer: LyricsWriter, settings: Lyrics,
+                 budget_s: float | None = None) -> None:
         self.writer = writer
+        self.budget_s = budget_s  # live: seconds a line may take; None offline
+        self.most_candidates = settings.candidates  # the patch's count, the most asked
         self.sections = frozenset(settings.sections)
         self.phrase_bars = settings.phrase_bars
         self._notes: list[SungNote] = []
@@ -112,8 +146,22 @@ class LyricsTrack:
         if written is None:
             return None
         phrase, report = written
-        report.ms = round(1000 * (time.perf_counter() - began), 2)
+        seconds = time.perf_counter() - began
+        report.ms = round(1000 * seconds, 2)
+        if self.budget_s is not None and not report.reused:
+            self._fit_candidates(seconds)
         return phrase, report
+
+    def _fit_candidates(self, seconds: float) -> None:
+        """Ask for as many candidates next time as the budget allows at this speed."""
+        settings = self.writer.settings
+        wanted = candidates_within(self.budget_s, seconds, settings.candidates,
+                                   self.most_candidates)
+        if wanted != settings.candidates:
+            log.info("lyrics: a line took %.0f ms of a %.0f ms budget with %d candidates; "
+                     "now %d", 1000 * seconds, 1000 * self.budget_s, settings.candidates,
+                     wanted)
+            settings.candidates = wanted
 
 
     def _add_note(self, note: SungNote) -> None:

@@ -101,24 +101,52 @@ def test_bad_sampling_settings_are_refused(lyricist: GPT2Lyricist, kwargs: dict)
 # ---- the cache --------------------------------------------------------------------------------
 def test_cached_steps_equal_the_full_sequence(lyricist: GPT2Lyricist) -> None:
     ids = np.asarray([lyricist.context_ids(PROMPT + "we danced until the city lights")])
-    full, _ = lyricist.step(ids, lyricist.empty_past())
-    logits, past = lyricist.step(ids[:, :4], lyricist.empty_past())
-    steps = [logits]
+    full = lyricist.new_cache(1, ids.shape[1]).run(ids, all_logits=True)
+    cache = lyricist.new_cache(1, ids.shape[1] + 3)
+    steps = [cache.run(ids[:, :4], all_logits=True)]
     for j in range(4, ids.shape[1]):
-        logits, past = lyricist.step(ids[:, j:j + 1], past)
-        steps.append(logits)
-    assert past.shape[4] == ids.shape[1]
+        steps.append(cache.run(ids[:, j:j + 1], all_logits=True))
+    assert cache.length == ids.shape[1] and full.shape == (1, ids.shape[1], lyricist.vocab_size)
     assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    # several tokens on a filled cache (batch 1): the same as one at a time
+    again = lyricist.new_cache(1, ids.shape[1])
+    again.run(ids[:, :4])
+    assert np.abs(again.run(ids[:, 4:], all_logits=True) - full[:, 4:]).max() <= 1e-4
+
+
+def test_the_last_positions_logits_alone_equal_the_full_runs(lyricist: GPT2Lyricist) -> None:
+    ids = np.asarray([lyricist.context_ids(PROMPT)])
+    full = lyricist.new_cache(1, ids.shape[1]).run(ids, all_logits=True)
+    last = lyricist.new_cache(1, ids.shape[1]).run(ids)
+    assert last.shape == (1, lyricist.vocab_size)
+    assert np.abs(last - full[:, -1]).max() <= 1e-5
+
+
+def test_the_cache_refuses_what_the_graph_cannot_do(lyricist: GPT2Lyricist) -> None:
+    cache = lyricist.new_cache(2, 6)
+    cache.run(np.zeros((2, 3), np.int64))                # a prompt on an empty cache: fine
+    with pytest.raises(ValueError, match="one token at a time"):
+        cache.run(np.zeros((2, 2), np.int64))
+    with pytest.raises(ValueError, match="rows"):
+        cache.run(np.zeros((1, 1), np.int64))
+    for _ in range(3):
+        cache.run(np.zeros((2, 1), np.int64))
+    assert cache.length == 6
+    with pytest.raises(ValueError, match="7 positions do not fit the cache's 6"):
+        cache.run(np.zeros((2, 1), np.int64))
+    with pytest.raises(ValueError, match="batch-1"):
+        cache.repeated(4)
 
 
 def test_the_expanded_cache_gives_every_row_the_prompts_logits(lyricist: GPT2Lyricist) -> None:
     ids = lyricist.context_ids(PROMPT)
-    one, past_one = lyricist._prefill(ids, 1)
-    many, past_many = lyricist._prefill(ids, 4)
-    assert past_many.shape[2] == 4 and many.shape == (4, lyricist.vocab_size)
+    one, cache_one = lyricist._prefill(ids, 1, 2)
+    many, cache_many = lyricist._prefill(ids, 4, 2)
+    assert cache_many.batch == 4 and many.shape == (4, lyricist.vocab_size)
+    assert cache_many.capacity == len(ids) + 2 == cache_one.capacity
     token = np.full((4, 1), ids[-1])
-    step_many, _ = lyricist.step(token, past_many)
-    step_one, _ = lyricist.step(token[:1], past_one)
+    step_many = cache_many.run(token)
+    step_one = cache_one.run(token[:1])
     assert np.abs(step_many - step_one).max() <= 1e-5
     assert np.abs(many - one).max() == 0
 
@@ -132,7 +160,8 @@ def test_word_logprobs_sum_the_words_tokens(lyricist: GPT2Lyricist) -> None:
     context = lyricist.context_ids(prefix)
     for word, score in zip(words, scores, strict=True):
         pieces = lyricist.encode(" " + word)
-        logits, _ = lyricist.step(np.asarray([context + pieces]), lyricist.empty_past())
+        ids = np.asarray([context + pieces])
+        logits = lyricist.new_cache(1, ids.shape[1]).run(ids, all_logits=True)
         shifted = logits[0] - logits[0].max(axis=-1, keepdims=True)
         logprobs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         expected = sum(logprobs[len(context) - 1 + j, t] for j, t in enumerate(pieces))
@@ -197,7 +226,8 @@ def test_a_missing_file_is_named(tiny_gpt2_onnx_dir: Path, tmp_path: Path, name:
 @pytest.mark.parametrize("change, message", [
     ({"version": 99}, "version 99"),
     ({"format": "other"}, "not an Encore GPT-2 config"),
-    ({"n_head": 3}, "'past'.*expected"),
+    ({"n_head": 3}, "'past_key.0'.*expected"),
+    ({"n_layer": 3}, "not the 9 of a cached GPT-2 graph of 3 layers"),
     ({"vocab_size": 17}, "'logits'.*expected"),
 ])
 def test_a_config_that_does_not_fit_is_refused(tiny_gpt2_onnx_dir: Path, tmp_path: Path,
@@ -236,21 +266,34 @@ def test_a_graph_with_other_tensor_names_is_refused(tiny_gpt2_onnx_dir: Path,
     f = onnx.TensorProto.FLOAT
     _graph(folder / "model.onnx", {"x": (f, ["n"])}, {"y": (f, ["n"])},
            [onnx.helper.make_node("Identity", ["x"], ["y"])])
-    with pytest.raises(ValueError, match=r"inputs are \['x'\], expected.*encore convert gpt2"):
+    with pytest.raises(ValueError, match=r"inputs are \['x'\], not the 7.*encore convert gpt2"):
         GPT2Lyricist.load(folder)
 
 
 def test_a_graph_with_a_wrong_rank_is_refused(tiny_gpt2_onnx_dir: Path, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     folder = _copy(tiny_gpt2_onnx_dir, tmp_path)
-    f, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
-    cache5 = [2, 2, "b", 2, "p"]  # rank 5: no head_dim axis
+    f, i32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT32, onnx.TensorProto.INT64
+    cache3 = ["b", 2, "p"]  # rank 3: no head_dim axis
+    past = [f"past_{kind}.{i}" for i in range(2) for kind in ("key", "value")]
+    present = [name.replace("past", "present") for name in past]
     _graph(folder / "model.onnx",
-           {"input_ids": (i64, ["b", "s"]), "past": (f, cache5)},
-           {"logits": (f, ["b", "s"]), "present": (f, cache5)},
-           [onnx.helper.make_node("Cast", ["input_ids"], ["logits"], to=f),
-            onnx.helper.make_node("Identity", ["past"], ["present"])])
-    with pytest.raises(ValueError, match=r"'past' is tensor\(float\).*expected"):
+           {"input_ids": (i64, ["b", "s"]), "total_length": (i32, []),
+            "logits_start": (i64, []), **{name: (f, cache3) for name in past}},
+           {"logits": (f, ["b", "s"]), **{name: (f, cache3) for name in present}},
+           [onnx.helper.make_node("Cast", ["input_ids"], ["logits"], to=f)]
+           + [onnx.helper.make_node("Identity", [a], [b])
+              for a, b in zip(past, present, strict=True)])
+    with pytest.raises(ValueError, match=r"'past_key.0' is tensor\(float\).*expected"):
+        GPT2Lyricist.load(folder)
+
+
+def test_a_folder_of_the_first_format_is_told_to_convert_again(tiny_gpt2_onnx_dir: Path,
+                                                               tmp_path: Path) -> None:
+    folder = _copy(tiny_gpt2_onnx_dir, tmp_path)
+    config = json.loads((folder / "encore_gpt2.json").read_text())
+    (folder / "encore_gpt2.json").write_text(json.dumps({**config, "version": 1}))
+    with pytest.raises(ValueError, match="version 1, this runner reads \\[2\\].*convert"):
         GPT2Lyricist.load(folder)
 
 
