@@ -38,6 +38,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from engine.lyrics.gpt2_cache import KVCache, layer_names
+from engine.models import open_session
 
 StrPath = str | PathLike[str]
 
@@ -51,15 +52,6 @@ HOW_TO_MAKE = ("make one with `encore convert gpt2 DIR OUT` (DIR: a Hugging Face
 _CONFIG_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size", "eos_token_id",
                 "newline_token_ids")
 _SIZE_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size")
-
-
-def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
-    """``providers`` as given, else CUDA first when this onnxruntime has it, else CPU."""
-    if providers is not None:
-        return list(providers)
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 def read_config(folder: Path) -> dict:
@@ -196,19 +188,10 @@ class GPT2Lyricist:
         except Exception as err:  # tokenizers raises its own Exception subclass
             raise ValueError(f"{folder / TOKENIZER_FILE}: the tokenizers library cannot read "
                              f"it ({err}); {HOW_TO_MAKE}") from err
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Threads that wait asleep, not spinning: on a busy machine (the show's own threads,
-        # other programs) spinning made 2-thread steps 7-10x slower here, and it takes CPU
-        # from the time-keeping threads.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = folder / MODEL_FILE
         try:
-            session = ort.InferenceSession(str(path), sess_options=options,
-                                           providers=choose_providers(providers))
+            # threads wait asleep, not spinning (see engine.models.session_options)
+            session = open_session(path, threads=threads, providers=providers, spinning=False)
         except Exception as err:  # onnxruntime raises its own types (Fail, InvalidGraph)
             raise ValueError(f"{path}: ONNX Runtime cannot load it ({err}); "
                              f"{HOW_TO_MAKE}") from err

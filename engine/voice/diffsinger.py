@@ -63,9 +63,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
-import onnxruntime as ort
 
 from engine.lyrics.phrase import PhrasePlan, SungNote, SungSyllable
+from engine.models import open_session
 from engine.voice.g2p import G2P, is_vowel
 from engine.voice.singer import SungAudio
 from engine.voice.timing import PhraseTiming, TimingSettings, hz_to_midi, midi_to_hz, time_phrase
@@ -175,15 +175,6 @@ class RenderSettings:
                              f"{list(CURVES)}")
 
 
-def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
-    """``providers`` as given, else CUDA when ONNX Runtime offers it, else CPU."""
-    if providers is not None:
-        return list(providers)
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 class Graph:
     """One ONNX session whose declared inputs have been checked against a table of known ones.
 
@@ -198,19 +189,9 @@ class Graph:
                  spinning: bool = True) -> None:
         self.path = path
         self.role = role
-        options = ort.SessionOptions()
-        if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1 (or None), got {threads}")
-            options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        if not spinning:  # idle threads sleep: the other workers get the cores
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options,
-                                                providers=choose_providers(providers))
+            self.session = open_session(path, threads=threads, providers=providers,
+                                        spinning=spinning)
         except Exception as err:  # onnxruntime raises its own types (Fail, InvalidGraph...)
             raise VoicebankError(f"{path}: ONNX Runtime cannot load the {role} graph ({err}); "
                                  f"the file is damaged or needs a newer onnxruntime") from err
