@@ -434,7 +434,8 @@ def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = 17, *,
         if not parity["greedy_identical"] or not math.isfinite(worst):
             raise ValueError(
                 f"{out_dir / MODEL_FILE}: ONNX Runtime does not match transformers "
-                f"({parity}); the export is not usable. Check that the folder is a plain GPT-2 (GPT2LMHeadModel) and "
+                f"({parity}); the export is not usable. Check that the folder is a plain "
+                "GPT-2 (GPT2LMHeadModel) and "
                 "that torch, transformers and onnxruntime are the versions in pyproject.toml")
         if worst > tolerance:
             raise ValueError(
