@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.output_files import claim
 from export.gpt2_lyrics import EOS, LyricsModelConfig, build_model, format_corpus, train_tokenizer
 
 
@@ -214,6 +215,10 @@ def fine_tune(source: Path, text: Path, out: Path, settings: TrainSettings) -> d
     return train_blocks(model, tokenizer, train, held, settings, out)
 
 
+RUN_FILES = ("hf", "log.jsonl", "metrics.json", "base")
+"""What a run writes into --out; a folder holding one of them is an earlier run, kept."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.train_lyrics", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes, warmup=min(200, max(1, args.steps // 10)),
         eval_every=min(250, max(1, args.steps // 4)),
     )
+    claim(args.out, RUN_FILES, named=True,
+          fix="a training run is there; give a new --out")
+    if args.onnx is not None:
+        from export.gpt2_onnx import CONFIG_FILE, HF_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE
+
+        claim(args.onnx, (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, HF_CONFIG_FILE), named=True,
+              fix="a lyricist is there; give a new folder to --onnx")
     if args.mode == "scratch":
         config = LyricsModelConfig(n_layer=args.layers, n_embd=args.width,
                                    n_head=max(1, args.width // 64))

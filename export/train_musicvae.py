@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.output_files import claim
 from export.musicvae import (
     MusicVAE,
     MusicVAEConfig,
+    check_model_name,
     learning_rate,
     load_checkpoint,
     save_checkpoint,
@@ -45,6 +47,8 @@ PRESETS: dict[str, MusicVAEConfig] = {
                                 conductor_size=128, conductor_layers=2, free_bits=48.0,
                                 max_beta=0.2, beta_rate=0.999, sampling_rate=0.0),
 }
+RUN_FILES = ("last.pt", "metrics.json", "train_log.jsonl")
+"""What a run writes into --out; a folder holding one of them is an earlier run, kept."""
 PRESET_DATA = {"mel_2bar": "melody_2bar.npz", "trio_4bar": "duet_4bar.npz"}
 
 
@@ -151,7 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = PRESETS[args.preset]
     if args.name:
-        cfg = replace(cfg, name=args.name)
+        cfg = replace(cfg, name=check_model_name(args.name, "--name"))
+    claim(args.out, RUN_FILES, named=True,
+          fix="a training run is there; give a new --out (continue it with --init "
+              f"{args.out / 'last.pt'} --out NEW)")
     if args.midi_dir is not None:
         data = windows_from_midi(args.midi_dir, cfg.bars)
     else:

@@ -21,7 +21,8 @@ class EventLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
+        # "x": a log already there (an earlier set) is refused, never replaced
+        self._file: IO[str] | None = self.path.open("x", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:

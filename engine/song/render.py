@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from engine.music.arrangement import humanize
 from engine.music.midi_io import write_midi
 from engine.music.musicvae_runner import MusicVAERunner, load_model
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from engine.output_files import staged
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, Composer, Conductor
 from engine.song.event_log import EventLog
@@ -138,11 +139,25 @@ def _progress(done: int, total: int, started: float) -> None:
 def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | None = None,
                 runner: MusicVAERunner | None = None, audio: bool = True,
                 model_dir: str | Path | None = None) -> RenderResult:
-    """Render ``bars`` bars of ``patch`` into ``out_dir`` (song.mid, song.wav, song.jsonl)."""
+    """Render ``bars`` bars of ``patch`` into ``out_dir`` (song.mid, song.wav, song.jsonl).
+    The files are moved into ``out_dir`` when the render is complete; when one of them is
+    there already, the render is refused before it starts (nothing is overwritten)."""
     if bars < 1:
         raise ValueError(f"bars must be at least 1, got {bars}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    with staged(final, RENDER_FILES) as stage:
+        result = _render(patch, stage, bars=bars, seed=seed, runner=runner, audio=audio,
+                         model_dir=model_dir)
+    return replace(result, midi=final / "song.mid", wav=final / "song.wav" if audio else None,
+                   log=final / "song.jsonl")
+
+
+RENDER_FILES = ("song.mid", "song.wav", "song.jsonl")
+
+
+def _render(patch: Patch, out: Path, *, bars: int, seed: int | None,
+            runner: MusicVAERunner | None, audio: bool,
+            model_dir: str | Path | None) -> RenderResult:
     started = time.perf_counter()
     runner = runner or load_model(patch.song.model, model_dir=model_dir)
     conductor = Conductor(patch, runner.z_size, seed=seed)

@@ -44,7 +44,7 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
 from engine.music.midi_io import write_midi
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from engine.output_files import staged
 from engine.patch import Patch, build_patch
 from engine.song.conductor import PARTS, ArrangedBar
 from engine.song.event_log import LOG_VERSION
@@ -326,8 +327,17 @@ def replay_set(log_path: str | Path, out_dir: str | Path, *, audio: bool = True,
                          "song.mid and song.wav recorded with the set: give another folder "
                          "(-o DIR)")
     logged = read_set(log_path)
+    names = ("song.mid", "song.wav") if audio else ("song.mid",)
+    with staged(out, names, fix="a replay or set is there; give another folder (-o DIR)") \
+            as stage:
+        result = _replay(logged, stage, audio=audio, vocals=vocals, model_dir=model_dir,
+                         started=started)
+    return replace(result, midi=out / "song.mid", wav=out / "song.wav" if audio else None)
+
+
+def _replay(logged: LoggedSet, out: Path, *, audio: bool, vocals: bool,
+            model_dir: str | Path | None, started: float) -> ReplayResult:
     patch = logged.patch
-    out.mkdir(parents=True, exist_ok=True)
     tempo = _TempoMap(patch.song.tempo)
     mix = _Mix({name: part.mute for name, part in patch.parts.items()}, patch.voice.level,
                patch.voice.mute)
