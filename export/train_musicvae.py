@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -52,19 +53,30 @@ RUN_FILES = ("last.pt", "metrics.json", "train_log.jsonl")
 PRESET_DATA = {"mel_2bar": "melody_2bar.npz", "trio_4bar": "duet_4bar.npz"}
 
 
+def midi_files(folder: Path) -> list[Path]:
+    """The .mid and .midi files under ``folder``, sorted. Linked folders are not followed
+    (a link loop cannot make the walk endless) and an unreadable folder is passed over."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder; point --midi-dir at a folder of MIDI files")
+    found = []
+    for root, _dirs, names in os.walk(folder, followlinks=False, onerror=lambda err: None):
+        found += [Path(root) / n for n in names if Path(n).suffix.lower() in {".mid", ".midi"}]
+    return sorted(found)
+
+
 def windows_from_midi(folder: Path, bars: int) -> WindowSet:
     """A user's MIDI folder -> windows of melody and bass lines (drums are quantised too)."""
     from engine.music.midi_io import quantize, quantize_to_windows, read_midi
 
     events, sources = [], []
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".mid", ".midi"})
+    files = midi_files(folder)
     if not files:
         raise ValueError(f"{folder}: no .mid or .midi files found; point --midi-dir at a folder "
                          "of MIDI files")
     for path in files:
         try:
             parts = quantize(read_midi(path))
-        except ValueError as err:
+        except (ValueError, OSError) as err:  # one bad file (a dangling link too) is skipped
             print(f"skipping {err}")
             continue
         for window in quantize_to_windows(parts, bars, 1):

@@ -23,7 +23,6 @@ No torch and no transformers here: this module is part of the runtime.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -31,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+from engine.untrusted import MiB, excerpt, parse_json, read_text
 
 StrPath = str | PathLike[str]
 
@@ -44,6 +45,9 @@ HOW_TO_MAKE = ("make one with `encore convert gpt2 DIR OUT` (DIR: a Hugging Face
 _CONFIG_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size", "eos_token_id",
                 "newline_token_ids")
 _SIZE_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size")
+_SIZE_LIMITS = {"n_layer": 96, "n_head": 128, "head_dim": 1024, "n_positions": 65_536,
+                "vocab_size": 1_000_000}
+"""The largest sizes a config may give (the key/value cache is allocated from them)."""
 
 
 def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
@@ -58,10 +62,7 @@ def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
 def read_config(folder: Path) -> dict:
     """``encore_gpt2.json`` of ``folder``, checked for format, version and the keys used."""
     path = folder / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); {HOW_TO_MAKE}") from err
+    config = parse_json(read_text(path, MiB, HOW_TO_MAKE), path, HOW_TO_MAKE)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path}: not an Encore GPT-2 config (format is not {FORMAT!r}); "
                          f"{HOW_TO_MAKE}")
@@ -84,15 +85,16 @@ def _check_config_values(path: Path, config: dict) -> None:
     """Sizes positive whole numbers, token ids whole numbers: a damaged or hand-edited config
     is refused here, not by a TypeError in the middle of a set (the ids are checked against
     the vocabulary by :func:`_check_token_ids`, once the graph has confirmed its size)."""
-    bad = [f"{key} = {config[key]!r}" for key in _SIZE_KEYS
-           if not (_is_int(config[key]) and config[key] > 0)]
+    bad = [f"{key} = {excerpt(config[key])}" for key in _SIZE_KEYS
+           if not (_is_int(config[key]) and 0 < config[key] <= _SIZE_LIMITS[key])]
     eos, newlines = config["eos_token_id"], config["newline_token_ids"]
     if not (_is_int(eos) and eos >= 0):
-        bad.append(f"eos_token_id = {eos!r}")
+        bad.append(f"eos_token_id = {excerpt(eos)}")
     if not (isinstance(newlines, list) and all(_is_int(i) and i >= 0 for i in newlines)):
-        bad.append(f"newline_token_ids = {newlines!r}")
+        bad.append(f"newline_token_ids = {excerpt(newlines)}")
     if bad:
-        raise ValueError(f"{path}: {', '.join(bad)}: sizes must be whole numbers above 0, "
+        raise ValueError(f"{path}: {', '.join(bad)}: sizes must be whole numbers above 0 "
+                         f"(at most {_SIZE_LIMITS}), "
                          f"eos_token_id a token id (a whole number >= 0) and "
                          f"newline_token_ids a list of them; {HOW_TO_MAKE}")
 
@@ -176,11 +178,12 @@ class GPT2Lyricist:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         config = read_config(folder)
+        text = read_text(folder / TOKENIZER_FILE, 64 * MiB, HOW_TO_MAKE)
         try:
-            tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+            tokenizer = Tokenizer.from_str(text)
         except Exception as err:  # tokenizers raises its own Exception subclass
             raise ValueError(f"{folder / TOKENIZER_FILE}: the tokenizers library cannot read "
-                             f"it ({err}); {HOW_TO_MAKE}") from err
+                             f"it ({excerpt(str(err), 200)}); {HOW_TO_MAKE}") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
