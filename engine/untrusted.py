@@ -125,7 +125,7 @@ def read_text(path: str | os.PathLike[str], limit: int, fix: str = "",
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as err:
-        raise UntrustedFileError(path, f"not UTF-8 text (byte {err.start})",
+        raise UntrustedFileError(path, f"not a text file (not UTF-8 at byte {err.start})",
                                  fix or "is it the right file?") from None
 
 

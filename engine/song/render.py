@@ -30,6 +30,7 @@ from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
 CHUNK_FRAMES = 64 * 64  # 4096 frames: a multiple of FluidSynth's 64-frame block
+MAX_BLOCK_FRAMES = 64 * CHUNK_FRAMES  # rendered at once at most (about 5 s)
 TAIL_SECONDS = 2.0  # let the last notes and the reverb ring out
 SAFETY_SECONDS = 0.1  # humanized notes may start this much before their bar line
 
@@ -98,8 +99,10 @@ class _StreamingAudio:
 
     def render_until(self, seconds: float) -> None:
         target = int(seconds * self.rate) // CHUNK_FRAMES * CHUNK_FRAMES
-        if target <= self.position:
-            return
+        while target > self.position:  # in blocks of a few seconds: memory stays flat
+            self._render_block(min(target, self.position + MAX_BLOCK_FRAMES))
+
+    def _render_block(self, target: int) -> None:
         self.pending.sort(key=lambda item: item[:2])
         split = 0
         while split < len(self.pending) and self.pending[split][0] < target:

@@ -59,7 +59,7 @@ from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
 from engine.output_files import staged
 from engine.patch import Patch, build_patch
 from engine.song.conductor import PARTS, ArrangedBar
-from engine.song.event_log import LOG_VERSION
+from engine.song.event_log import LOG_VERSION, check_record, parse_line, read_lines
 from engine.song.lyrics_track import lyric_events
 from engine.song.render import SAFETY_SECONDS, VocalStats, _StreamingAudio
 from engine.voice.choose import load_singer, resample
@@ -124,12 +124,7 @@ class LoggedSet:
 def read_set(log_path: str | Path) -> LoggedSet:
     """Read and check an event log; raises ValueError saying what is wrong and where."""
     path = Path(log_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file; an Encore event log is the song.jsonl "
-                         "that `encore render` or `encore live` wrote") from None
-    lines = text.splitlines()
+    lines = read_lines(path)
     header: dict[str, Any] | None = None
     patch: Patch | None = None
     items: list[tuple[str, Any]] = []
@@ -141,17 +136,14 @@ def read_set(log_path: str | Path) -> LoggedSet:
             continue
         where = f"{path}:{number}"
         try:
-            record = json.loads(line)
+            record = parse_line(line, where)
         except json.JSONDecodeError as err:
             if number == len(lines) and header is not None:
                 torn = True  # a crash mid-write: everything before it stands
                 break
             raise ValueError(f"{where}: not JSON ({err}); is this an Encore event log "
                              "(song.jsonl)?") from None
-        if not isinstance(record, dict) or not isinstance(record.get("type"), str):
-            raise ValueError(f"{where}: not an event-log record (a JSON object with a "
-                             "\"type\"); is this an Encore event log (song.jsonl)?")
-        kind = record["type"]
+        kind = check_record(record, where)["type"]
         if header is None:
             if kind != "header":
                 raise ValueError(f"{where}: the first record is {kind!r}, not the header; the "
@@ -164,9 +156,9 @@ def read_set(log_path: str | Path) -> LoggedSet:
                              "log, replay each from its own file")
         if kind == "bar":
             bar = _bar(record, patch, where)
-            if bar.index <= last_bar:
-                raise ValueError(f"{where}: bar {bar.index} after bar {last_bar}; bars must "
-                                 "come in order, each once")
+            if bar.index != last_bar + 1:
+                raise ValueError(f"{where}: bar {bar.index} after bar {last_bar}; bars come "
+                                 "one after another from 0, each once")
             last_bar = bar.index
             fallback += record.get("fresh", True) is False
             items.append(("bar", bar))
