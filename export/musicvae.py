@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -294,7 +295,7 @@ CONFIG_LIMITS = {"bars": 64, "steps_per_bar": 96, "enc_size": 4096, "enc_layers"
                  "z_size": 4096, "dec_size": 4096, "dec_layers": 8, "conductor_size": 4096,
                  "conductor_layers": 8}
 """The largest value of each size a checkpoint's config may give (ours are 128..512)."""
-MAX_CHECKPOINT_BYTES = 2 * 2**30
+MAX_CHECKPOINT_BYTES = 512 * 2**20  # ours are a few MB
 CHECKPOINT_FIX = ("make one with `encore train musicvae` or `encore convert magenta-js`; a "
                   ".pt file from elsewhere is read as weights only")
 
@@ -353,9 +354,12 @@ def load_checkpoint(path) -> tuple[MusicVAE, dict]:
     fix = CHECKPOINT_FIX
     check_file(path, fix)
     if Path(path).stat().st_size > MAX_CHECKPOINT_BYTES:
-        raise UntrustedFileError(path, "larger than 2 GiB; no MusicVAE checkpoint is", fix)
+        raise UntrustedFileError(path, "larger than 512 MiB; no MusicVAE checkpoint is", fix)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UntrustedFileError(path, "it holds objects other than weights, which could run "
+                                       "code: it is not loaded", fix) from None
     except Exception as err:  # noqa: BLE001 - the unpickler and zip reader raise many types
         raise UntrustedFileError(path, "not a checkpoint of weights Encore can read "
                                        f"({type(err).__name__}: {excerpt(str(err), 160)})",

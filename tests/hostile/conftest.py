@@ -106,6 +106,37 @@ def refused_bounded(imports: str, body: str, *expected: str, timeout: float = 60
     return outcome
 
 
+EACH_REFUSED = f'''
+import time as _time
+
+def each_refused(calls, *expected):
+    """Run every (label, call) of ``calls``: each must raise a ValueError or OSError within
+    {QUICK_S} s whose message holds every text of ``expected`` (``{{label}}`` filled in);
+    anything else is an AssertionError, which fails the run."""
+    for label, call in calls:
+        started = _time.perf_counter()
+        try:
+            call()
+        except (ValueError, OSError) as err:
+            message = str(err)
+        else:
+            raise AssertionError(f"{{label}}: accepted")
+        took = _time.perf_counter() - started
+        assert took < {QUICK_S}, f"{{label}}: the refusal took {{took:.1f}} s"
+        assert len(message) < 2000, f"{{label}}: a message of {{len(message)}} characters"
+        for text in expected:
+            text = text.format(label=label)
+            assert text in message, f"{{label}}: {{text!r}} not in {{message!r}}"
+'''
+
+
+def all_refused(imports: str, body: str, *, timeout: float = 120.0) -> Outcome:
+    """:func:`run_bounded` of a ``body`` that calls ``each_refused(calls, *expected)``."""
+    outcome = run_bounded(EACH_REFUSED + textwrap.dedent(imports), body, timeout=timeout)
+    assert outcome.verdict == "ACCEPTED", outcome.output[-4000:]
+    return outcome
+
+
 def make_fifo(path: Path) -> Path:
     os.mkfifo(path)
     return path
@@ -154,7 +185,8 @@ def fuzz_bounded(imports: str, body: str, *, per_example: int = 20, timeout: flo
                  cwd: Path | None = None) -> Outcome:
     """Run a hypothesis fuzz (``body`` defines ``@given(...) @fuzz(N) def test(...)`` and
     calls it) in a child under the memory limit; every example returns or is refused."""
-    outcome = run_bounded(FUZZ_PRELUDE.format(per_example=per_example) + imports, body,
+    outcome = run_bounded(FUZZ_PRELUDE.format(per_example=per_example)
+                          + textwrap.dedent(imports), body,
                           timeout=timeout, cwd=cwd)
     assert outcome.verdict == "ACCEPTED", outcome.output[-4000:]
     return outcome
@@ -166,4 +198,5 @@ def bounded():
     from types import SimpleNamespace
 
     return SimpleNamespace(run=run_bounded, refused=refused_bounded, fuzz=fuzz_bounded,
+                           all_refused=all_refused,
                            fifo=make_fifo, quick_s=QUICK_S)
