@@ -80,11 +80,15 @@ def _read_text(path: Path) -> str:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    text = _read_text(path)
+    if not path.exists():
+        raise VoicebankFileError(f"{path}: no such file")
+    fix = "unpack the voicebank again, whole"
     try:
-        data = parse_yaml(text, path, "unpack the voicebank again, whole")
+        data = parse_yaml(read_text(path, MAX_BANK_TEXT, fix, encoding="utf-8-sig"), path, fix)
     except UntrustedFileError as err:
-        raise VoicebankError(str(err)) from None
+        what = err.what if err.what.startswith("not readable YAML") else \
+            f"not readable YAML ({err.what})"
+        raise VoicebankError(f"{path}: {what} ({fix})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
