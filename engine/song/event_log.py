@@ -57,6 +57,7 @@ MAX_NOTES = 1024       # notes of one part in one bar (16 steps)
 MAX_STEP = 64          # a note starts within its bar (16 steps; a segment of 4 bars at most)
 MAX_NOTE_STEPS = 512   # and lasts at most this many steps
 MAX_VECTOR = 4096      # latent numbers per bar
+MAX_LATENT = 1000      # a latent number (they lie within a few units of 0)
 MAX_SYLLABLES = 512
 MAX_SUNG_BEATS = 64.0  # one sung note at most 16 bars long
 PHRASE_REACH_BARS = 64  # a phrase's notes lie within this many bars after its first bar
@@ -82,7 +83,10 @@ def _int(record: dict[str, Any], key: str, low: int, high: int, where: str,
 
 
 def _number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    """A finite number of a size a float holds (an int of 400 digits is not)."""
+    if type(value) is int:
+        return abs(value) < 10**18
+    return type(value) is float and math.isfinite(value)
 
 
 def _text(record: dict[str, Any], key: str, where: str, required: bool = True) -> None:
@@ -99,9 +103,9 @@ def _vector(record: dict[str, Any], key: str, where: str) -> None:
     if value is None:
         return
     if not isinstance(value, list) or len(value) > MAX_VECTOR or \
-            not all(_number(v) for v in value):
+            not all(_number(v) and abs(v) <= MAX_LATENT for v in value):
         raise LogError(where, f"\"{key}\": {excerpt(value)}; a list of at most {MAX_VECTOR} "
-                              "finite numbers", FIX)
+                              f"numbers -{MAX_LATENT}..{MAX_LATENT}", FIX)
 
 
 def _check_bar(record: dict[str, Any], where: str) -> None:

@@ -62,6 +62,7 @@ from engine.song.conductor import PARTS, ArrangedBar
 from engine.song.event_log import LOG_VERSION, check_record, parse_line, read_lines
 from engine.song.lyrics_track import lyric_events
 from engine.song.render import SAFETY_SECONDS, VocalStats, _StreamingAudio
+from engine.untrusted import excerpt
 from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
@@ -181,7 +182,10 @@ def read_set(log_path: str | Path) -> LoggedSet:
 
 def _header_patch(header: dict[str, Any], where: str) -> Patch:
     version = header.get("version")
-    if not isinstance(version, int) or version > LOG_VERSION:
+    if type(version) is not int or version < 1:
+        raise ValueError(f"{where}: event log version {excerpt(version)}; a log's version is "
+                         "a whole number from 1 (the header is damaged)")
+    if version > LOG_VERSION:
         raise ValueError(f"{where}: event log version {version!r}; this Encore reads version "
                          f"{LOG_VERSION} and older: update Encore to replay it")
     if not isinstance(header.get("patch"), dict):
