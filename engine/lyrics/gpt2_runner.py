@@ -66,8 +66,9 @@ def read_config(folder: Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path}: not an Encore GPT-2 config (format is not {FORMAT!r}); "
                          f"{HOW_TO_MAKE}")
-    if config.get("version") not in SUPPORTED_VERSIONS:
-        raise ValueError(f"{path}: version {config.get('version')!r}, this runner reads "
+    version = config.get("version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"{path}: version {excerpt(version)}, this runner reads "
                          f"{sorted(SUPPORTED_VERSIONS)}; convert the model again with this "
                          f"version of Encore ({HOW_TO_MAKE})")
     missing = [key for key in _CONFIG_KEYS if key not in config]
