@@ -31,7 +31,14 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from engine.untrusted import MiB, excerpt, parse_json, read_text
+from engine.untrusted import (
+    MiB,
+    MissingFileError,
+    UntrustedFileError,
+    excerpt,
+    parse_json,
+    read_text,
+)
 
 StrPath = str | PathLike[str]
 
@@ -62,7 +69,12 @@ def choose_providers(providers: Sequence[str] | None = None) -> list[str]:
 def read_config(folder: Path) -> dict:
     """``encore_gpt2.json`` of ``folder``, checked for format, version and the keys used."""
     path = folder / CONFIG_FILE
-    config = parse_json(read_text(path, MiB, HOW_TO_MAKE), path, HOW_TO_MAKE)
+    try:
+        config = parse_json(read_text(path, MiB, HOW_TO_MAKE), path, HOW_TO_MAKE)
+    except MissingFileError:
+        raise
+    except UntrustedFileError as err:
+        raise UntrustedFileError(path, f"not valid JSON ({err.what})", HOW_TO_MAKE) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path}: not an Encore GPT-2 config (format is not {FORMAT!r}); "
                          f"{HOW_TO_MAKE}")
@@ -179,7 +191,11 @@ class GPT2Lyricist:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         config = read_config(folder)
-        text = read_text(folder / TOKENIZER_FILE, 64 * MiB, HOW_TO_MAKE)
+        try:
+            text = read_text(folder / TOKENIZER_FILE, 64 * MiB, HOW_TO_MAKE)
+        except UntrustedFileError as err:
+            raise UntrustedFileError(folder / TOKENIZER_FILE, "the tokenizers library cannot "
+                                     f"read it ({err.what})", HOW_TO_MAKE) from None
         try:
             tokenizer = Tokenizer.from_str(text)
         except Exception as err:  # tokenizers raises its own Exception subclass

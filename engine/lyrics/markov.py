@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from engine.lyrics.syllables import words
-from engine.untrusted import MiB, UntrustedFileError, gunzip, parse_json
+from engine.untrusted import MiB, MissingFileError, UntrustedFileError, gunzip, parse_json
 
 START = "<s>"
 END = "</s>"
@@ -182,6 +182,8 @@ class MarkovLyricist:
         fix = "gzipped JSON written by MarkovLyricist.save; retrain it with export.train_markov"
         try:
             doc = parse_json(gunzip(path, MAX_UNPACKED_BYTES, fix), path, fix)
+        except MissingFileError:
+            raise
         except UntrustedFileError as e:
             raise UntrustedFileError(path, f"not a Markov lyricist file: {e.what}", fix) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
