@@ -50,7 +50,7 @@ GM_BASS_PROGRAMS = range(32, 40)
 DEFAULT_TEMPO = 500_000  # microseconds a quarter (120 bpm), the MIDI default
 MAX_DELTA_TICKS = 0x0FFFFFFF
 """The largest delta time a standard MIDI file can hold (a 4-byte variable-length number)."""
-MAX_MIDI_BYTES = 64 * MiB
+MAX_MIDI_BYTES = 16 * MiB
 """The largest MIDI file read (a symphony is well under 1 MB)."""
 MAX_BEATS = 500_000
 """A file longer than this (about 35 hours at 240 BPM) is refused as damaged: it is what a
