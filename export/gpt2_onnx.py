@@ -180,7 +180,10 @@ def check_hf_folder(hf_dir: Path) -> None:
                                "code); save the model with save_pretrained")
     stored = _safetensors_elements(weights)
     n, e = sizes["n_layer"], sizes["n_embd"]
-    declared = 12 * n * e * e + (sizes["vocab_size"] + sizes["n_positions"]) * e
+    inner = cfg.get("n_inner") or 4 * e  # the MLP's width (None: 4 x n_embd)
+    if type(inner) is not int or not 1 <= inner <= 8 * HF_SIZES["n_embd"]:
+        raise UntrustedFileError(path, f"n_inner = {excerpt(inner)}; a whole number", fix)
+    declared = n * (4 * e * e + 2 * e * inner) + (sizes["vocab_size"] + sizes["n_positions"]) * e
     if stored < 0.9 * declared:
         raise UntrustedFileError(path, f"declares about {declared:,} weights ({n} layers of "
                                        f"{e}), but {weights.name} holds {stored:,}", fix)
