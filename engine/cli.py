@@ -32,8 +32,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.output_files import claim
 from engine.shipped import checkout_with_trainers
 
+RENDER_FILES = ("song.mid", "song.wav", "song.jsonl")
+RECORD_FILES = RENDER_FILES
+REPLAY_FILES = ("song.mid", "song.wav")
+PLOT_FILES = ("pianoroll.png", "latent.png")
 EXPORT_EXTRA_MESSAGE = "the converter needs the export extra: pip install -e '.[export]'"
 _EXPORT_EXTRA_MODULES = {"torch", "onnx", "music21", "tqdm"}
 
@@ -81,7 +86,9 @@ def _cmd_render(args: argparse.Namespace) -> None:
     bars = args.bars or patch.song.bars or DEFAULT_RENDER_BARS
     if args.model:
         patch = _with_model(patch, args.model)
-    result = render_song(patch, args.out, bars=bars, seed=args.seed, audio=not args.no_audio,
+    out = claim(args.out if args.out is not None else Path("out"), RENDER_FILES,
+                named=args.out is not None)
+    result = render_song(patch, out, bars=bars, seed=args.seed, audio=not args.no_audio,
                          model_dir=args.model_dir)
     written = ", ".join(str(p) for p in (result.midi, result.wav, result.log) if p)
     print(f"wrote {written}")
@@ -129,7 +136,10 @@ def _cmd_live(args: argparse.Namespace) -> None:
                                       ("block_size", args.block_size)) if v is not None}
     if live_changes:
         patch = dataclasses.replace(patch, live=dataclasses.replace(patch.live, **live_changes))
-    record = None if args.no_record else (args.record or new_set_dir(Path("sets")))
+    record = None if args.no_record else (
+        claim(args.record, RECORD_FILES, named=True, fix="a set is recorded there; give a new "
+              "folder to --record, or leave it out for a new sets/<date> folder")
+        if args.record is not None else new_set_dir(Path("sets")))
     if record is not None:
         print(f"recording the set's event log to {record}/song.jsonl")
     print(f"encore live: {patch.song.title}, {patch.song.tempo:g} BPM; Ctrl-C stops "
@@ -195,7 +205,8 @@ def _cmd_osc_map(args: argparse.Namespace) -> None:
 def _cmd_replay(args: argparse.Namespace) -> None:
     from engine.song.replay import replay_set
 
-    out = args.out if args.out is not None else args.log.parent / "replay"
+    out = claim(args.out if args.out is not None else args.log.parent / "replay",
+                REPLAY_FILES, named=args.out is not None)
     result = replay_set(args.log, out, audio=not args.no_audio, vocals=not args.no_vocals,
                         model_dir=args.model_dir)
     written = ", ".join(str(p) for p in (result.midi, result.wav) if p)
@@ -219,6 +230,8 @@ def _cmd_replay(args: argparse.Namespace) -> None:
 def _cmd_plot(args: argparse.Namespace) -> None:
     from engine.song.plot import plot_log
 
+    if args.out is not None:
+        claim(args.out, PLOT_FILES, named=True)
     plots = plot_log(args.log, args.out)
     print(f"wrote {plots.pianoroll}, {plots.latent}")
 
@@ -293,7 +306,7 @@ def _cmd_train_voice(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_musicvae(args: argparse.Namespace) -> None:
-    if not args.checkpoint.is_file():
+    if not args.checkpoint.exists():
         raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint; train one with "
                                 "`encore train musicvae --out DIR` (DIR/last.pt)")
     load_checkpoint = _import_export("export.musicvae").load_checkpoint
@@ -319,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "FluidSynth) and DIR/song.jsonl (the event log), as fast as it can.")
     render.add_argument("--patch", default="default", metavar="PATCH",
                         help="a patch file or the name of one in patches/ (default: default)")
-    render.add_argument("-o", "--out", type=Path, default=Path("out"), metavar="DIR",
-                        help="output folder (default: out)")
+    render.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
+                        help="output folder (default: out, or out_2, ... when out holds an "
+                             "earlier render: nothing is overwritten)")
     render.add_argument("--bars", type=_positive_int, default=None,
                         help=f"bars to render (default: the patch's [song] bars, else "
                              f"{DEFAULT_RENDER_BARS})")
@@ -510,8 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"encore: error: `encore {args.command}` needs the trainers (PyTorch), "
                        "which an installed wheel does not carry: run it from a source checkout "
                        "(`make setup` there installs them)\n")
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError) as err:  # every reader's refusal, and the OS's
         parser.exit(2, f"encore: error: {err}\n")
+    except (MemoryError, RecursionError) as err:  # a last guard: no reader should get here
+        parser.exit(2, f"encore: error: {type(err).__name__} while reading the input; a file "
+                       "given is larger or deeper than Encore reads (please report it)\n")
     return status or 0
 
 

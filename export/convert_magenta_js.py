@@ -32,7 +32,6 @@ in ``bias_hh``. Dense kernels ``[in, out]`` become ``nn.Linear`` weights ``[out,
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -49,6 +48,8 @@ from engine.music.encoding import (
     MELODY_MIN_PITCH,
     PART_DEPTHS,
 )
+from engine.output_files import staged
+from engine.untrusted import MiB, UntrustedFileError, excerpt, parse_json, read_text
 from export import musicvae_onnx
 from export.musicvae import MusicVAE, MusicVAEConfig, save_checkpoint
 
@@ -74,14 +75,14 @@ _IGNORED = re.compile(r"(^|/)(Adam(_\d+)?|beta\d_power|global_step|Momentum|RMSP
 # ---- reading the folder ---------------------------------------------------------------
 
 def _load_json(path: Path, what: str) -> object:
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"{path}: missing {what}; point the converter at the magenta.js "
                          f"checkpoint folder (the one holding {CONFIG_FILE} and {MANIFEST_FILE})")
+    fix = "re-download the checkpoint folder"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: unreadable {what} ({err}); re-download the checkpoint "
-                         "folder") from err
+        return parse_json(read_text(path, MAX_JSON_BYTES, fix), path, fix)
+    except UntrustedFileError as err:
+        raise UntrustedFileError(path, f"unreadable {what} ({err.what})", fix) from None
 
 
 def _short_shard(paths: list[str], sizes: list[int]) -> str:
@@ -312,14 +313,21 @@ def _parse_config(config: dict) -> tuple[tuple[str, ...], str, int, int]:
             _check_melody_args(args.get(key) or {}, f"TrioConverter.{key} ({what})")
         _check_drum_args(args.get("drumsArgs") or {}, "TrioConverter.drumsArgs")
     steps = args.get("numSteps")
-    if not isinstance(steps, int) or steps <= 0:
-        raise ValueError(f"config.json: dataConverter.args.numSteps is {steps!r}; it must be "
-                         "the sequence length in 16th-note steps (e.g. 32 for 2 bars)")
+    if type(steps) is not int or not 0 < steps <= MAX_STEPS:
+        raise ValueError(f"config.json: dataConverter.args.numSteps is {excerpt(steps)}; it "
+                         "must be the sequence length in 16th-note steps (e.g. 32 for 2 bars), "
+                         f"at most {MAX_STEPS} ({MAX_STEPS // STEPS_PER_BAR} bars)")
     segments = args.get("numSegments") or 0
-    if not isinstance(segments, int) or segments < 0:
+    if type(segments) is not int or not 0 <= segments <= MAX_STEPS // STEPS_PER_BAR:
         raise ValueError(f"config.json: dataConverter.args.numSegments is {segments!r}; it "
                          "must be the number of conductor steps (bars) of a hierarchical model")
     return _PART_SETS[kind], kind, steps, segments
+
+
+MAX_STEPS = 512
+"""The longest sequence converted: 32 bars (magenta.js models go to 16 bars, 256 steps);
+the decoder graph is unrolled step by step, so the graph grows with it."""
+MAX_JSON_BYTES = 16 * MiB
 
 
 # ---- weights ----------------------------------------------------------------------------
@@ -661,17 +669,18 @@ def convert(dir: StrPath, out_dir: StrPath, name: str | None = None) -> list[Pat
     config, weights = read_checkpoint(folder)
     model = to_musicvae(config, weights, name=name)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / f"{name}.pt"
-    save_checkpoint(checkpoint, model, step=0,
-                    extra={"source": "magenta-js", "source_dir": str(folder),
-                           "encoder": model.cfg.extra["encoder"]})
+    names = [f"{name}.pt", f"{name}.encoder.onnx", f"{name}.decoder.onnx"]
     if model.cfg.extra["encoder"].startswith("skipped"):
-        with torch.no_grad():
-            decoder = musicvae_onnx.export_decoder(model, out / f"{name}.decoder.onnx")
-        return [checkpoint, decoder]
-    encoder, decoder = musicvae_onnx.export_all(model, out)
-    return [checkpoint, encoder, decoder]
+        del names[1]
+    with staged(out, names, fix=f"a model named {name!r} is there; convert into another "
+                                "folder, or give another --name") as stage, torch.no_grad():
+        save_checkpoint(stage / names[0], model, step=0,
+                        extra={"source": "magenta-js", "source_dir": str(folder),
+                               "encoder": model.cfg.extra["encoder"]})
+        if len(names) == 3:
+            musicvae_onnx.export_encoder(model, stage / names[1])
+        musicvae_onnx.export_decoder(model, stage / names[-1])
+    return [out / n for n in names]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,17 @@ import numpy as np
 import torch
 
 from engine.lyrics.gpt2_cache import KVCache
+from engine.output_files import staged
+from engine.untrusted import (
+    MiB,
+    MissingFileError,
+    UntrustedFileError,
+    check_file,
+    excerpt,
+    open_file,
+    parse_json,
+    read_text,
+)
 from export.gpt2_graph import HALF_MIN_ELEMENTS, HALF_SUFFIX, OPSET, build_graph, check_supported
 
 FORMAT = "encore-gpt2"
@@ -66,6 +77,86 @@ PARITY_TEXT = "about: night\nthe moon is shining on the"
 
 
 # ---- loading the Hugging Face folder ------------------------------------------------------
+HF_SIZES = {"n_layer": 96, "n_head": 128, "n_embd": 12_288, "n_positions": 65_536,
+            "vocab_size": 1_000_000}
+"""The largest value of each size a GPT-2 config may give (GPT-3's widest is 12,288)."""
+MAX_CONFIG_BYTES = MiB
+MAX_SAFETENSORS_HEADER = 100 * MiB
+
+
+def check_hf_folder(hf_dir: Path) -> None:
+    """Refuse a folder whose config.json or model.safetensors is damaged or lies, before
+    transformers reads them: config.json a JSON object of a GPT-2 with sizes in range, the
+    safetensors header readable and large enough for the weights the config declares (so
+    a config claiming 100,000 layers is refused, not allocated)."""
+    path = hf_dir / "config.json"
+    fix = "a GPT-2 folder as save_pretrained writes it (a downloaded gpt2 or distilgpt2)"
+    cfg = parse_json(read_text(path, MAX_CONFIG_BYTES, fix), path, fix)
+    if not isinstance(cfg, dict):
+        raise UntrustedFileError(path, f"expected a JSON object, got {type(cfg).__name__}", fix)
+    if cfg.get("model_type") != "gpt2":
+        raise UntrustedFileError(path, f"holds a {excerpt(cfg.get('model_type'))} model; only "
+                                       "GPT-2 (model_type 'gpt2') can be converted",
+                                 "give a gpt2 or distilgpt2 folder")
+    sizes = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024,
+             "vocab_size": 50257}
+    for key, largest in HF_SIZES.items():
+        value = cfg.get(key, sizes[key])
+        if type(value) is not int or not 1 <= value <= largest:
+            raise UntrustedFileError(path, f"{key} = {excerpt(value)}; it must be a whole number "
+                                           f"1..{largest}", fix)
+        sizes[key] = value
+    if sizes["n_embd"] % sizes["n_head"]:
+        raise UntrustedFileError(path, f"n_embd {sizes['n_embd']} is not a multiple of n_head "
+                                       f"{sizes['n_head']}", fix)
+    weights = hf_dir / "model.safetensors"
+    if not weights.exists():
+        raise MissingFileError(weights, "no such file", "the weights in safetensors form are "
+                               "needed (a pickled pytorch_model.bin is not loaded: it can run "
+                               "code); save the model with save_pretrained")
+    stored = _safetensors_elements(weights)
+    n, e = sizes["n_layer"], sizes["n_embd"]
+    inner = cfg.get("n_inner") or 4 * e  # the MLP's width (None: 4 x n_embd)
+    if type(inner) is not int or not 1 <= inner <= 8 * HF_SIZES["n_embd"]:
+        raise UntrustedFileError(path, f"n_inner = {excerpt(inner)}; a whole number", fix)
+    declared = n * (4 * e * e + 2 * e * inner) + (sizes["vocab_size"] + sizes["n_positions"]) * e
+    if stored < 0.9 * declared:
+        raise UntrustedFileError(path, f"declares about {declared:,} weights ({n} layers of "
+                                       f"{e}), but {weights.name} holds {stored:,}", fix)
+
+
+def _safetensors_elements(path: Path) -> int:
+    """How many numbers a safetensors file holds, from its checked header."""
+    fix = "copy or download the model again, whole"
+    info = check_file(path, fix)
+    with open_file(path, fix) as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UntrustedFileError(path, "truncated (no safetensors header)", fix)
+        length = int.from_bytes(head, "little")
+        if length > min(MAX_SAFETENSORS_HEADER, info.st_size - 8):
+            raise UntrustedFileError(path, f"its header claims {length:,} bytes, more than the "
+                                           "file holds", fix)
+        header = parse_json(f.read(length), path, fix)
+    if not isinstance(header, dict):
+        raise UntrustedFileError(path, "a damaged safetensors header (not an object)", fix)
+    total = 0
+    data_bytes = info.st_size - 8 - length
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) \
+                or not isinstance(offsets, list) or len(offsets) != 2 or \
+                not all(type(o) is int for o in offsets) or \
+                not 0 <= offsets[0] <= offsets[1] <= data_bytes:
+            raise UntrustedFileError(path, f"a damaged safetensors header at tensor "
+                                           f"{excerpt(name)}", fix)
+        total += math.prod(shape)
+    return total
+
+
 def load_hf(hf_dir: Path):
     """(model in eval mode, fast tokenizer) of a local GPT-2 folder, or a clear error."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -79,10 +170,7 @@ def load_hf(hf_dir: Path):
             f"{hf_dir} is not a Hugging Face model folder (no config.json): give a folder "
             "saved with save_pretrained, e.g. a downloaded gpt2 or distilgpt2, or "
             "runs/<name>/hf from `encore train lyrics`")
-    model_type = json.loads((hf_dir / "config.json").read_text()).get("model_type")
-    if model_type != "gpt2":
-        raise ValueError(f"{hf_dir} holds a {model_type!r} model; only GPT-2 (model_type "
-                         "'gpt2', e.g. gpt2, distilgpt2) can be converted")
+    check_hf_folder(hf_dir)
     tokenizer_files = ("tokenizer.json", "vocab.json")
     if not any((hf_dir / name).is_file() for name in tokenizer_files):
         raise FileNotFoundError(f"{hf_dir} has no tokenizer (tokenizer.json, or vocab.json and "
@@ -97,7 +185,14 @@ def load_hf(hf_dir: Path):
                          "add a tokenizer.json to the folder")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True)
+        try:  # weights from safetensors only: a pickle (pytorch_model.bin) can run code
+            model = AutoModelForCausalLM.from_pretrained(hf_dir, local_files_only=True,
+                                                         use_safetensors=True)
+        except Exception as err:  # transformers raises many types here  # noqa: BLE001
+            raise ValueError(f"{hf_dir}: transformers cannot load the model "
+                             f"({type(err).__name__}: {excerpt(str(err), 200)}); it needs "
+                             "config.json and model.safetensors as save_pretrained writes "
+                             "them") from None
     if getattr(model.config, "add_cross_attention", False):
         raise ValueError(f"{hf_dir}: GPT-2 with cross-attention (an encoder-decoder part) "
                          "cannot be exported as a lyricist")
@@ -224,8 +319,10 @@ def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = OPSET, *,
     Writes ``model.onnx``, ``tokenizer.json`` and ``encore_gpt2.json`` (the returned dict,
     parity figures under ``"parity"``). Raises ValueError when ONNX Runtime's logits differ
     from transformers' by more than ``tolerance`` times the largest |logit| (at least 1;
-    default :data:`PARITY_TOLERANCE`) or the greedy continuations differ; the files are left
-    in place for inspection, without ``encore_gpt2.json``, so the engine will not load them.
+    default :data:`PARITY_TOLERANCE`) or the greedy continuations differ. The files are written
+    into a private folder inside ``out_dir`` and moved into place only when all is well: a
+    failed export leaves ``out_dir`` as it was, and a model already there is never replaced
+    (refused first).
 
     ``half_weights`` stores the weight matrices as float16, each behind a Cast that ONNX
     Runtime folds into a float32 constant when the session opens (half the file, the same
@@ -242,61 +339,63 @@ def export_gpt2(hf_dir: Path, out_dir: Path, opset: int = OPSET, *,
     import onnx
 
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    model, tokenizer = load_hf(hf_dir)
-    cfg = model.config
-    try:
-        check_supported(cfg)
-    except ValueError as err:
-        raise ValueError(f"{hf_dir}: {err}") from err
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CONFIG_FILE).unlink(missing_ok=True)
-    prompt = parity_prompt(model, tokenizer)
-    half_weights = half_weights and not int8
-    rounding = _round_weights_to_half(model, prompt) if half_weights else 0.0
-    model_path = out_dir / MODEL_FILE
-    onnx.save(build_graph(model, half_weights=half_weights, opset=opset), str(model_path))
-    tokenizer.backend_tokenizer.save(str(out_dir / TOKENIZER_FILE))
-    session = _session(model_path)
-    parity = check_parity(model, tokenizer, session, prompt)
-    if half_weights:
-        parity["half_rounding_max_abs_diff"] = rounding
-    parity["tolerance"] = tolerance
-    worst = parity["max_relative_diff"]
-    if not parity["greedy_identical"] or not math.isfinite(worst):
-        raise ValueError(
-            f"{model_path}: ONNX Runtime does not match transformers ({parity}); the export "
-            "is not usable. Check that the folder is a plain GPT-2 (GPT2LMHeadModel) and "
-            "that torch, transformers and onnxruntime are the versions in pyproject.toml")
-    if worst > tolerance:
-        raise ValueError(
-            f"{model_path}: ONNX Runtime's logits differ from transformers' by {worst:.2e} "
-            f"of the largest logit ({parity['reference_logits_max_abs']:.1f}), more than the "
-            f"tolerance {tolerance:g} ({parity}). Float32 rounding stays near 1e-6; if the "
-            "greedy continuations agree and you accept the difference, convert again with "
-            "a larger --tolerance")
-    eos = _eos_id(model, tokenizer)
-    int8_figures = _quantize_int8(model_path, session, cfg, prompt) if int8 else None
-    config = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "n_layer": int(cfg.n_layer),
-        "n_head": int(cfg.n_head),
-        "head_dim": int(cfg.n_embd // cfg.n_head),
-        "n_embd": int(cfg.n_embd),
-        "n_positions": int(cfg.n_positions),
-        "vocab_size": int(cfg.vocab_size),
-        "eos_token_id": eos,
-        "newline_token_ids": newline_token_ids(tokenizer, cfg.vocab_size),
-        "opset": opset,
-        "source": _source_name(hf_dir),
-        "parity": parity,
-        "weights": "int8" if int8 else "float16" if half_weights else "float32",
-    }
-    if int8_figures:
-        config["int8"] = int8_figures
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    # The Hugging Face config, so the folder can be fine-tuned again (hf_from_export).
-    (out_dir / HF_CONFIG_FILE).write_text(model.config.to_json_string(), encoding="utf-8")
+    with staged(out_dir, (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, HF_CONFIG_FILE),
+                fix="convert into a new folder, or move the old model away first") as stage:
+        model, tokenizer = load_hf(hf_dir)
+        cfg = model.config
+        try:
+            check_supported(cfg)
+        except ValueError as err:
+            raise ValueError(f"{hf_dir}: {err}") from err
+        prompt = parity_prompt(model, tokenizer)
+        half_weights = half_weights and not int8
+        rounding = _round_weights_to_half(model, prompt) if half_weights else 0.0
+        model_path = stage / MODEL_FILE
+        onnx.save(build_graph(model, half_weights=half_weights, opset=opset), str(model_path))
+        tokenizer.backend_tokenizer.save(str(stage / TOKENIZER_FILE))
+        session = _session(model_path)
+        parity = check_parity(model, tokenizer, session, prompt)
+        if half_weights:
+            parity["half_rounding_max_abs_diff"] = rounding
+        parity["tolerance"] = tolerance
+        worst = parity["max_relative_diff"]
+        if not parity["greedy_identical"] or not math.isfinite(worst):
+            raise ValueError(
+                f"{out_dir / MODEL_FILE}: ONNX Runtime does not match transformers ({parity}); the "
+                "export "
+                "is not usable. Check that the folder is a plain GPT-2 (GPT2LMHeadModel) and "
+                "that torch, transformers and onnxruntime are the versions in pyproject.toml")
+        if worst > tolerance:
+            raise ValueError(
+                f"{out_dir / MODEL_FILE}: ONNX Runtime's logits differ from transformers' by "
+                f"{worst:.2e} "
+                f"of the largest logit ({parity['reference_logits_max_abs']:.1f}), more than the "
+                f"tolerance {tolerance:g} ({parity}). Float32 rounding stays near 1e-6; if the "
+                "greedy continuations agree and you accept the difference, convert again with "
+                "a larger --tolerance")
+        eos = _eos_id(model, tokenizer)
+        int8_figures = _quantize_int8(model_path, session, cfg, prompt) if int8 else None
+        config = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "n_layer": int(cfg.n_layer),
+            "n_head": int(cfg.n_head),
+            "head_dim": int(cfg.n_embd // cfg.n_head),
+            "n_embd": int(cfg.n_embd),
+            "n_positions": int(cfg.n_positions),
+            "vocab_size": int(cfg.vocab_size),
+            "eos_token_id": eos,
+            "newline_token_ids": newline_token_ids(tokenizer, cfg.vocab_size),
+            "opset": opset,
+            "source": _source_name(hf_dir),
+            "parity": parity,
+            "weights": "int8" if int8 else "float16" if half_weights else "float32",
+        }
+        if int8_figures:
+            config["int8"] = int8_figures
+        (stage / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        # The Hugging Face config, so the folder can be fine-tuned again (hf_from_export).
+        (stage / HF_CONFIG_FILE).write_text(model.config.to_json_string(), encoding="utf-8")
     return config
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import pickle
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.music.encoding import PART_DEPTHS
+from engine.untrusted import UntrustedFileError, check_file, excerpt, parse_json
 
 FORMAT_VERSION = 1
 
@@ -278,7 +281,9 @@ def learning_rate(cfg: MusicVAEConfig, step: int) -> float:
 
 def save_checkpoint(path, model: MusicVAE, step: int, extra: dict | None = None,
                     training: dict | None = None) -> None:
-    """Config, weights and step; ``training`` (optimiser state etc.) lets a run resume."""
+    """Config, weights and step; ``training`` (optimiser state etc.) lets a run resume. The
+    file is written aside and renamed into place: a run killed while saving keeps its
+    previous checkpoint whole."""
     from export.distributed import save_atomic
 
     blob = {"format_version": FORMAT_VERSION, "config": model.cfg.to_json(), "step": step,
@@ -289,11 +294,97 @@ def save_checkpoint(path, model: MusicVAE, step: int, extra: dict | None = None,
     save_atomic(blob, Path(path))
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+"""A model name: it names files (``<name>.decoder.onnx``), so it is one plain file name."""
+CONFIG_LIMITS = {"bars": 64, "steps_per_bar": 96, "enc_size": 4096, "enc_layers": 8,
+                 "z_size": 4096, "dec_size": 4096, "dec_layers": 8, "conductor_size": 4096,
+                 "conductor_layers": 8}
+"""The largest value of each size a checkpoint's config may give (ours are 128..512)."""
+MAX_CHECKPOINT_BYTES = 512 * 2**20  # ours are a few MB
+CHECKPOINT_FIX = ("make one with `encore train musicvae` or `encore convert magenta-js`; a "
+                  ".pt file from elsewhere is read as weights only")
+
+
+def check_model_name(name: object, where: object) -> str:
+    """``name`` when it is a plain file name (letters, digits, _ . -), else refused: a name
+    read from a file never becomes a path outside the folder the user named."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise UntrustedFileError(where, f"model name {excerpt(name)}: a name is letters, digits, "
+                                        "'_', '-' and '.' (at most 64, no '..')",
+                                 "rename it: `encore train musicvae --name NAME`")
+    return name
+
+
+def checked_config(text: object, where: object) -> MusicVAEConfig:
+    """A checkpoint's config (JSON text) into a MusicVAEConfig, every field checked."""
+    fix = CHECKPOINT_FIX
+    if not isinstance(text, str):
+        raise UntrustedFileError(where, "its config is not JSON text", fix)
+    data = parse_json(text, where, fix)
+    if not isinstance(data, dict):
+        raise UntrustedFileError(where, f"its config is not an object: {excerpt(data)}", fix)
+    known = {f.name: f for f in fields(MusicVAEConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise UntrustedFileError(where, f"unknown config keys {excerpt(unknown)}", fix)
+    for key, value in data.items():
+        if key in CONFIG_LIMITS:
+            low = 0 if key == "conductor_size" else 1
+            if type(value) is not int or not low <= value <= CONFIG_LIMITS[key]:
+                raise UntrustedFileError(where, f"config {key} = {excerpt(value)}; it must be "
+                                                f"a whole number {low}..{CONFIG_LIMITS[key]}",
+                                         fix)
+        elif key == "parts":
+            if not isinstance(value, list) or not 1 <= len(value) <= 3 or \
+                    not all(isinstance(p, str) and p in PART_DEPTHS for p in value):
+                raise UntrustedFileError(where, f"config parts = {excerpt(value)}; parts are "
+                                                f"{sorted(PART_DEPTHS)}", fix)
+        elif key == "extra":
+            if not isinstance(value, dict):
+                raise UntrustedFileError(where, "config extra is not an object", fix)
+        elif key != "name" and (type(value) not in (int, float) or not math.isfinite(value)):
+            raise UntrustedFileError(where, f"config {key} = {excerpt(value)}; a number", fix)
+    check_model_name(data.get("name", MusicVAEConfig.name), where)
+    try:
+        return MusicVAEConfig(**data)
+    except (TypeError, ValueError) as err:
+        raise UntrustedFileError(where, f"its config cannot be used ({excerpt(str(err), 160)})",
+                                 fix) from None
+
+
 def load_checkpoint(path) -> tuple[MusicVAE, dict]:
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    """A MusicVAE and the checkpoint's contents from ``path``, read as weights only: a
+    pickled object of any other kind (which could run code when unpickled) is refused,
+    so is a config out of range or weights that do not fit it."""
+    fix = CHECKPOINT_FIX
+    check_file(path, fix)
+    if Path(path).stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise UntrustedFileError(path, "larger than 512 MiB; no MusicVAE checkpoint is", fix)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UntrustedFileError(path, "it holds objects other than weights, which could run "
+                                       "code: it is not loaded", fix) from None
+    except Exception as err:  # noqa: BLE001 - the unpickler and zip reader raise many types
+        raise UntrustedFileError(path, "not a checkpoint of weights Encore can read "
+                                       f"({type(err).__name__}: {excerpt(str(err), 160)})",
+                                 fix) from None
     if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise ValueError(f"{path}: not an Encore MusicVAE checkpoint (no config/state_dict); "
-                         "make one with `encore train musicvae` or `encore convert magenta-js`")
-    model = MusicVAE(MusicVAEConfig.from_json(blob["config"]))
-    model.load_state_dict(blob["state_dict"])
+        raise UntrustedFileError(path, "not an Encore MusicVAE checkpoint (no config/state_dict)",
+                                 fix)
+    cfg = checked_config(blob["config"], path)
+    state = blob["state_dict"]
+    with torch.device("meta"):  # the shapes the config implies, nothing allocated
+        expected = {k: tuple(v.shape) for k, v in MusicVAE(cfg).state_dict().items()}
+    if not isinstance(state, dict) or \
+            {k: tuple(v.shape) if isinstance(v, Tensor) else None for k, v in state.items()} \
+            != expected:
+        raise UntrustedFileError(path, "its weights do not fit its config (other names or "
+                                       "shapes)", fix)
+    model = MusicVAE(cfg)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise UntrustedFileError(path, f"its weights cannot be loaded ({excerpt(str(err), 160)})",
+                                 fix) from None
     return model, blob

@@ -22,7 +22,8 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from export.musicvae import FORMAT_VERSION, MusicVAE
+from engine.output_files import staged
+from export.musicvae import FORMAT_VERSION, MusicVAE, check_model_name
 
 OPSET = 17
 
@@ -111,10 +112,15 @@ def export_step_decoder(model: MusicVAE, path: Path) -> Path:
 
 
 def export_all(model: MusicVAE, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``<name>.encoder.onnx`` and ``<name>.decoder.onnx`` into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = model.cfg.name
-    with torch.no_grad():
-        enc = export_encoder(model, out_dir / f"{name}.encoder.onnx")
-        dec = export_decoder(model, out_dir / f"{name}.decoder.onnx")
-    return enc, dec
+    """Write ``<name>.encoder.onnx`` and ``<name>.decoder.onnx`` into ``out_dir``: both or
+    neither (written aside, moved in when both are done); a model of that name already
+    there is refused, never replaced."""
+    out_dir = Path(out_dir)
+    name = check_model_name(model.cfg.name, out_dir)
+    names = (f"{name}.encoder.onnx", f"{name}.decoder.onnx")
+    with staged(out_dir, names, fix=f"a model named {name!r} is there; export into another "
+                                    "folder, or train with another --name") as stage, \
+            torch.no_grad():
+        export_encoder(model, stage / names[0])
+        export_decoder(model, stage / names[1])
+    return out_dir / names[0], out_dir / names[1]

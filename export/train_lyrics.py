@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.output_files import claim
 from export.distributed import Run, add_arguments, check_arguments, running
 from export.gpt2_lyrics import EOS, LyricsModelConfig, build_model, format_corpus, train_tokenizer
 
@@ -318,6 +319,10 @@ def fine_tune(source: Path, text: Path, out: Path, settings: TrainSettings,
                         record_windows=record_windows)
 
 
+RUN_FILES = ("hf", "log.jsonl", "metrics.json", "base")
+"""What a run writes into --out; a folder holding one of them is an earlier run, kept."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.train_lyrics", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,6 +361,14 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes, warmup=min(200, max(1, args.steps // 10)),
         eval_every=min(250, max(1, args.steps // 4)), threads=args.threads,
     )
+    if not args.resume:  # a resumed run goes on in its own folder
+        claim(args.out, RUN_FILES, named=True,
+              fix="a training run is there; give a new --out, or continue it with --resume")
+    if args.onnx is not None:
+        from export.gpt2_onnx import CONFIG_FILE, HF_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE
+
+        claim(args.onnx, (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, HF_CONFIG_FILE), named=True,
+              fix="a lyricist is there; give a new folder to --onnx")
     with running(args.device, args.precision, threads=args.threads) as run:
         if not run.is_main:  # rank 0 alone shows progress
             from transformers.utils import logging as hf_logging

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.output_files import claim
 from export.distributed import (
     Run,
     ShardedSampler,
@@ -32,6 +34,7 @@ from export.distributed import (
 from export.musicvae import (
     MusicVAE,
     MusicVAEConfig,
+    check_model_name,
     learning_rate,
     load_checkpoint,
     save_checkpoint,
@@ -53,7 +56,20 @@ PRESETS: dict[str, MusicVAEConfig] = {
                                 conductor_size=128, conductor_layers=2, free_bits=48.0,
                                 max_beta=0.2, beta_rate=0.999, sampling_rate=0.0),
 }
+RUN_FILES = ("last.pt", "metrics.json", "train_log.jsonl")
+"""What a run writes into --out; a folder holding one of them is an earlier run, kept."""
 PRESET_DATA = {"mel_2bar": "melody_2bar.npz", "trio_4bar": "duet_4bar.npz"}
+
+
+def midi_files(folder: Path) -> list[Path]:
+    """The .mid and .midi files under ``folder``, sorted. Linked folders are not followed
+    (a link loop cannot make the walk endless) and an unreadable folder is passed over."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder; point --midi-dir at a folder of MIDI files")
+    found = []
+    for root, _dirs, names in os.walk(folder, followlinks=False, onerror=lambda err: None):
+        found += [Path(root) / n for n in names if Path(n).suffix.lower() in {".mid", ".midi"}]
+    return sorted(found)
 
 
 def windows_from_midi(folder: Path, bars: int) -> WindowSet:
@@ -61,14 +77,14 @@ def windows_from_midi(folder: Path, bars: int) -> WindowSet:
     from engine.music.midi_io import quantize, quantize_to_windows, read_midi
 
     events, sources = [], []
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".mid", ".midi"})
+    files = midi_files(folder)
     if not files:
         raise ValueError(f"{folder}: no .mid or .midi files found; point --midi-dir at a folder "
                          "of MIDI files")
     for path in files:
         try:
             parts = quantize(read_midi(path))
-        except ValueError as err:
+        except (ValueError, OSError) as err:  # one bad file (a dangling link too) is skipped
             print(f"skipping {err}")
             continue
         for window in quantize_to_windows(parts, bars, 1):
@@ -212,7 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     check_arguments(args)
     cfg = PRESETS[args.preset]
     if args.name:
-        cfg = replace(cfg, name=args.name)
+        cfg = replace(cfg, name=check_model_name(args.name, "--name"))
+    if args.resume is None:  # a resumed run goes on in its own folder
+        claim(args.out, RUN_FILES, named=True,
+              fix="a training run is there; give a new --out, or continue it with --resume "
+                  f"{args.out / 'last.pt'}")
     if args.midi_dir is not None:
         data = windows_from_midi(args.midi_dir, cfg.bars)
     else:

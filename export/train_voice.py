@@ -112,14 +112,14 @@ def _acoustic_batch(items: list[vd.Item]) -> tuple[torch.Tensor, ...]:
 
 
 def load_acoustic(path: Path) -> AcousticModel:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
     model = AcousticModel(AcousticConfig(**ck["config"]))
     model.load_state_dict(ck["model"])
     return model.eval()
 
 
 def load_vocoder(path: Path) -> Vocoder:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
     voc = Vocoder(VocoderConfig(**ck["config"]))
     voc.load_state_dict(ck["model"])
     return voc.eval()

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.live.osc_table import MAX_STRING, TABLE, Control
+from engine.output_files import free_names, staged
 
 __all__ = [
     "APPS",
@@ -409,11 +410,15 @@ def write_layout(app: str, out: str | Path | None = None,
     if app not in APPS:
         raise ValueError(f"no layout for {app!r}; choose one of {', '.join(APPS)}")
     path = Path(out) if out is not None else Path(DEFAULT_FILES[app])
+    named = out is not None
     if path.is_dir() or str(out).endswith(("/", os.sep)):
-        path = path / DEFAULT_FILES[app]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if app == "open-stage-control":
-        path.write_text(open_stage_control_json(table), encoding="utf-8")
-    else:
-        path.write_bytes(touchosc_document(table))
+        path, named = path / DEFAULT_FILES[app], False
+    if not named:  # encore_2.json, ... when an earlier layout is there
+        path = path.with_name(free_names(path.parent, [path.name])[path.name])
+    with staged(path.parent, [path.name], fix="a file is there; give another name (-o FILE), "
+                                              "or move it away first") as stage:
+        if app == "open-stage-control":
+            (stage / path.name).write_text(open_stage_control_json(table), encoding="utf-8")
+        else:
+            (stage / path.name).write_bytes(touchosc_document(table))
     return path

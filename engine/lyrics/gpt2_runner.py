@@ -28,7 +28,6 @@ No torch and no transformers here: this module is part of the runtime.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
@@ -39,6 +38,14 @@ from tokenizers import Tokenizer
 
 from engine.lyrics.gpt2_cache import KVCache, layer_names
 from engine.models import open_session
+from engine.untrusted import (
+    MiB,
+    MissingFileError,
+    UntrustedFileError,
+    excerpt,
+    parse_json,
+    read_text,
+)
 
 StrPath = str | PathLike[str]
 
@@ -52,20 +59,26 @@ HOW_TO_MAKE = ("make one with `encore convert gpt2 DIR OUT` (DIR: a Hugging Face
 _CONFIG_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size", "eos_token_id",
                 "newline_token_ids")
 _SIZE_KEYS = ("n_layer", "n_head", "head_dim", "n_positions", "vocab_size")
+_SIZE_LIMITS = {"n_layer": 96, "n_head": 128, "head_dim": 1024, "n_positions": 65_536,
+                "vocab_size": 1_000_000}
+"""The largest sizes a config may give (the key/value cache is allocated from them)."""
 
 
 def read_config(folder: Path) -> dict:
     """``encore_gpt2.json`` of ``folder``, checked for format, version and the keys used."""
     path = folder / CONFIG_FILE
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); {HOW_TO_MAKE}") from err
+        config = parse_json(read_text(path, MiB, HOW_TO_MAKE), path, HOW_TO_MAKE)
+    except MissingFileError:
+        raise
+    except UntrustedFileError as err:
+        raise UntrustedFileError(path, f"not valid JSON ({err.what})", HOW_TO_MAKE) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path}: not an Encore GPT-2 config (format is not {FORMAT!r}); "
                          f"{HOW_TO_MAKE}")
-    if config.get("version") not in SUPPORTED_VERSIONS:
-        raise ValueError(f"{path}: version {config.get('version')!r}, this runner reads "
+    version = config.get("version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"{path}: version {excerpt(version)}, this runner reads "
                          f"{sorted(SUPPORTED_VERSIONS)}; convert the model again with this "
                          f"version of Encore ({HOW_TO_MAKE})")
     missing = [key for key in _CONFIG_KEYS if key not in config]
@@ -83,15 +96,16 @@ def _check_config_values(path: Path, config: dict) -> None:
     """Sizes positive whole numbers, token ids whole numbers: a damaged or hand-edited config
     is refused here, not by a TypeError in the middle of a set (the ids are checked against
     the vocabulary by :func:`_check_token_ids`, once the graph has confirmed its size)."""
-    bad = [f"{key} = {config[key]!r}" for key in _SIZE_KEYS
-           if not (_is_int(config[key]) and config[key] > 0)]
+    bad = [f"{key} = {excerpt(config[key])}" for key in _SIZE_KEYS
+           if not (_is_int(config[key]) and 0 < config[key] <= _SIZE_LIMITS[key])]
     eos, newlines = config["eos_token_id"], config["newline_token_ids"]
     if not (_is_int(eos) and eos >= 0):
-        bad.append(f"eos_token_id = {eos!r}")
+        bad.append(f"eos_token_id = {excerpt(eos)}")
     if not (isinstance(newlines, list) and all(_is_int(i) and i >= 0 for i in newlines)):
-        bad.append(f"newline_token_ids = {newlines!r}")
+        bad.append(f"newline_token_ids = {excerpt(newlines)}")
     if bad:
-        raise ValueError(f"{path}: {', '.join(bad)}: sizes must be whole numbers above 0, "
+        raise ValueError(f"{path}: {', '.join(bad)}: sizes must be whole numbers above 0 "
+                         f"(at most {_SIZE_LIMITS}), "
                          f"eos_token_id a token id (a whole number >= 0) and "
                          f"newline_token_ids a list of them; {HOW_TO_MAKE}")
 
@@ -184,10 +198,15 @@ class GPT2Lyricist:
             raise ValueError(f"threads must be >= 1, got {threads}")
         config = read_config(folder)
         try:
-            tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+            text = read_text(folder / TOKENIZER_FILE, 64 * MiB, HOW_TO_MAKE)
+        except UntrustedFileError as err:
+            raise UntrustedFileError(folder / TOKENIZER_FILE, "the tokenizers library cannot "
+                                     f"read it ({err.what})", HOW_TO_MAKE) from None
+        try:
+            tokenizer = Tokenizer.from_str(text)
         except Exception as err:  # tokenizers raises its own Exception subclass
             raise ValueError(f"{folder / TOKENIZER_FILE}: the tokenizers library cannot read "
-                             f"it ({err}); {HOW_TO_MAKE}") from err
+                             f"it ({excerpt(str(err), 200)}); {HOW_TO_MAKE}") from None
         path = folder / MODEL_FILE
         try:
             # threads wait asleep, not spinning (see engine.models.session_options)

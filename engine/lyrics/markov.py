@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,14 @@ from typing import Any
 import numpy as np
 
 from engine.lyrics.syllables import words
+from engine.untrusted import MiB, MissingFileError, UntrustedFileError, gunzip, parse_json
 
 START = "<s>"
 END = "</s>"
 FORMAT = "encore-markov-lyricist"
 VERSION = 1
+MAX_UNPACKED_BYTES = 96 * MiB
+"""The largest model unpacked (the shipped one is 17 MB unpacked); a gzip bomb stops here."""
 TABLE_CACHE_SIZE = 20_000
 """Transition tables kept for reuse, the oldest dropped first: a long set visits hundreds
 of thousands of contexts, most of them once, and an unbounded cache grew about 10 MB an
@@ -177,15 +179,13 @@ class MarkovLyricist:
     def load(cls, path: str | Path) -> MarkovLyricist:
         """Read a model written by :meth:`save`; anything else is refused with ValueError."""
         path = Path(path)
+        fix = "gzipped JSON written by MarkovLyricist.save; retrain it with export.train_markov"
         try:
-            with gzip.open(path, "rt", encoding="utf-8") as f:
-                doc = json.load(f)
-        except (gzip.BadGzipFile, EOFError, zlib.error, UnicodeDecodeError, ValueError,
-                RecursionError) as e:
-            raise ValueError(
-                f"{path} is not a Markov lyricist file (gzipped JSON written by "
-                f"MarkovLyricist.save): {e}"
-            ) from e
+            doc = parse_json(gunzip(path, MAX_UNPACKED_BYTES, fix), path, fix)
+        except MissingFileError:
+            raise
+        except UntrustedFileError as e:
+            raise UntrustedFileError(path, f"not a Markov lyricist file: {e.what}", fix) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError(f"{path} is not a Markov lyricist file (no format {FORMAT!r})")
         if doc.get("version") != VERSION:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import io
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -37,6 +38,7 @@ from engine.music.notes import (
     STEPS_PER_QUARTER,
     Note,
 )
+from engine.untrusted import MiB, MissingFileError, UntrustedFileError, read_bytes
 
 StrPath = str | PathLike[str]
 
@@ -58,6 +60,8 @@ def channel_volume(level: float) -> int:
 DEFAULT_TEMPO = 500_000  # microseconds a quarter (120 bpm), the MIDI default
 MAX_DELTA_TICKS = 0x0FFFFFFF
 """The largest delta time a standard MIDI file can hold (a 4-byte variable-length number)."""
+MAX_MIDI_BYTES = 16 * MiB
+"""The largest MIDI file read (a symphony is well under 1 MB)."""
 MAX_BEATS = 500_000
 """A file longer than this (about 35 hours at 240 BPM) is refused as damaged: it is what a
 corrupted delta time makes, and slicing it into training windows would take hours."""
@@ -348,14 +352,16 @@ def read_midi(path: StrPath) -> MidiContent:
         tick = 0
         name: str | None = None
         channels: list[int] = []  # in order of first channel message
-        open_notes: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        # FIFO per key (first on, first off); a deque, so a file of many overlapping
+        # same-pitch notes is paired in linear time (list.pop(0) made it quadratic)
+        open_notes: dict[tuple[int, int], deque[tuple[int, int]]] = {}
         notes: dict[int, list[tuple[int, int, int, int]]] = {}
         programs: dict[int, list[tuple[int, int]]] = {}
 
         def close(key: tuple[int, int], at: int, notes=notes, open_notes=open_notes) -> None:
             queue = open_notes.get(key)
             if queue and queue[0][0] < at:
-                start, velocity = queue.pop(0)
+                start, velocity = queue.popleft()
                 notes.setdefault(key[0], []).append((start, at, key[1], velocity))
 
         for message in track:
@@ -384,7 +390,7 @@ def read_midi(path: StrPath) -> MidiContent:
             if channel not in channels:
                 channels.append(channel)
             if message.type == "note_on" and message.velocity > 0:
-                queue = open_notes.setdefault((channel, message.note), [])
+                queue = open_notes.setdefault((channel, message.note), deque())
                 if not queue or queue[-1][0] != tick:
                     queue.append((tick, message.velocity))
             elif message.type in ("note_on", "note_off"):
@@ -445,7 +451,13 @@ def read_midi(path: StrPath) -> MidiContent:
 def _load(path: StrPath) -> mido.MidiFile:
     if Path(path).exists() and not Path(path).is_file():  # a folder, or a device that never ends
         raise ValueError(f"{path}: not a readable MIDI file (not a file): give a .mid file")
-    data = Path(path).read_bytes()
+    try:
+        data = read_bytes(path, MAX_MIDI_BYTES)
+    except MissingFileError:
+        raise
+    except UntrustedFileError as err:
+        raise ValueError(f"{path}: not a readable MIDI file ({err.what}): give a .mid "
+                         "file") from None
     if data[:4] == b"RIFF" and b"MThd" in data:  # RIFF MIDI (.rmi)
         data = data[data.index(b"MThd"):]
     if not data:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER
+from engine.output_files import free_names, staged
 from engine.song.event_log import read_bars, read_log
 
 __all__ = ["Plots", "pca_2d", "plot_latent", "plot_log", "plot_pianoroll"]
@@ -416,10 +417,16 @@ def _run_labels(bars: Sequence[dict[str, Any]], coords: np.ndarray
 
 def plot_log(log: str | Path, out_dir: str | Path | None = None) -> Plots:
     """Write ``pianoroll.png`` and ``latent.png`` for an event log (``song.jsonl``) into
-    ``out_dir`` (default: the log's folder). A log with no bars is refused with a
-    ValueError that says so."""
+    ``out_dir`` (default: the log's folder, with ``_2``, ... in the names when an earlier
+    plot is there; a folder given that holds them is refused: nothing is overwritten). A
+    log with no bars is refused with a ValueError that says so."""
     log = Path(log)
     song = _read_set(log)
     folder = Path(out_dir) if out_dir is not None else log.parent
-    return Plots(pianoroll=_pianoroll(song, folder / "pianoroll.png"),
-                 latent=_latent(song, folder / "latent.png"))
+    names = ["pianoroll.png", "latent.png"]
+    if out_dir is None:  # beside the log: pianoroll_2.png, ... when an earlier plot is there
+        names = list(free_names(folder, names).values())
+    with staged(folder, names, fix="a plot is there; give another folder (-o DIR)") as stage:
+        _pianoroll(song, stage / names[0])
+        _latent(song, stage / names[1])
+    return Plots(pianoroll=folder / names[0], latent=folder / names[1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from engine.music.arrangement import humanize
 from engine.music.midi_io import CC_VOLUME, channel_volume, write_midi
 from engine.music.musicvae_runner import MusicVAERunner, load_model
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from engine.output_files import staged
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, Composer, Conductor
 from engine.song.event_log import EventLog
@@ -29,6 +30,7 @@ from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
 CHUNK_FRAMES = 64 * 64  # 4096 frames: a multiple of FluidSynth's 64-frame block
+MAX_BLOCK_FRAMES = 64 * CHUNK_FRAMES  # rendered at once at most (about 5 s)
 TAIL_SECONDS = 2.0  # let the last notes and the reverb ring out
 SAFETY_SECONDS = 0.1  # humanized notes may start this much before their bar line
 
@@ -103,8 +105,10 @@ class _StreamingAudio:
 
     def render_until(self, seconds: float) -> None:
         target = int(seconds * self.rate) // CHUNK_FRAMES * CHUNK_FRAMES
-        if target <= self.position:
-            return
+        while target > self.position:  # in blocks of a few seconds: memory stays flat
+            self._render_block(min(target, self.position + MAX_BLOCK_FRAMES))
+
+    def _render_block(self, target: int) -> None:
         self.pending.sort(key=lambda item: item[:2])
         split = 0
         while split < len(self.pending) and self.pending[split][0] < target:
@@ -144,11 +148,25 @@ def _progress(done: int, total: int, started: float) -> None:
 def render_song(patch: Patch, out_dir: str | Path, *, bars: int, seed: int | None = None,
                 runner: MusicVAERunner | None = None, audio: bool = True,
                 model_dir: str | Path | None = None) -> RenderResult:
-    """Render ``bars`` bars of ``patch`` into ``out_dir`` (song.mid, song.wav, song.jsonl)."""
+    """Render ``bars`` bars of ``patch`` into ``out_dir`` (song.mid, song.wav, song.jsonl).
+    The files are moved into ``out_dir`` when the render is complete; when one of them is
+    there already, the render is refused before it starts (nothing is overwritten)."""
     if bars < 1:
         raise ValueError(f"bars must be at least 1, got {bars}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    with staged(final, RENDER_FILES) as stage:
+        result = _render(patch, stage, bars=bars, seed=seed, runner=runner, audio=audio,
+                         model_dir=model_dir)
+    return replace(result, midi=final / "song.mid", wav=final / "song.wav" if audio else None,
+                   log=final / "song.jsonl")
+
+
+RENDER_FILES = ("song.mid", "song.wav", "song.jsonl")
+
+
+def _render(patch: Patch, out: Path, *, bars: int, seed: int | None,
+            runner: MusicVAERunner | None, audio: bool,
+            model_dir: str | Path | None) -> RenderResult:
     started = time.perf_counter()
     runner = runner or load_model(patch.song.model, model_dir=model_dir)
     conductor = Conductor(patch, runner.z_size, seed=seed)

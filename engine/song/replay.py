@@ -44,7 +44,7 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,13 @@ from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
 from engine.music.midi_io import CC_VOLUME, channel_volume, write_midi
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from engine.output_files import staged
 from engine.patch import Patch, build_patch
 from engine.song.conductor import PARTS, ArrangedBar
-from engine.song.event_log import LOG_VERSION
+from engine.song.event_log import LOG_VERSION, check_record, parse_line, read_lines
 from engine.song.lyrics_track import lyric_events
 from engine.song.render import SAFETY_SECONDS, VocalStats, _StreamingAudio, part_volumes
+from engine.untrusted import excerpt
 from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
@@ -122,12 +124,7 @@ class LoggedSet:
 def read_set(log_path: str | Path) -> LoggedSet:
     """Read and check an event log; raises ValueError saying what is wrong and where."""
     path = Path(log_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file; an Encore event log is the song.jsonl "
-                         "that `encore render` or `encore live` wrote") from None
-    lines = text.splitlines()
+    lines = read_lines(path)
     header: dict[str, Any] | None = None
     patch: Patch | None = None
     items: list[tuple[str, Any]] = []
@@ -139,17 +136,14 @@ def read_set(log_path: str | Path) -> LoggedSet:
             continue
         where = f"{path}:{number}"
         try:
-            record = json.loads(line)
+            record = parse_line(line, where)
         except json.JSONDecodeError as err:
             if number == len(lines) and header is not None:
                 torn = True  # a crash mid-write: everything before it stands
                 break
             raise ValueError(f"{where}: not JSON ({err}); is this an Encore event log "
                              "(song.jsonl)?") from None
-        if not isinstance(record, dict) or not isinstance(record.get("type"), str):
-            raise ValueError(f"{where}: not an event-log record (a JSON object with a "
-                             "\"type\"); is this an Encore event log (song.jsonl)?")
-        kind = record["type"]
+        kind = check_record(record, where)["type"]
         if header is None:
             if kind != "header":
                 raise ValueError(f"{where}: the first record is {kind!r}, not the header; the "
@@ -162,9 +156,9 @@ def read_set(log_path: str | Path) -> LoggedSet:
                              "log, replay each from its own file")
         if kind == "bar":
             bar = _bar(record, patch, where)
-            if bar.index <= last_bar:
-                raise ValueError(f"{where}: bar {bar.index} after bar {last_bar}; bars must "
-                                 "come in order, each once")
+            if bar.index != last_bar + 1:
+                raise ValueError(f"{where}: bar {bar.index} after bar {last_bar}; bars come "
+                                 "one after another from 0, each once")
             last_bar = bar.index
             fallback += record.get("fresh", True) is False
             items.append(("bar", bar))
@@ -187,7 +181,10 @@ def read_set(log_path: str | Path) -> LoggedSet:
 
 def _header_patch(header: dict[str, Any], where: str) -> Patch:
     version = header.get("version")
-    if not isinstance(version, int) or version > LOG_VERSION:
+    if type(version) is not int or version < 1:
+        raise ValueError(f"{where}: event log version {excerpt(version)}; a log's version is "
+                         "a whole number from 1 (the header is damaged)")
+    if version > LOG_VERSION:
         raise ValueError(f"{where}: event log version {version!r}; this Encore reads version "
                          f"{LOG_VERSION} and older: update Encore to replay it")
     if not isinstance(header.get("patch"), dict):
@@ -325,8 +322,17 @@ def replay_set(log_path: str | Path, out_dir: str | Path, *, audio: bool = True,
                          "song.mid and song.wav recorded with the set: give another folder "
                          "(-o DIR)")
     logged = read_set(log_path)
+    names = ("song.mid", "song.wav") if audio else ("song.mid",)
+    with staged(out, names, fix="a replay or set is there; give another folder (-o DIR)") \
+            as stage:
+        result = _replay(logged, stage, audio=audio, vocals=vocals, model_dir=model_dir,
+                         started=started)
+    return replace(result, midi=out / "song.mid", wav=out / "song.wav" if audio else None)
+
+
+def _replay(logged: LoggedSet, out: Path, *, audio: bool, vocals: bool,
+            model_dir: str | Path | None, started: float) -> ReplayResult:
     patch = logged.patch
-    out.mkdir(parents=True, exist_ok=True)
     tempo = _TempoMap(patch.song.tempo)
     mix = _Mix({name: part.mute for name, part in patch.parts.items()}, patch.voice.level,
                patch.voice.mute)

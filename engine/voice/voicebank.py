@@ -52,7 +52,8 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-import yaml
+
+from engine.untrusted import MiB, UntrustedFileError, excerpt, parse_yaml, read_text
 
 StrPath = str | PathLike[str]
 
@@ -75,13 +76,31 @@ class VoicebankFileError(VoicebankError, FileNotFoundError):
 
 # ---- small readers ------------------------------------------------------------------------
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+MAX_BANK_TEXT = 16 * MiB
+"""The largest text file of a bank read (dictionaries of big banks are a few MB)."""
+
+
+def _read_text(path: Path) -> str:
+    """A text file of the bank (at most :data:`MAX_BANK_TEXT`, no special files)."""
+    if not path.exists():
         raise VoicebankFileError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:  # deep nesting
-        raise VoicebankError(f"{path}: not readable YAML ({err})") from err
+        return read_text(path, MAX_BANK_TEXT, "unpack the voicebank again, whole",
+                         encoding="utf-8-sig")
+    except UntrustedFileError as err:
+        raise VoicebankError(str(err)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise VoicebankFileError(f"{path}: no such file")
+    fix = "unpack the voicebank again, whole"
+    try:
+        data = parse_yaml(read_text(path, MAX_BANK_TEXT, fix, encoding="utf-8-sig"), path, fix)
+    except UntrustedFileError as err:
+        what = err.what if err.what.startswith("not readable YAML") else \
+            f"not readable YAML ({err.what})"
+        raise VoicebankError(f"{path}: {what} ({fix})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -103,7 +122,7 @@ def _get(cfg: Mapping[str, Any], key: str, kind: type, default: Any, where: Path
     else:
         ok = isinstance(value, _KINDS[kind])
     if not ok:
-        raise VoicebankError(f"{where}: `{key}` must be {kind.__name__}, got {value!r}")
+        raise VoicebankError(f"{where}: `{key}` must be {kind.__name__}, got {excerpt(value)}")
     return kind(value)
 
 
@@ -113,14 +132,14 @@ def _mel_base(value: Any, where: Path) -> str:
         return "e"
     if text in ("10", "10.0"):
         return "10"
-    raise VoicebankError(f"{where}: `mel_base` must be 'e' or '10', got {value!r}")
+    raise VoicebankError(f"{where}: `mel_base` must be 'e' or '10', got {excerpt(value)}")
 
 
 def _relative_file(folder: Path, name: str, where: Path, key: str) -> Path:
     path = folder / name
     if not path.is_file():
-        raise VoicebankFileError(f"{where}: `{key}` names {name!r}, but {path} does not exist; "
-                                 f"the bank is incomplete (unpack it again, whole)")
+        raise VoicebankFileError(f"{where}: `{key}` names {excerpt(name)}, but {path} does "
+                                 f"not exist; the bank is incomplete (unpack it again, whole)")
     return path
 
 
@@ -218,7 +237,7 @@ class PhonemeSet:
         try:
             return self.ids[name]
         except KeyError:
-            raise VoicebankError(f"phoneme {name!r} is not in {self.path}") from None
+            raise VoicebankError(f"phoneme {excerpt(name)} is not in {self.path}") from None
 
     @classmethod
     def load(cls, path: Path) -> PhonemeSet:
@@ -226,7 +245,7 @@ class PhonemeSet:
             raise VoicebankFileError(f"{path}: no such phonemes file")
         if path.suffix.lower() == ".json":
             try:
-                data = json.loads(path.read_text(encoding="utf-8-sig"))
+                data = json.loads(_read_text(path))
             except (ValueError, UnicodeDecodeError, RecursionError) as err:
                 raise VoicebankError(f"{path}: not readable JSON ({err})") from err
             if isinstance(data, list):
@@ -239,7 +258,7 @@ class PhonemeSet:
             ids = {str(k): int(v) for k, v in data.items()}
         else:  # phonemes.txt: line i is id i (line 0 is usually the padding token)
             try:
-                lines = path.read_text(encoding="utf-8-sig").splitlines()
+                lines = _read_text(path).splitlines()
             except UnicodeDecodeError as err:
                 raise VoicebankError(f"{path}: not UTF-8 text ({err})") from err
             ids = {}
@@ -248,7 +267,7 @@ class PhonemeSet:
                 if not name:
                     continue
                 if name in ids:
-                    raise VoicebankError(f"{path}: phoneme {name!r} appears twice (lines "
+                    raise VoicebankError(f"{path}: phoneme {excerpt(name)} appears twice (lines "
                                          f"{ids[name] + 1} and {i + 1})")
                 ids[name] = i
         missing = [p for p in REST_PHONEMES if p not in ids]
@@ -262,7 +281,7 @@ def _read_languages(path: Path) -> Mapping[str, int]:
     if not path.is_file():
         raise VoicebankFileError(f"{path}: no such languages file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(_read_text(path))
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise VoicebankError(f"{path}: not readable JSON ({err})") from err
     if not isinstance(data, dict) or not all(
@@ -293,13 +312,15 @@ def _read_speakers(cfg: Mapping[str, Any], folder: Path, hidden: int,
                    where: Path) -> tuple[Speaker, ...]:
     entries = cfg.get("speakers") or []
     if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-        raise VoicebankError(f"{where}: `speakers` must be a list of names, got {entries!r}")
+        raise VoicebankError(f"{where}: `speakers` must be a list of names, got "
+                             f"{excerpt(entries)}")
     speakers = []
     for entry in entries:
         path = folder / (entry if entry.endswith(".emb") else entry + ".emb")
         if not path.is_file():
-            raise VoicebankFileError(f"{where}: speaker {entry!r} needs {path}, which does not "
-                                     f"exist; the bank is incomplete (unpack it again, whole)")
+            raise VoicebankFileError(f"{where}: speaker {excerpt(entry)} needs {path}, which "
+                                     f"does not exist; the bank is incomplete (unpack it again, "
+                                     "whole)")
         size = path.stat().st_size
         if size != hidden * 4:
             raise VoicebankError(f"{path}: {size} bytes, expected hidden_size {hidden} x 4 "
@@ -331,7 +352,7 @@ class PhoneticDictionary:
         for item in data.get("symbols") or []:
             if not isinstance(item, dict) or not isinstance(item.get("symbol"), str):
                 raise VoicebankError(f"{path}: each of `symbols` needs a `symbol` string, got "
-                                     f"{item!r}")
+                                     f"{excerpt(item)}")
             symbols[item["symbol"]] = str(item.get("type", "")).lower()
         entries: dict[str, tuple[str, ...]] = {}
         for item in data.get("entries") or []:
@@ -339,7 +360,7 @@ class PhoneticDictionary:
             if (not isinstance(item, dict) or not isinstance(item.get("grapheme"), str)
                     or not isinstance(phonemes, list)):
                 raise VoicebankError(f"{path}: each of `entries` needs a `grapheme` string and "
-                                     f"a `phonemes` list, got {item!r}")
+                                     f"a `phonemes` list, got {excerpt(item)}")
             entries[item["grapheme"].lower()] = tuple(str(p) for p in phonemes)
         for rest in REST_PHONEMES:
             symbols.setdefault(rest, "rest")
@@ -463,7 +484,7 @@ def find_speaker(speakers: Sequence[Speaker], name: str | None, where: str) -> S
     for speaker in speakers:
         if speaker.matches(name):
             return speaker
-    raise VoicebankError(f"{where}: no speaker {name!r}; it has "
+    raise VoicebankError(f"{where}: no speaker {excerpt(name)}; it has "
                          f"{[s.short_name for s in speakers]}")
 
 
@@ -482,8 +503,9 @@ def _read_character(folder: Path) -> dict[str, Any]:
         info.update(_read_yaml(yml))
     singer_type = info.get("singer_type")
     if singer_type is not None and str(singer_type).lower() != "diffsinger":
-        raise VoicebankError(f"{folder}: character.yaml says singer_type {singer_type!r}: not a "
-                             f"DiffSinger voicebank (this runner needs dsconfig.yaml and ONNX "
+        raise VoicebankError(f"{folder}: character.yaml says singer_type "
+                             f"{excerpt(singer_type)}: not a DiffSinger voicebank (this runner "
+                             f"needs dsconfig.yaml and ONNX "
                              f"graphs)")
     return info
 
@@ -629,9 +651,9 @@ def _find_vocoder(folder: Path, acoustic: AcousticModel,
                 break
         if found is None:
             raise VoicebankFileError(
-                f"{where}: the vocoder {name!r} is not installed: no {name}/vocoder.yaml in "
-                f"{[str(d) for d in searched]}. Download the {name!r} vocoder package (OpenUtau "
-                f"calls it a dependency) and unpack it into one of those folders, or set "
+                f"{where}: the vocoder {excerpt(name)} is not installed: no {name}/vocoder.yaml "
+                f"in {[str(d) for d in searched]}. Download the {excerpt(name)} vocoder package "
+                f"(OpenUtau calls it a dependency) and unpack it into one of those folders, or set "
                 f"{VOCODERS_ENV} to the folder that holds it")
         vocoder = _read_vocoder(found, where)
     bad = acoustic.audio.disagreements(vocoder.audio)
@@ -665,8 +687,9 @@ def _check_dictionary(dictionary: PhoneticDictionary, phonemes: PhonemeSet) -> N
         unknown = [p for p in entry if p not in dictionary.symbols
                    and token_name(phonemes, p, lang) is None]
         if unknown:
-            raise VoicebankError(f"{dictionary.path}: the entry {word!r} uses {unknown}, not in "
-                                 f"the phoneme set {phonemes.path}; fix or delete the entry")
+            raise VoicebankError(f"{dictionary.path}: the entry {excerpt(word)} uses "
+                                 f"{unknown}, not in the phoneme set {phonemes.path}; fix or "
+                                 "delete the entry")
 
 
 def load_voicebank(folder: StrPath, *, vocoder_dirs: Sequence[StrPath] = ()) -> Voicebank:

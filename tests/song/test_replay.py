@@ -329,8 +329,10 @@ BAD_LOGS = {
                           ":3: bar 1 has no notes"),
     "a bad note": (lambda lines: lines[:2] + [lines[2] | {"notes": {"melody": [[60, 0, 0, 4]]}}],
                    ":3: bar 1, part melody: a note that cannot be played"),
-    "bars out of order": (lambda lines: [lines[0], lines[2], lines[1]],
-                          ":3: bar 0 after bar 1"),
+    "bars out of order": (lambda lines: [lines[0], lines[1], lines[3], lines[2]],
+                          ":3: bar 2 after bar 0"),
+    "a bar twice": (lambda lines: [lines[0], lines[1], lines[2], lines[2]],
+                    ":4: bar 1 after bar 1"),
     "only a header": (lambda lines: lines[:1], "no bar records"),
     "a bad line before the last": (lambda lines: b"".join(
         [json.dumps(lines[0]).encode() + b"\n", b"{oops\n", json.dumps(lines[1]).encode()]),
