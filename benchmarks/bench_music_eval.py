@@ -18,7 +18,7 @@ Sets:
 - Encore: ``encore render --no-audio`` of each patch and seed (kept in ``--renders`` when
   given, so a second run reuses them);
 - Bach: the four-part chorales in 4/4 of music21's corpus (soprano = melody, bass voice =
-  bass; no drums);
+  bass; no drums); folk: tunes in 2/4 and 4/4 of O'Neill's and Ryan's collections (melody);
 - band: the Freedoom soundtrack (BSD-3-Clause) read from Debian's ``freedoom`` package
   by ``export/freedoom_corpus.py``; every piece is read as 4/4 from its first beat. Without
   the package the band column is skipped and OA is taken against Bach instead;
@@ -100,37 +100,59 @@ def encore_song(folder: Path, name: str) -> Song:
                 PITCH_CLASSES[song["key"]], song["mode"])
 
 
-def bach_songs(limit: int) -> list[Song]:
-    """Soprano and bass of music21's Bach chorales in 4/4, from their first full bar."""
-    from music21 import corpus
+def _score_song(score, name: str, signatures: set[str], want_bass: bool) -> Song | None:
+    """Top (and bottom) part of a score in one of ``signatures``, from its first full bar."""
+    found = {ts.ratioString for ts in score.recurse().getElementsByClass("TimeSignature")}
+    parts = list(score.parts) or [score]
+    if not found or not found <= signatures or (want_bass and len(parts) < 4):
+        return None
+    first = parts[0].measure(1)
+    shift = float(first.offset) if first is not None else 0.0
+    lines = []
+    for part in (parts[0], parts[-1]) if want_bass else (parts[0],):
+        lines.append(tuple(
+            Tone(float(n.offset) - shift, float(n.offset + n.quarterLength) - shift,
+                 max(p.midi for p in n.pitches))
+            for n in part.flatten().notes
+            if n.quarterLength > 0 and not n.duration.isGrace and float(n.offset) >= shift))
+    if not all(lines):
+        return None
+    return Song(name, me.monophonic(lines[0]),
+                me.monophonic(lines[1], keep="low") if want_bass else ())
 
-    paths = sorted(str(p) for p in corpus.getComposer("bach"))
+
+def corpus_songs(folders: Sequence[str], limit: int, signatures: set[str],
+                 want_bass: bool) -> list[Song]:
+    """Up to ``limit`` songs from music21's corpus folders (a tune book is an opus)."""
+    from music21 import corpus, stream
+
+    paths = sorted(str(p) for p in corpus.getCorePaths()
+                   if any(f"/{folder}/" in str(p) for folder in folders))
     songs: list[Song] = []
     for path in paths:
-        if len(songs) >= limit:
-            break
         try:
-            score = corpus.parse(path)
-            signatures = {ts.ratioString for ts in
-                          score.recurse().getElementsByClass("TimeSignature")}
-            parts = list(score.parts)
-            if signatures != {"4/4"} or len(parts) < 4:
-                continue
-            first = parts[0].measure(1)
-            shift = float(first.offset) if first is not None else 0.0
-            lines = []
-            for part in (parts[0], parts[-1]):
-                lines.append(tuple(
-                    Tone(float(n.offset) - shift, float(n.offset + n.quarterLength) - shift,
-                         max(p.midi for p in n.pitches))
-                    for n in part.flatten().notes
-                    if n.quarterLength > 0 and float(n.offset) >= shift))
+            parsed = corpus.parse(path)
+            scores = parsed.scores if isinstance(parsed, stream.Opus) else [parsed]
+            for index, score in enumerate(scores):
+                song = _score_song(score, f"{Path(path).stem}#{index}", signatures, want_bass)
+                if song is not None:
+                    songs.append(song)
+                if len(songs) >= limit:
+                    return songs
         except Exception:  # noqa: BLE001 - a corpus file music21 cannot read is skipped
             continue
-        if lines[0] and lines[1]:
-            songs.append(Song(Path(path).stem, me.monophonic(lines[0]),
-                              me.monophonic(lines[1], keep="low")))
     return songs
+
+
+def bach_songs(limit: int) -> list[Song]:
+    """Soprano and bass of music21's Bach chorales in 4/4."""
+    return corpus_songs(["bach"], limit, {"4/4"}, want_bass=True)
+
+
+def folk_songs(limit: int) -> list[Song]:
+    """Tunes in 2/4 or 4/4 from O'Neill's (1850) and Ryan's (1883) collections (melody)."""
+    return corpus_songs(["oneills1850", "ryansMammoth"], limit, {"2/4", "4/4"},
+                        want_bass=False)
 
 
 def library() -> list[LibraryBar]:
@@ -188,6 +210,8 @@ def measure(songs: Sequence[Song], grooves: list[LibraryBar],
         thirds.append(me.third_share(song.melody, tonic, mode))
         if song.tonic is not None and song.melody:
             keys_agree.append(me.find_key(song.melody + song.bass) == (song.tonic, song.mode))
+    if not any(song.bass for song in songs):
+        feats["bass_notes"] = []  # a set without bass (folk) has no bass figures
     if drum_songs is None:
         drum_songs = [song_drum_bars(s) for s in songs if s.drums]
     pooled = [bar for bars in drum_songs for bar in bars]
@@ -255,6 +279,7 @@ def main() -> int:
     parser.add_argument("--renders", type=Path, default=None,
                         help="keep renders here and reuse them (default: a temporary folder)")
     parser.add_argument("--chorales", type=int, default=60, help="Bach chorales to read")
+    parser.add_argument("--folk", type=int, default=60, help="folk tunes to read (0: none)")
     parser.add_argument("--drum-windows", type=int, default=300)
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -281,13 +306,16 @@ def main() -> int:
     if len(encore) > 1:
         columns.update({p: measure(s, grooves) for p, s in encore.items()})
     columns["Bach"] = measure(bach, grooves)
+    folk = folk_songs(args.folk) if args.folk else []
+    if folk:
+        columns["folk"] = measure(folk, grooves)
     if band:
         columns["Freedoom (band)"] = measure(band, grooves)
     columns["drum training windows"] = measure(
         [], grooves, training_drum_bars(args.drum_windows, 0))
 
     print(f"\nsets: Encore = {', '.join(args.patches)} x seeds {args.seeds} x {args.bars} bars;"
-          f" Bach = {len(bach)} chorales (music21); "
+          f" Bach = {len(bach)} chorales, folk = {len(folk)} tunes (music21); "
           + (f"band = {len(band)} Freedoom pieces ({LICENCE})" if band else "band: none"))
     print_table(columns)
 

@@ -802,8 +802,8 @@ TABLE: dict[str, Run] = {
         check=expect("signal-to-difference")),
     ".venv/bin/python benchmarks/bench_music_eval.py": Run(
         runs=".venv/bin/python benchmarks/bench_music_eval.py --patches default --seeds 1 "
-             "--bars 8 --chorales 2 --drum-windows 10",
-        why="one 8-bar render of one patch, 2 chorales, 10 drum windows",
+             "--bars 8 --chorales 2 --folk 2 --drum-windows 10",
+        why="one 8-bar render of one patch, 2 chorales, 2 folk tunes, 10 drum windows",
         check=expect("Goals (Encore, default)")),
 }
 RUNS = [command for command, run in TABLE.items() if not run.same_as]
