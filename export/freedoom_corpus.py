@@ -45,6 +45,7 @@ MAX_WAD_BYTES = 256 << 20
 MAX_LUMPS = 100_000
 MAX_MUSIC_BYTES = 1 << 20  # a music lump larger than this is refused
 MAX_NOTES = 200_000  # per piece
+MAX_BEATS = 20_000  # a piece longer than this (over an hour and a half) is refused
 DRUM_CHANNEL = 9
 MUS_TICKS_PER_BEAT = 70  # 140 Hz read as 120 BPM
 
@@ -268,7 +269,10 @@ def lump_song(lump: MusicLump) -> Song:
     """A music lump read into a song of melody, bass and drums."""
     source = f"{lump.wad}:{lump.name}"
     reader = midi_channels if lump.kind == "midi" else mus_channels
-    return pick_parts(reader(lump.data, source), source)
+    song = pick_parts(reader(lump.data, source), source)
+    if song.length_beats > MAX_BEATS:
+        raise WadError(f"{source}: {song.length_beats:.0f} beats long, more than {MAX_BEATS}")
+    return song
 
 
 def load_songs(wads: tuple[Path, ...] = DEFAULT_WADS) -> list[Song]:

@@ -135,13 +135,9 @@ def mean_inter_onset(tones: Sequence[Tone]) -> float:
 def segment_starts(song: Song, bars: int = SEGMENT_BARS) -> list[float]:
     """Beats where the song's whole, non-silent ``bars``-bar segments start."""
     span = bars * BEATS_PER_BAR
-    starts = []
-    for k in range(int(song.length_beats // span)):
-        start = k * span
-        if _in_window(song.melody, start, start + span) or _in_window(song.bass, start,
-                                                                      start + span):
-            starts.append(float(start))
-    return starts
+    whole = int(song.length_beats // span)
+    sounding = {int(t.start // span) for t in (*song.melody, *song.bass)}
+    return [float(k * span) for k in sorted(sounding) if k < whole]
 
 
 def segment_features(song: Song, start: float, bars: int = SEGMENT_BARS) -> dict[str, object]:

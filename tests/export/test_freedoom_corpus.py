@@ -1,6 +1,7 @@
 """The WAD reader, the MUS decoder and the part picker on WADs built here."""
 
 import io
+import random
 import struct
 
 import mido
@@ -90,6 +91,34 @@ def test_damaged_music_is_refused():
         fc.midi_channels(b"MThd" + b"\xff" * 30, "bad")
     with pytest.raises(fc.WadError, match="not a readable MIDI"):
         fc.midi_channels(make_midi()[:30], "bad")
+
+
+def test_mangled_wads_raise_only_wad_errors(tmp_path):
+    good = make_wad([("D_SONG", make_midi()), ("D_OLD", make_mus(MUS_SCORE))])
+    rng = random.Random(7)
+    outcomes = set()
+    for trial in range(300):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if trial % 3 == 0:
+            data = data[:rng.randrange(len(data))]
+        wad = tmp_path / "m.wad"
+        wad.write_bytes(bytes(data))
+        try:
+            for lump in fc.music_lumps(wad):
+                fc.lump_song(lump)
+            outcomes.add("read")
+        except fc.WadError:
+            outcomes.add("refused")
+    assert outcomes == {"read", "refused"}
+
+
+def test_an_endless_mus_delay_is_refused():
+    huge = bytes([0x90, 0x80 | 72, 100, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 72, 0x60])
+    lump = fc.MusicLump("t.wad", "D_LONG", "mus", make_mus(huge))
+    with pytest.raises(fc.WadError, match="beats long"):
+        fc.lump_song(lump)
 
 
 def test_missing_wads_say_how_to_install(tmp_path):
