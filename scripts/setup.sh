@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++ gcc)
+APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++ gcc
+    freedoom)  # freedoom: band-music MIDI (BSD-3-Clause) read by export/freedoom_corpus.py
 VENV=.venv
 STAMP="$VENV/.encore-installed"
 

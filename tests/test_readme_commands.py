@@ -802,6 +802,11 @@ TABLE: dict[str, Run] = {
              "--runs 1 --seconds 1 --busy 0",
         why="the small shapes, 1 and 2 steps, one run of a 1 s phrase, no busy phase",
         check=expect("signal-to-difference")),
+    ".venv/bin/python benchmarks/bench_music_eval.py": Run(
+        runs=".venv/bin/python benchmarks/bench_music_eval.py --patches default --seeds 1 "
+             "--bars 8 --chorales 2 --folk 2 --drum-windows 10",
+        why="one 8-bar render of one patch, 2 chorales, 2 folk tunes, 10 drum windows",
+        check=expect("Goals (Encore, default)")),
 }
 RUNS = [command for command, run in TABLE.items() if not run.same_as]
 
