@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from engine.live.osc_control import OscSettings
+from engine.live.web.settings import WebSettings
 
 __all__ = [
     "Audio",
@@ -390,6 +391,7 @@ class Patch:
     lyrics: Lyrics = setting(factory=Lyrics)
     voice: Voice = setting(factory=Voice)
     osc: OscSettings = setting(factory=OscSettings)
+    web: WebSettings = setting(factory=WebSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists and scalars (JSON and TOML ready); ``build_patch`` reads it back."""

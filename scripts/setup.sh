@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++)
+APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++
+              chromium chromium-driver)  # the last two: the stage page's browser tests
 VENV=.venv
 STAMP="$VENV/.encore-installed"
 
