@@ -197,14 +197,18 @@ function makeControl(c) {
     const input = el.querySelector("input");
     const out = el.querySelector("output");
     const digits = hi - lo >= 20 ? 1 : 2;
-    let timer = null;
+    let timer = null, sent = null;
+    const sendValue = () => {
+      const value = Number(input.value);
+      if (value !== sent && send(c.address, [value])) sent = value;
+    };
     input.addEventListener("input", () => {
       out.textContent = Number(input.value).toFixed(digits);
       page.touched.set(c.address, performance.now());
       if (timer) return;
-      timer = setTimeout(() => { timer = null; send(c.address, [Number(input.value)]); }, SEND_GAP_MS);
+      timer = setTimeout(() => { timer = null; sendValue(); }, SEND_GAP_MS);
     });
-    input.addEventListener("change", () => send(c.address, [Number(input.value)]));
+    input.addEventListener("change", sendValue);
     entry.set = (v) => { input.value = v; out.textContent = Number(v).toFixed(digits); };
   } else if (c.widget === "toggle") {
     el.innerHTML = `<button class="toggle" aria-pressed="false">${nameOf(c.address)}</button>${landsBadge(c)}`;
@@ -279,6 +283,8 @@ function onState(s) {
     if (!entry) continue;
     if (now - (page.touched.get(address) || -1e9) > HOLD_MS) entry.set(value);
   }
+  const pad = page.controls.get("/encore/xy");   // the pad's point is not a table value
+  if (pad && now - (page.touched.get("/encore/xy") || -1e9) > HOLD_MS) pad.set(s.xy);
   const waiting = new Set(s.pending.map((p) => p.address));
   for (const [address, entry] of page.controls) entry.el.classList.toggle("waiting", waiting.has(address));
   const h = s.health;
