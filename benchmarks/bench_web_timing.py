@@ -4,6 +4,7 @@ page and with 4 pages connected, in one run of one show.
     python benchmarks/bench_web_timing.py              # 4 blocks of 8 bars each way
     python benchmarks/bench_web_timing.py --quick      # 2 blocks of 3 bars each way
     python benchmarks/bench_web_timing.py --midi-only  # no built-in synth, no voice
+    python benchmarks/bench_web_timing.py --no-voice   # the built-in synth, no voice
 
 A real :class:`~engine.live.show.Show` plays the patch (default: ``patches/default.toml``,
 the shipped models) in this process with its stage page on, on a JACK dummy server of the
@@ -165,7 +166,8 @@ async def measure(patch: Any, args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any], args: argparse.Namespace, patch: Any) -> None:
     bar_s = 240 / patch.song.tempo
     setup = ("every part on MIDI, no audio" if args.midi_only else
-             "melody and bass on MIDI, drums and chords on the built-in synth, voice on")
+             "melody and bass on MIDI, drums and chords on the built-in synth, voice "
+             + ("off" if args.no_voice else "on"))
     print(f"\nshow: {patch.song.title!r}, {patch.song.tempo:g} BPM, {setup}; {args.blocks} "
           f"blocks of {args.block_bars} bars ({args.block_bars * bar_s:.0f} s) each way, "
           "ABBA order")
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-bars", type=int, default=8, help="bars a block")
     parser.add_argument("--midi-only", action="store_true",
                         help="every part on MIDI: no built-in synth, no voice")
+    parser.add_argument("--no-voice", action="store_true",
+                        help="the built-in synth without the voice (a lighter load)")
     parser.add_argument("--quick", action="store_true", help="2 blocks of 3 bars each way")
     args = parser.parse_args(argv)
     if args.quick:
@@ -213,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     print(_machine())
     patch = bench_patch(args.patch, not args.midi_only)
     patch = dataclasses.replace(patch, web=patch.web.replace(enabled=True, port=0))
+    if args.no_voice:
+        patch = dataclasses.replace(patch, voice=dataclasses.replace(patch.voice, singer="off"))
     with tempfile.TemporaryDirectory(prefix="bench_web_") as tmp, \
             jack_server(PERIOD, Path(tmp)):
         started = time.monotonic()
