@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 FRAME_HZ = 10.0            # state frames a second, at most
 MIN_FRAME_GAP_S = 0.04     # a touch asks for a frame now; bursts share one
 MAX_CLIENTS = 16           # pages at once; the next is refused
+MAX_GREETING = 32          # connections still to say hello (and give the PIN) at once
 MAX_MESSAGE = 4096         # bytes in one WebSocket message (a touch is ~60)
 MESSAGE_RATE = 200.0       # messages a second per client, sustained ...
 MESSAGE_BURST = 100        # ... and at once
@@ -194,6 +195,7 @@ class StageServer:
         self._pin_failures: collections.OrderedDict[str, list[float]] = \
             collections.OrderedDict()
         self._closing = False
+        self._greeting = 0  # connections that have not said hello yet
 
     # ---- life -------------------------------------------------------------------------
     async def start(self) -> str:
@@ -303,12 +305,20 @@ class StageServer:
         if self._locked(peer[0]):
             self.stats["pin_locked"] += 1
             raise web.HTTPTooManyRequests(text=f"too many wrong PINs; wait {PIN_LOCK_S:.0f} s")
+        if self._greeting >= MAX_GREETING:
+            self.stats["full"] += 1
+            raise web.HTTPServiceUnavailable(text="too many pages connecting at once")
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE,
                                    compress=False, writer_limit=1 << 16)
         await ws.prepare(request)
         self.stats["connections"] += 1
         _small_send_buffer(request.transport)
-        if not await self._let_in(ws, peer):
+        self._greeting += 1
+        try:
+            let_in = await self._let_in(ws, peer)
+        finally:
+            self._greeting -= 1
+        if not let_in:
             return ws
         if len(self.clients) >= MAX_CLIENTS:
             self.stats["full"] += 1
