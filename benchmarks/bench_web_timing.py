@@ -16,8 +16,8 @@ pages are WebSocket clients in a child process that do what the page does: say h
 read every frame, and move a fader 10 times a second each (the voice's level: a touch that
 sends no MIDI, so the MIDI traffic is the same in both conditions; a part's level would add
 a CC message per touch): so the show builds and sends its frames to 4 clients and takes 40
-touches a second through the OSC path. (Not Chromium: four browsers would compete with the show for this machine's two
-cores, which a phone on stage does not.)
+touches a second through the OSC path. (Not Chromium: four browsers would compete with the
+show for this machine's two cores, which a phone on stage does not.)
 
 Lateness is the MIDI sender's own stamp of each message (as
 ``benchmarks/bench_dashboard_timing.py`` takes it); underruns are the audio callback's.
