@@ -189,8 +189,10 @@ def test_two_pages_steer_the_set_and_the_recording_holds_it(live_set: dict,
         for driver in (phone, tablet):  # playing, in the verse, controls built
             wait_for(driver, lambda d: text_of(d, "section") == "verse"
                      and text_of(d, "barbeat") not in ("", "–"), "the page shows the set")
-        wait_for(phone, lambda d: int(text_of(d, "barbeat").split(".")[0]) >= 2,
-                 "bar 2 reached")
+        # early in a verse (its bars 1..4 of 8), so that the chorus can only come early
+        wait_for(phone, lambda d: text_of(d, "section") == "verse"
+                 and 1 <= int(text_of(d, "in-section").split("/")[0]) <= 4,
+                 "early in a verse", timeout=60)
 
         # next section: both pages show the chorus well before the verse's 8 bars end
         phone.find_element(By.CSS_SELECTOR, "#c-encore-section-next button").click()

@@ -150,8 +150,12 @@ def roll_frame(show: Any, history: StageHistory) -> dict[str, Any]:
     return {"type": "roll", "now": int(show.bar_index), "bars": bars}
 
 
-def state_frame(show: Any, history: StageHistory, *, clients: int = 0) -> dict[str, Any]:
-    """The show as the page shows it now."""
+def state_frame(show: Any, history: StageHistory, *, clients: int = 0,
+                state: Mapping[str, Any] | None = None,
+                figures: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The show as the page shows it now. ``state`` (``show.state()``) and ``figures``
+    (:func:`health`) may be passed in from a cache: they read the MIDI sender's and the
+    audio engine's statistics, which cost percentiles over their rings."""
     patch = show.patch
     clock = show.clock
     beat_now = clock.now_beat() if clock is not None else -1.0
@@ -159,7 +163,8 @@ def state_frame(show: Any, history: StageHistory, *, clients: int = 0) -> dict[s
     bar = beat = 0
     if started:
         bar, beat = math.floor(beat_now / 4) + 1, math.floor(beat_now % 4) + 1
-    state = show.state()
+    if state is None:
+        state = show.state()
     plan = show.plan
     position = plan.position if plan is not None else None
     conductor = show.conductor
@@ -185,7 +190,7 @@ def state_frame(show: Any, history: StageHistory, *, clients: int = 0) -> dict[s
                      "lands": c.lands} for c in list(show.pending)],
         "xy": list(conductor.xy) if conductor is not None else [0.5, 0.5],
         "trail": [list(p) for p in history.trail],
-        "health": health(show, state),
+        "health": dict(figures) if figures is not None else health(show, state),
         "clients": clients,
     }
 

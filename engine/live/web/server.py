@@ -80,6 +80,7 @@ MAX_UNSENT_BYTES = 1 << 20  # bytes waiting in a client's socket before it is dr
 SEND_BUFFER_BYTES = 64 * 1024  # the kernel's send buffer for a page (SO_SNDBUF)
 HELLO_TIMEOUT_S = 10.0     # the PIN must come within this
 HEARTBEAT_S = 5.0          # ping; a page that does not answer is closed
+STATE_EVERY_S = 1.0        # the show's state and health are read again at least this often
 PIN_TRIES = 5              # wrong PINs from one address ...
 PIN_LOCK_S = 60.0          # ... lock it out this long
 MAX_PIN_HOSTS = 256        # addresses whose wrong PINs are remembered
@@ -196,6 +197,9 @@ class StageServer:
             collections.OrderedDict()
         self._closing = False
         self._greeting = 0  # connections that have not said hello yet
+        self._cached: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._cached_key: tuple[int, int, int] = (-1, -1, -1)
+        self._cached_at = -math.inf
 
     # ---- life -------------------------------------------------------------------------
     async def start(self) -> str:
@@ -438,9 +442,25 @@ class StageServer:
     # ---- frames out -------------------------------------------------------------------
     def _state_text(self) -> str:
         self.stats["frames_built"] += 1
+        state, figures = self._snapshot()
         return json.dumps(frames.state_frame(self.show, self.history,
-                                             clients=len(self.clients)),
+                                             clients=len(self.clients), state=state,
+                                             figures=figures),
                           separators=(",", ":"), allow_nan=False)
+
+    def _snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``show.state()`` and the health figures, read again when a command has been
+        applied (from the page, a tablet or the dashboard), a bar pushed, or a second gone:
+        reading them costs percentiles over the MIDI sender's and audio engine's rings."""
+        show = self.show
+        key = (show.health.commands_applied, show.bar_index, len(show.pending))
+        now = self.now()
+        if self._cached is None or key != self._cached_key or \
+                now - self._cached_at >= STATE_EVERY_S:
+            state = show.state()
+            self._cached = (state, frames.health(show, state))
+            self._cached_key, self._cached_at = key, now
+        return self._cached
 
     def _roll_text(self) -> str:
         return json.dumps(frames.roll_frame(self.show, self.history), separators=(",", ":"))
