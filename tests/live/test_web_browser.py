@@ -113,6 +113,9 @@ def browser(size: tuple[int, int]) -> Any:
     options.add_argument(f"--window-size={size[0]},{size[1]}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_window_size(*size)
+    if size[0] < 500:  # narrower than a desktop window may be: a phone's screen, emulated
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": True})
     return driver
 
 

@@ -449,17 +449,22 @@ class StageServer:
                           separators=(",", ":"), allow_nan=False)
 
     def _snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``show.state()`` and the health figures, read again when a command has been
-        applied (from the page, a tablet or the dashboard), a bar pushed, or a second gone:
-        reading them costs percentiles over the MIDI sender's and audio engine's rings."""
+        """``show.state()``, read again when a command has been applied (from the page, a
+        tablet or the dashboard), a bar pushed, or a second gone; and the health figures,
+        read again once a second. Both read the MIDI sender's and the audio engine's
+        statistics, which cost percentiles over their rings."""
         show = self.show
         key = (show.health.commands_applied, show.bar_index, len(show.pending))
         now = self.now()
-        if self._cached is None or key != self._cached_key or \
-                now - self._cached_at >= STATE_EVERY_S:
+        stale = now - self._cached_at >= STATE_EVERY_S
+        if self._cached is None or key != self._cached_key or stale:
             state = show.state()
-            self._cached = (state, frames.health(show, state))
-            self._cached_key, self._cached_at = key, now
+            figures = frames.health(show, state) if self._cached is None or stale \
+                else self._cached[1]
+            self._cached = (state, figures)
+            self._cached_key = key
+            if stale:
+                self._cached_at = now
         return self._cached
 
     def _roll_text(self) -> str:
