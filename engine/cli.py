@@ -4,7 +4,7 @@
     encore stats song.jsonl
     encore plot song.jsonl [-o DIR]
     encore replay song.jsonl [-o DIR] [--no-audio] [--no-vocals]
-    encore live [--patch P] [--bars N] [--record DIR] [--no-audio] [--dry-run] [--dashboard]
+    encore live [--patch P] [--bars N] [--record DIR] [--no-audio] [--dry-run] [--dashboard] [--web]
     encore devices
     encore doctor [--patch P] [--model-dir DIR]
     encore osc-map [--json | --readme README.md]
@@ -144,6 +144,10 @@ def _cmd_live(args: argparse.Namespace) -> None:
         print(f"recording the set's event log to {record}/song.jsonl")
     print(f"encore live: {patch.song.title}, {patch.song.tempo:g} BPM; Ctrl-C stops "
           f"(every sounding note is released)")
+    if args.web:
+        patch = dataclasses.replace(patch, web=dataclasses.replace(patch.web, enabled=True))
+    if patch.web.enabled:
+        _print_web_url(patch.web)
     run = run_show
     if args.dashboard and sys.stdout.isatty():
         from engine.live.dashboard import run_with_dashboard as run
@@ -152,6 +156,23 @@ def _cmd_live(args: argparse.Namespace) -> None:
     health = run(patch, model_dir=args.model_dir, record_dir=record,
                  audio=not args.no_audio, osc=not args.no_osc, bars=args.bars, seed=args.seed)
     print(f"stopped: {health.to_dict()}")
+
+
+def _print_web_url(settings) -> None:
+    """Where the stage page will be, and a QR code of it for a phone on the network."""
+    from engine.live.web.server import page_url
+
+    if settings.port == 0:
+        print("stage page: on a free port; its address is logged when it is up")
+        return
+    url = page_url(settings.host, settings.port)
+    print(f"stage page: {url}" + (f" (PIN {settings.pin})" if settings.pin else ""))
+    if not settings.loopback:
+        try:
+            import segno
+        except ImportError:
+            return
+        segno.make(page_url(settings.host, settings.port, settings.pin)).terminal(compact=True)
 
 
 def new_set_dir(root: Path, now: float | None = None) -> Path:
@@ -376,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--dashboard", action="store_true",
                       help="a stage dashboard in the terminal (bar, section, lyric, parts, "
                            "health) with keys: p panic, n next section, f freeze, q quit")
+    live.add_argument("--web", action="store_true",
+                      help="serve the stage page (steer and watch from a browser; [web] in the "
+                           "patch sets host, port, allow and pin) and print its address")
     live.set_defaults(func=_cmd_live)
 
     devices = commands.add_parser("devices", help="list MIDI outputs and audio devices")

@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from engine.osc_settings import OscSettings
 from engine.shipped import shipped_folder
+from engine.web_settings import WebSettings
 
 __all__ = [
     "Audio",
@@ -402,6 +403,7 @@ class Patch:
     lyrics: Lyrics = setting(factory=Lyrics)
     voice: Voice = setting(factory=Voice)
     osc: OscSettings = setting(factory=OscSettings)
+    web: WebSettings = setting(factory=WebSettings)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists and scalars (JSON and TOML ready); ``build_patch`` reads it back."""

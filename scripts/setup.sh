@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++ gcc
-    freedoom)  # freedoom: band-music MIDI (BSD-3-Clause) read by export/freedoom_corpus.py
+    freedoom  # band-music MIDI (BSD-3-Clause) read by export/freedoom_corpus.py
+    chromium chromium-driver)  # the stage page's browser tests
 VENV=.venv
 STAMP="$VENV/.encore-installed"
 

@@ -29,6 +29,7 @@ reference in it must be what ``encore osc-map --readme README.md`` writes now.
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib.util
 import json
 import os
@@ -487,6 +488,63 @@ def run_newcomer(command: str, run: Run, ws: Workspace, request) -> None:
     assert late_bass == [], f"bass notes after the mute: {late_bass}"
 
 
+def run_stage_page(command: str, run: Run, ws: Workspace, request) -> None:
+    """The README's [web] block (a free port) and `encore live --web`; a page (aiohttp's
+    WebSocket client, as the browser page speaks) is refused with a wrong PIN, let in with
+    the README's, and mutes the bass; Ctrl-C; the set's log holds the touch."""
+    use_readme_jack(ws, request)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        web_port = sock.getsockname()[1]
+    ws.write("patches/my_patch.toml", f"{toml_block('[web]')}port = {web_port}\n\n"
+             "[osc]\nport = 0\n")
+    with LiveProcess(run.line(command), ws) as live:
+        live.wait_for(r"stage page on ", "the stage page")
+        assert re.search(rf"stage page: http://[\d.]+:{web_port}/ \(PIN 4711\)",
+                         live.output), live.output
+        touched = asyncio.run(page_session(web_port, live))
+        live.interrupt()
+    assert live.returncode == 0, live.output[-4000:]
+    assert "Traceback" not in live.output, live.output
+    health = ast.literal_eval(live.output.split("stopped: ", 1)[1].splitlines()[0])
+    assert health["web"]["wrong_pin"] == 1 and health["web"]["pages"] == 1
+    assert health["web"]["commands"]["good"] == 1
+    (set_dir,) = sorted((ws.root / "sets").iterdir())
+    records = [json.loads(line) for line in (set_dir / "song.jsonl").read_text().splitlines()]
+    controls = [r for r in records if r.get("type") == "control"]
+    assert [(c["address"], c["values"]) for c in controls] == [("/encore/part/bass/mute", [1])]
+    assert controls[0]["after_bar"] >= touched["bar"] - 1
+
+
+async def page_session(port: int, live: LiveProcess, timeout: float = 60) -> dict:
+    """What the stage page does: hello with the PIN, read frames, touch the bass mute."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/ws"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/") as response:
+            assert response.status == 200 and "stage.js" in await response.text()
+        async with session.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"type": "hello", "pin": "0000"}))
+            msg = await ws.receive(timeout=10)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4003, msg
+        async with session.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"type": "hello", "pin": "4711"}))
+            deadline, touched = time.monotonic() + timeout, None
+            async for msg in ws:
+                assert time.monotonic() < deadline, f"no landed mute:\n{live.output[-4000:]}"
+                frame = json.loads(msg.data)
+                if frame["type"] != "state" or not frame["started"]:
+                    continue
+                if touched is None:
+                    touched = {"bar": frame["bar"]}
+                    await ws.send_str(json.dumps({"type": "osc", "args": [1],
+                                                  "address": "/encore/part/bass/mute"}))
+                elif frame["values"]["/encore/part/bass/mute"] == 1 and not frame["pending"]:
+                    return touched
+    pytest.fail(f"the page was closed:\n{live.output[-4000:]}")
+
+
 def run_replay(command: str, run: Run, ws: Workspace, request) -> None:
     live = request.getfixturevalue("live_set")
     shutil.copytree(live.set_dir, ws.root / "sets" / live.set_dir.name)
@@ -710,6 +768,11 @@ TABLE: dict[str, Run] = {
               why="patches/my_patch.toml is the README's [osc] block with a free port and "
                   "the tablet at 127.0.0.1 (the test's tablet is on this computer); stopped "
                   "with Ctrl-C (SIGINT) once the tablet's changes are echoed"),
+    ".venv/bin/encore live --patch patches/my_patch.toml --web": Run(
+        runner=run_stage_page,
+        why="patches/my_patch.toml is the README's [web] block with a free port (and a free "
+            "OSC port); a page on this computer gives a wrong PIN, then the README's, mutes "
+            "the bass; stopped with Ctrl-C"),
     "encore replay sets/<set>/song.jsonl": Run(
         runs="encore replay sets/{set}/song.jsonl", runner=run_replay,
         why="<set>: the set the tablet walk-through recorded"),
@@ -793,6 +856,10 @@ TABLE: dict[str, Run] = {
     ".venv/bin/python benchmarks/bench_audio_core.py": Run(
         runs=".venv/bin/python benchmarks/bench_audio_core.py --seconds 2 --periods 256",
         why="2 s a run at one period instead of 30 s at two", check=expect("summary")),
+    ".venv/bin/python benchmarks/bench_web_timing.py": Run(
+        runs=".venv/bin/python benchmarks/bench_web_timing.py --midi-only --blocks 1 "
+             "--block-bars 1",
+        why="one bar each way, MIDI only (no synth, no voice)", check=expect("4 pages")),
     ".venv/bin/python benchmarks/bench_voicebank.py": Run(
         runs=".venv/bin/python benchmarks/bench_voicebank.py --small --steps 2 --runs 1 "
              "--seconds 1",

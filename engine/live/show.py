@@ -88,6 +88,7 @@ class ShowHealth:
     generation: dict[str, Any] = field(default_factory=dict)
     osc: dict[str, Any] = field(default_factory=dict)
     link: dict[str, Any] = field(default_factory=dict)
+    web: dict[str, Any] = field(default_factory=dict)  # the stage page's counts, when on
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,6 +156,9 @@ class Show:
         self.follower: Any = None
         self.link: Any = None
         self.link_lock: LinkLock | None = None
+        self.web: Any = None  # the stage page (engine.live.web), when [web] is on
+        self.ahead: list[tuple[BarPlan, asyncio.Task]] = []  # bars composed ahead
+        self.next_up: tuple[BarPlan, asyncio.Task] | None = None  # the next of them
 
     # ---- set-up ---------------------------------------------------------------------
     def _open_ports(self) -> dict[str, Any]:
@@ -258,6 +262,7 @@ class Show:
         finally:
             watch.cancel()
             self._shutdown()
+            await self._close_web()
             sys.setswitchinterval(switch_interval)
             set_thread_nice(nice_before)  # raising the value back is always allowed
             gc.unfreeze()
@@ -301,6 +306,8 @@ class Show:
         self.ports = ports
         if self.use_osc:
             await self._start_osc()
+        if patch.web.enabled:
+            await self._start_web()
         if self.use_audio:
             self.audio_engine = self._open_audio()
             if self.audio_engine.path == "core":
@@ -335,6 +342,7 @@ class Show:
         if self.vocals is not None:  # a phrase is sung from its first bar, written at its last
             lookahead = max(lookahead, patch.lyrics.phrase_bars + 1)
         queue: list[tuple[BarPlan, asyncio.Task]] = []
+        self.ahead = queue  # the stage page draws the bars composed ahead
         while True:
             while len(queue) < lookahead:
                 next_plan = self.conductor.plan()
@@ -349,6 +357,7 @@ class Show:
                 await self._sleep_until(self.clock.bar_start_ns(plan.index + 1))
                 break
             plan, task = queue.pop(0)
+            self.next_up = (plan, task)  # composed (or composing), waiting for its bar line
             push_at = self.clock.bar_start_ns(plan.index) - self._push_lead_ns()
             if await self._sleep_until(push_at):
                 task.cancel()
@@ -463,6 +472,8 @@ class Show:
             self.on_bar(self, bar)
         if self.osc_server is not None:
             self.osc_server.send_feedback(self.state())
+        if self.web is not None:
+            self.web.on_bar(plan, bar)
 
     def _watch_ports(self) -> None:
         """Once a bar: is every hardware output's device still there? A device that went
@@ -514,6 +525,8 @@ class Show:
         """A line is written (bars before it is sung): log it, show it, have it sung."""
         self.lyric = lyric["text"]
         self.health.lyric_lines += 1
+        if self.web is not None:
+            self.web.on_lyric(lyric)
         if self.event_log is not None:
             self.event_log.write(lyric)
         if self.recorder is not None:
@@ -597,6 +610,23 @@ class Show:
         # Tablets on the network find the engine by name (where zeroconf is installed).
         self.advertisement = await asyncio.to_thread(
             advertise, address[1], self.patch.song.title, self.patch.osc.host)
+
+    async def _start_web(self) -> None:
+        """The stage page: its touches come in through :meth:`_on_command`, as a tablet's."""
+        from engine.live.web.server import StageServer
+
+        self.web = StageServer(self.patch.web, self)
+        await self.web.start()
+
+    async def _close_web(self) -> None:
+        """After the show is silent: tell the pages the set has ended, keep their counts."""
+        if self.web is None:
+            return
+        try:
+            self.health.web = self.web.summary()
+            await self.web.close()
+        except Exception as err:  # noqa: BLE001 - the set is over; say it and go on
+            log.error("while stopping: web: %s", err)
 
     def _on_command(self, command: Command) -> None:
         if command.lands == "now":

@@ -193,5 +193,5 @@ def test_train_into_an_earlier_run_is_refused(tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     before = _fill(run, ["last.pt"], 15)
     _refused(["train", "musicvae", "--out", str(run), "--midi-dir", str(tmp_path),
-              "--max-steps", "1"], capsys, str(run / "last.pt"), "--init")
+              "--max-steps", "1"], capsys, str(run / "last.pt"), "--resume")
     assert _snapshot(run) == before
