@@ -362,7 +362,7 @@ class Show:
             if await self._sleep_until(push_at):
                 task.cancel()
                 break
-            if task.done():
+            if task.done() and not task.cancelled():  # a worker restart cancels requests
                 bar, fresh = task.result()
             else:
                 task.cancel()
