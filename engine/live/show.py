@@ -50,7 +50,7 @@ from engine.live.vocal_worker import VocalWorker
 from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
 from engine.music.latent_walk import WalkSettings, to_typical_set
-from engine.music.midi_io import CC_VOLUME, channel_volume
+from engine.music.midi_io import CC_VOLUME, UNITY_VOLUME, channel_volume
 from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
@@ -334,8 +334,9 @@ class Show:
             self.sender = MidiSender(self.clock, ports).start()
             if patch.midi.clock_out and patch.midi.clock_out in ports:
                 self.sender.start_clock(patch.midi.clock_out, from_bar=0)
-        for part in PARTS:  # the patch's levels, before the first note
-            self._send_volume(part, beat=0)
+        for part in PARTS:  # the patch's levels below the GM default, before the first note
+            if channel_volume(self.mix.level[part]) != UNITY_VOLUME:
+                self._send_volume(part, beat=0)
 
         plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
@@ -730,7 +731,9 @@ class Show:
             return
         if beat is None:
             beat = int(self.clock.now_beat()) + 1
-        at = self.clock.beat_to_ns(beat)
+        # the set's first levels go out at once, well ahead of the first note, not in the
+        # same cycle as the downbeat's notes
+        at = self.clock.beat_to_ns(beat) if beat > 0 else time.monotonic_ns()
         if self.recorder is not None:
             self.recorder.midi.control(settings.channel - 1, CC_VOLUME, value, beat)
         port = self.part_ports.get(part)
