@@ -117,7 +117,7 @@ def train_blocks(
     optim = _optimizer(model, settings)
     first = 1
     if resume:
-        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
         optim.load_state_dict(state["optimizer"])
         run.scaler.load_state_dict(state.get("scaler", {}))
         first = int(state["step"]) + 1

@@ -130,7 +130,7 @@ def _resume_state(a: argparse.Namespace, path: Path) -> dict | None:
         return None
     if not path.is_file():
         raise FileNotFoundError(f"{path}: nothing to resume; leave out --resume to start afresh")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)  # data, never code
 
 
 def _shared_start(a: argparse.Namespace, run: Run, name: str, log: Log | None,
