@@ -731,9 +731,7 @@ class Show:
             return
         if beat is None:
             beat = int(self.clock.now_beat()) + 1
-        # the set's first levels go out at once, well ahead of the first note, not in the
-        # same cycle as the downbeat's notes
-        at = self.clock.beat_to_ns(beat) if beat > 0 else time.monotonic_ns()
+        at = self.clock.beat_to_ns(beat)
         if self.recorder is not None:
             self.recorder.midi.control(settings.channel - 1, CC_VOLUME, value, beat)
         port = self.part_ports.get(part)
