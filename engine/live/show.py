@@ -33,7 +33,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from engine.live.vocal_worker import VocalWorker
 from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
 from engine.music.latent_walk import WalkSettings, to_typical_set
-from engine.music.midi_io import CC_VOLUME, UNITY_VOLUME, channel_volume
+from engine.music.midi_io import CC_VOLUME, channel_volume
 from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
@@ -324,6 +324,7 @@ class Show:
             self.audio_engine.start()
             await self._first_audio_block()
         self._open_sync()
+        self._open_port_probes()
         start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
         bpm = patch.song.tempo
         if self.link is not None:  # peers first, then bar 0 on the session's bar line
@@ -334,9 +335,8 @@ class Show:
             self.sender = MidiSender(self.clock, ports).start()
             if patch.midi.clock_out and patch.midi.clock_out in ports:
                 self.sender.start_clock(patch.midi.clock_out, from_bar=0)
-        for part in PARTS:  # the patch's levels below the GM default, before the first note
-            if channel_volume(self.mix.level[part]) != UNITY_VOLUME:
-                self._send_volume(part, beat=0)
+        for part in PARTS:  # the patch's levels on beat 0, all four: a synth left at another
+            self._send_volume(part, beat=0)  # volume by the last song is set right
 
         plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
@@ -476,18 +476,36 @@ class Show:
         if self.web is not None:
             self.web.on_bar(plan, bar)
 
+    def _hardware_ports(self) -> Iterator[tuple[str, Any]]:
+        from engine.live.midi_ports import RtMidiPort
+
+        for name, port in self.ports.items():
+            if isinstance(port, RtMidiPort) and not port.virtual:
+                yield name, port
+
+    def _open_port_probes(self) -> None:
+        """The port watch's own MIDI clients, opened before the first note: opening one
+        joins a new client to the JACK graph, which is start-up work, not work for the
+        middle of bar 0."""
+        from engine.live.midi_ports import rtmidi_client
+
+        for _, port in self._hardware_ports():
+            if port.api not in self._port_probes:
+                try:
+                    self._port_probes[port.api] = rtmidi_client(port.api, "encore-watch")
+                except Exception as err:  # noqa: BLE001 - tried again at the first bar
+                    log.debug("MIDI port watch: %s", err)
+
     def _watch_ports(self) -> None:
         """Once a bar: is every hardware output's device still there? A device that went
         away raises nothing when sent to (JACK keeps our port), so look: a missing one is
         marked failed in the sender (its messages counted as lost) and reopened by name,
         with its sounding notes released, when it comes back."""
-        from engine.live.midi_ports import RtMidiPort, rtmidi_client
+        from engine.live.midi_ports import rtmidi_client
 
         if self.sender is None:
             return
-        for name, port in self.ports.items():
-            if not isinstance(port, RtMidiPort) or port.virtual:
-                continue
+        for name, port in self._hardware_ports():
             try:
                 probe = self._port_probes.get(port.api)
                 if probe is None:

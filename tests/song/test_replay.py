@@ -292,7 +292,7 @@ def test_a_live_set_replays_to_the_notes_its_ports_were_sent(tiny_model_dir: Pat
     controls = {r["target"]: r for r in records(result.log) if r["type"] == "control"}
     volume = [(t, dict(f)["value"]) for t, kind, f in midi_events(result.midi)["drums"]
               if kind == "control_change" and dict(f)["control"] == 7]
-    assert live_cc == [50] and volume == [  # the patch's level (the GM default), the fader's
+    assert live_cc == [100, 50] and volume == [  # the patch's level, then the fader's
         (0, 100), ((controls["parts.drums.level"]["after_bar"] + 1) * BAR_TICKS, 50)]
     # the words: every line logged, at its syllables
     phrases = [PhrasePlan.from_dict(r) for r in records(result.log) if r["type"] == "lyric"]
