@@ -509,7 +509,7 @@ def _show_like_process() -> Callable[[], None]:
 async def _midi_main(args: argparse.Namespace) -> dict[str, Any]:
     import rtmidi
 
-    from engine.live.clock import Clock
+    from engine.clock import Clock
     from engine.live.midi_ports import match_port, open_output
     from engine.live.midi_sender import MidiSender
 

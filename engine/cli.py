@@ -349,9 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser(
         "render", help="render a song offline to DIR/song.mid, song.wav and song.jsonl",
-        description="Play a patch's endless song through the conductor on a virtual clock "
-                    "and write DIR/song.mid (a track per part), DIR/song.wav (the built-in "
-                    "FluidSynth) and DIR/song.jsonl (the event log), as fast as it can.")
+        description="Play a patch's endless song through the conductor, timed on an "
+                    "offline tempo map, and write DIR/song.mid (a track per part), "
+                    "DIR/song.wav (the built-in FluidSynth) and DIR/song.jsonl (the event "
+                    "log), as fast as it can.")
     render.add_argument("--patch", default="default", metavar="PATCH",
                         help="a patch file or the name of one in patches/ (default: default)")
     render.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",

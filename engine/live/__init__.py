@@ -1,4 +1,4 @@
-"""The live engine: clock, MIDI out, built-in synth + audio, OSC control, the show loop.
+"""The live engine: MIDI out, built-in synth + audio, OSC control, the show loop.
 
 Threads and processes (see DESIGN.md):
 - the asyncio loop (``engine.live.show``) runs the conductor's plans, the OSC server and
@@ -10,5 +10,6 @@ Threads and processes (see DESIGN.md):
   buffers, mixes the vocal ring buffer and limits; it never allocates, locks or raises.
   It is native code (``engine.live.audio_core``) that never takes the GIL, or, where
   that cannot be built, the Python reference callback (said by ``encore doctor``).
-One clock (``engine.live.clock``) maps beats <-> monotonic nanoseconds <-> sample frames.
+One timeline: the clock (``engine.clock``) maps beats <-> monotonic nanoseconds; the audio
+engine alone maps nanoseconds to its output frames; the recorder is handed beats.
 """

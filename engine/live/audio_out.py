@@ -29,8 +29,10 @@ mutex is never contended; other threads only queue (:meth:`AudioEngine.schedule`
 :meth:`AudioEngine.panic`, :meth:`AudioEngine.set_master`).
 
 The output frame counter is the show's audio clock: :attr:`AudioEngine.frames_played`,
-and :meth:`AudioEngine.frame_to_ns` / :meth:`AudioEngine.ns_to_frame` map frames to the
-``time.monotonic_ns()`` at which they leave the output (the DAC) and back. Each callback
+and :meth:`AudioEngine.ns_to_frame` maps a ``time.monotonic_ns()`` (the show's
+:class:`~engine.clock.Clock` gives every note one) to the output frame that leaves the
+output (the DAC) then, :meth:`AudioEngine.frame_to_ns` back: the show's one ns <-> frame
+estimator. Each callback
 records ``(monotonic_ns on entry, its first frame, outputBufferDacTime, currentTime)``;
 the mapping takes the lower envelope of ``entry_ns - frame * 1e9 / rate`` over the last
 128 callbacks (a callback can wake late, never early) plus the output latency that
@@ -602,16 +604,6 @@ class AudioStats:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ClockAnchor:
-    """Output frame ``frame`` leaves the output at ``time.monotonic_ns() == ns``; other
-    frames are ``(f - frame) * 1e9 / sample_rate`` ns away."""
-
-    frame: int
-    ns: int
-    sample_rate: int
-
-
 class AudioEngine:
     """FluidSynth + vocals + limiter played through one sounddevice output stream.
 
@@ -958,22 +950,6 @@ class AudioEngine:
         """The output frame that leaves the output at ``time.monotonic_ns() == ns``."""
         return ((int(ns) - self._count("latency_ns") - self._offset_ns()) * self.sample_rate
                 // 1_000_000_000)
-
-    def clock_anchor(self) -> ClockAnchor:
-        """The latest frame <-> monotonic ns pair (for the show's Clock)."""
-        frame = self._count("frame")
-        return ClockAnchor(frame, self.frame_to_ns(frame), self.sample_rate)
-
-    def timing_pairs(self) -> np.ndarray:
-        """The last (up to 128) callbacks' ``(monotonic_ns on entry, first frame,
-        outputBufferDacTime, currentTime)`` rows, oldest first (PortAudio's times are in
-        the stream's own clock, seconds)."""
-        calls = self._count("callbacks")
-        n = min(calls, _CLOCK_WINDOW)
-        k = calls % _CLOCK_WINDOW
-        rows = np.roll(self._clock_pairs, -k, axis=0) if n == _CLOCK_WINDOW else (
-            self._clock_pairs[:n].copy())
-        return rows
 
     # ------------------------------------------------------------------ callback
 

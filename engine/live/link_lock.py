@@ -1,6 +1,6 @@
 """Keeping the show on an Ableton Link session's bar lines: phase, tempo and start/stop.
 
-The show's :class:`~engine.live.clock.Clock` stays the one timeline everything is stamped
+The show's :class:`~engine.clock.Clock` stays the one timeline everything is stamped
 from (MIDI notes, MIDI clock out, the built-in synth's audio frames); this module bends
 that clock so its bar lines fall on the session's:
 
@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.live.clock import BEATS_PER_BAR, Clock
+from engine.clock import BEATS_PER_BAR, Clock
 from engine.live.sync import MAX_SLEW, MAX_SLEW_TEMPO_CHANGE, LinkSync, lock_bar
 
 log = logging.getLogger(__name__)

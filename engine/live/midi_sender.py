@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.live.clock import BEATS_PER_BAR, NS_PER_S
+from engine.clock import BEATS_PER_BAR, NS_PER_S
 from engine.live.midi_ports import (
     NOTE_OFF,
     NOTE_ON,
@@ -67,7 +67,7 @@ from engine.live.midi_ports import (
 )
 
 if TYPE_CHECKING:
-    from engine.live.clock import Clock
+    from engine.clock import Clock
 
 __all__ = ["MidiSender", "NoteTable"]
 

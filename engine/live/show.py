@@ -5,7 +5,7 @@ The asyncio loop only plans, stamps and hands over; it never does model work:
 1. bar ``b``'s plan goes to the worker process (:class:`~engine.live.generator.BarGenerator`)
    about one bar before it sounds (``[live] lookahead_bars``);
 2. ``push_lead`` before bar ``b`` starts, its arranged notes are stamped with absolute
-   times from the one :class:`~engine.live.clock.Clock` and handed to the MIDI sender
+   times from the one :class:`~engine.clock.Clock` and handed to the MIDI sender
    thread (parts with a ``port``) and to the audio engine (parts on the built-in synth,
    stamped in output frames); a bar that is not ready by then is replaced by the last good
    material and the miss is counted;
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.live.clock import Clock
+from engine.clock import Clock
 from engine.live.generator import BarGenerator
 from engine.live.link_lock import LinkLock
 from engine.live.osc_control import Command, OscDispatcher, OscServer
@@ -48,14 +48,13 @@ from engine.live.priority import SHOW_NICENESS, set_thread_nice, thread_nice
 from engine.live.recorder import SetRecorder, TapRing
 from engine.live.vocal_worker import VocalWorker
 from engine.lyrics.phrase import PhrasePlan
-from engine.music.arrangement import humanize
 from engine.music.latent_walk import WalkSettings, to_typical_set
 from engine.music.midi_io import CC_VOLUME, channel_volume
-from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
 from engine.song.event_log import EventLog
 from engine.song.lyrics_track import check_lyrics_models, lyric_events
+from engine.song.stamp import stamp_bar
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +329,7 @@ class Show:
         if self.link is not None:  # peers first, then bar 0 on the session's bar line
             self.link_lock = LinkLock(self.link, patch.live, self.event_log, self.stop)
             start_ns, bpm = await self.link_lock.join(start_ns)
-        self.clock = Clock(bpm, start_ns=start_ns, sample_rate=self.sample_rate)
+        self.clock = Clock(bpm, start_ns=start_ns)
         if ports:
             self.sender = MidiSender(self.clock, ports).start()
             if patch.midi.clock_out and patch.midi.clock_out in ports:
@@ -439,28 +438,13 @@ class Show:
         if bar is None:
             self.health.bars_silent += 1
             return
-        rng = np.random.default_rng([self.patch.humanize.seed, plan.index])
-        step_ns = [self.clock.step_to_ns(plan.index, s) for s in range(0, 4 * STEPS_PER_BAR + 1)]
-        for part in PARTS:
-            notes = bar.parts.get(part, ())
-            if not notes or self.mix.mute.get(part, False):
-                continue
-            settings = getattr(self.patch.parts, part)
-            channel = settings.channel - 1
-            human = humanize(notes, self.patch.humanize.timing_ms, self.patch.humanize.velocity,
-                             bpm, rng)
-            midi = self.recorder.midi if self.recorder is not None else None
-            beats_per_s = bpm / 60.0
-            for note, offset_s in human:
-                start = step_ns[min(note.start, len(step_ns) - 1)] + int(offset_s * NS)
-                end_step = min(note.end, len(step_ns) - 1)
-                end = max(step_ns[end_step] + int(offset_s * NS), start + 1_000_000)
-                self._send_note(part, channel, note.pitch, note.velocity, start, end)
-                if midi is not None:
-                    shift = offset_s * beats_per_s
-                    midi.note(channel, note.pitch, note.velocity,
-                              plan.index * 4 + note.start / 4 + shift,
-                              plan.index * 4 + end_step / 4 + shift)
+        midi = self.recorder.midi if self.recorder is not None else None
+        for note in stamp_bar(bar, self.patch, self.clock, self.mix.mute):
+            self._send_note(note.part, note.channel, note.pitch, note.velocity, note.start_ns,
+                            note.end_ns)
+            if midi is not None:
+                midi.note(note.channel, note.pitch, note.velocity, note.start_beat,
+                          note.end_beat)
         self.health.bars_played += 1
         if self.event_log is not None:
             self.event_log.write({"type": "bar", "fresh": fresh}

@@ -49,7 +49,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from engine.live.clock import MAX_BPM, MIN_BPM, NS_PER_S
+from engine.clock import MAX_BPM, MIN_BPM, NS_PER_S
 from engine.live.midi_ports import (
     API_LABELS,
     BACKENDS,
@@ -146,7 +146,7 @@ class MidiClockFollower:
 
     Read from the loop: :attr:`bpm` (None until locked), :attr:`running`,
     :attr:`song_position`, :meth:`beat_at`, :meth:`poll_events`; :meth:`suggest_tempo`
-    gives a tempo for :meth:`engine.live.clock.Clock.set_tempo` at the next bar.
+    gives a tempo for :meth:`engine.clock.Clock.set_tempo` at the next bar.
 
     On JACK, rtmidi calls back from JACK's process thread, which then waits for the GIL:
     the work done there is a few attribute writes and a ~100-element sum, but a process

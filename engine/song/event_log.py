@@ -224,13 +224,17 @@ def parse_line(line: str, where: str) -> Any:
         raise LogError(where, "JSON nested too deeply", FIX) from None
 
 
-def read_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a log, each checked (:func:`check_record`), bars one after another from
-    0 with latent vectors of one size; a torn last line (a crash mid-write) is skipped, any
-    other bad line is an error naming the line."""
+def read_records(path: str | Path) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """The one reader of event logs (replay, plot and stats): ``([(where, record)], torn)``.
+
+    Each record is checked (:func:`check_record`); bars come one after another from 0
+    with latent vectors of one size; ``where`` is ``path:line`` for messages. A torn last
+    line (a crash mid-write) is left out and ``torn`` is True; any other line that is not
+    JSON is an error naming it."""
     path = Path(path)
     lines = read_lines(path)
-    records = []
+    records: list[tuple[str, dict[str, Any]]] = []
+    torn = False
     last_bar, z_size = -1, None
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -239,21 +243,28 @@ def read_log(path: str | Path) -> Iterator[dict[str, Any]]:
         try:
             record = check_record(parse_line(line, where), where)
         except json.JSONDecodeError as err:
-            if number == len(lines):
+            if number == len(lines) and records:
+                torn = True  # everything before it stands
                 break
-            raise LogError(where, f"not an Encore event log line ({err})", FIX) from None
+            raise LogError(where, f"not JSON ({err}); is this an Encore event log "
+                                  "(song.jsonl)?", FIX) from None
         if record["type"] == "bar":
             if record["bar"] != last_bar + 1:
                 raise LogError(where, f"bar {record['bar']} after bar {last_bar}; bars come one "
-                                      "after another from 0", FIX)
+                                      "after another from 0, each once", FIX)
             last_bar = record["bar"]
             size = len(record.get("z") or [])
             if z_size is not None and size != z_size:
                 raise LogError(where, f"a latent vector of {size} numbers after ones of "
                                       f"{z_size}", FIX)
             z_size = size
-        records.append(record)
-    return iter(records)
+        records.append((where, record))
+    return records, torn
+
+
+def read_log(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a log (:func:`read_records`, without where they were)."""
+    return iter([record for _, record in read_records(path)[0]])
 
 
 def read_bars(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -1,8 +1,10 @@
 """Offline render: the conductor plays a whole set into song.mid, song.wav and song.jsonl.
 
-The same Conductor and Composer as the live engine, on a virtual clock: nothing waits.
-Audio is rendered by FluidSynth in-process, streamed to the WAV in 64-frame-aligned
-chunks as bars are composed, so memory stays flat however long the set.
+The same Conductor and Composer as the live engine, as fast as the machine allows (no
+clock waits here): bars are timed on an offline tempo map (:meth:`Clock.offline
+<engine.clock.Clock.offline>`) and humanized by the live show's own
+:mod:`engine.song.stamp`. Audio is rendered by FluidSynth in-process, streamed to the WAV
+in 64-frame-aligned chunks as bars are composed, so memory stays flat however long the set.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.audio.fluid_render import FluidRenderer, SynthEvent, note_events, soft_clip
+from engine.audio.fluid_render import FluidRenderer, SynthEvent, soft_clip
+from engine.clock import Clock
 from engine.lyrics.phrase import PhrasePlan
-from engine.music.arrangement import humanize
 from engine.music.midi_io import CC_VOLUME, channel_volume, write_midi
 from engine.music.musicvae_runner import MusicVAERunner, load_model
-from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from engine.music.notes import STEPS_PER_BAR, Note
 from engine.output_files import staged
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, Composer, Conductor
 from engine.song.event_log import EventLog
 from engine.song.lyrics_track import LyricsTrack, build_writer, lyric_events, lyric_record
+from engine.song.stamp import synth_events
 from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
@@ -172,7 +175,8 @@ def _render(patch: Patch, out: Path, *, bars: int, seed: int | None,
     conductor = Conductor(patch, runner.z_size, seed=seed)
     composer = Composer(runner, patch)
     bpm = patch.song.tempo
-    bar_seconds = 60.0 / bpm * STEPS_PER_BAR / STEPS_PER_QUARTER
+    tempo = Clock.offline(bpm)
+    muted = {name: part.mute for name, part in patch.parts.items()}
     midi_notes: dict[str, list[Note]] = {p: [] for p in PARTS}
     stream = _StreamingAudio(out / "song.wav", patch) if audio else None
     log_path = out / "song.jsonl"
@@ -201,11 +205,12 @@ def _render(patch: Patch, out: Path, *, bars: int, seed: int | None,
                     _sing(singer, written[0], patch, stream, vocals)
             _collect(arranged, midi_notes)
             if stream is not None:
-                stream.add(_synth_events(arranged, patch, bar_seconds))
-                stream.render_until((plan.index + 1 - lag_bars) * bar_seconds - SAFETY_SECONDS)
+                stream.add(synth_events(arranged, patch, tempo, muted))
+                stream.render_until(tempo.seconds_at_bar(plan.index + 1 - lag_bars)
+                                    - SAFETY_SECONDS)
             _progress(plan.index + 1, bars, started)
     if stream is not None:
-        stream.close(bars * bar_seconds)
+        stream.close(tempo.seconds_at_bar(bars))
     programs = {name: part.program for name, part in patch.parts.items()}
     channels = {name: part.channel - 1 for name, part in patch.parts.items()}  # 0-based
     audible = {p: notes for p, notes in midi_notes.items()
@@ -213,7 +218,8 @@ def _render(patch: Patch, out: Path, *, bars: int, seed: int | None,
     write_midi(out / "song.mid", audible, bpm=bpm, programs=programs, channels=channels,
                lyrics=lyric_events(phrases), volumes=part_volumes(patch))
     return RenderResult(out / "song.mid", out / "song.wav" if audio else None, log_path, bars,
-                        bars * bar_seconds, time.perf_counter() - started, runner.provider,
+                        tempo.seconds_at_bar(bars), time.perf_counter() - started,
+                        runner.provider,
                         singer.name if singer is not None else "", vocals, len(phrases))
 
 
@@ -247,18 +253,3 @@ def _collect(arranged: ArrangedBar, into: dict[str, list[Note]]) -> None:
     offset = arranged.index * STEPS_PER_BAR
     for part, notes in arranged.parts.items():
         into[part].extend(n.shifted(offset) for n in notes)
-
-
-def _synth_events(arranged: ArrangedBar, patch: Patch, bar_seconds: float
-                  ) -> list[SynthEvent]:
-    events: list[SynthEvent] = []
-    rng = np.random.default_rng([patch.humanize.seed, arranged.index])
-    for part, notes in arranged.parts.items():
-        settings = getattr(patch.parts, part)
-        if settings.mute or not notes:
-            continue
-        human = humanize(notes, patch.humanize.timing_ms, patch.humanize.velocity,
-                         patch.song.tempo, rng)
-        events += note_events(human, patch.song.tempo, settings.channel - 1,
-                              start_s=arranged.index * bar_seconds)
-    return events

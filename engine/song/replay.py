@@ -49,26 +49,25 @@ from pathlib import Path
 from typing import Any
 
 import mido
-import numpy as np
 
-from engine.audio.fluid_render import SynthEvent, note_events
+from engine.audio.fluid_render import SynthEvent
+from engine.clock import BEATS_PER_BAR, Clock, TempoSegment
 from engine.lyrics.phrase import PhrasePlan
-from engine.music.arrangement import humanize
 from engine.music.midi_io import CC_VOLUME, channel_volume, write_midi
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
 from engine.output_files import staged
 from engine.patch import Patch, build_patch
 from engine.song.conductor import PARTS, ArrangedBar
-from engine.song.event_log import LOG_VERSION, check_record, parse_line, read_lines
+from engine.song.event_log import LOG_VERSION, read_records
 from engine.song.lyrics_track import lyric_events
 from engine.song.render import SAFETY_SECONDS, VocalStats, _StreamingAudio, part_volumes
+from engine.song.stamp import synth_events
 from engine.untrusted import excerpt
 from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
 __all__ = ["LoggedSet", "ReplayResult", "read_set", "replay_set"]
 
-BEATS_PER_BAR = STEPS_PER_BAR // STEPS_PER_QUARTER
 IN_THE_NOTES = ("walk.", "section.", "lyrics.", "form")  # their effect is in the log already
 
 
@@ -124,26 +123,14 @@ class LoggedSet:
 def read_set(log_path: str | Path) -> LoggedSet:
     """Read and check an event log; raises ValueError saying what is wrong and where."""
     path = Path(log_path)
-    lines = read_lines(path)
+    records, torn = read_records(path)
     header: dict[str, Any] | None = None
     patch: Patch | None = None
     items: list[tuple[str, Any]] = []
-    torn = False
     last_bar = -1
     fallback = 0
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = parse_line(line, where)
-        except json.JSONDecodeError as err:
-            if number == len(lines) and header is not None:
-                torn = True  # a crash mid-write: everything before it stands
-                break
-            raise ValueError(f"{where}: not JSON ({err}); is this an Encore event log "
-                             "(song.jsonl)?") from None
-        kind = check_record(record, where)["type"]
+    for where, record in records:
+        kind = record["type"]
         if header is None:
             if kind != "header":
                 raise ValueError(f"{where}: the first record is {kind!r}, not the header; the "
@@ -156,9 +143,6 @@ def read_set(log_path: str | Path) -> LoggedSet:
                              "log, replay each from its own file")
         if kind == "bar":
             bar = _bar(record, patch, where)
-            if bar.index != last_bar + 1:
-                raise ValueError(f"{where}: bar {bar.index} after bar {last_bar}; bars come "
-                                 "one after another from 0, each once")
             last_bar = bar.index
             fallback += record.get("fresh", True) is False
             items.append(("bar", bar))
@@ -242,62 +226,29 @@ def _control(record: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 # ---- the timeline -----------------------------------------------------------------------
-class _TempoMap:
-    """Bar -> seconds under piecewise-constant tempi changing on bar lines. While the
-    first tempo holds, a bar starts at ``bar * bar_seconds`` exactly as render computes
-    it, so a log without tempo changes gives the render's samples."""
-
-    def __init__(self, bpm: float) -> None:
-        self.changes: dict[int, float] = {0: float(bpm)}
-        self._segments: list[tuple[int, float, float]] = []  # (bar, bpm, start seconds)
-        self._build()
-
-    def set(self, bar: int, bpm: float) -> None:
-        self.changes[max(0, bar)] = float(bpm)
-        self._build()
-
-    def _build(self) -> None:
-        segments: list[tuple[int, float, float]] = []
-        for bar in sorted(self.changes):
-            bpm = self.changes[bar]
-            if segments and segments[-1][1] == bpm:
-                continue
-            start = segments[-1][2] + (bar - segments[-1][0]) * _bar_seconds(
-                segments[-1][1]) if segments else 0.0
-            segments.append((bar, bpm, start))
-        self._segments = segments
-
-    def _segment(self, bar: float) -> tuple[int, float, float]:
-        found = self._segments[0]
-        for segment in self._segments:
-            if segment[0] <= bar:
-                found = segment
-        return found
-
-    def bpm(self, bar: int) -> float:
-        return self._segment(bar)[1]
-
-    def seconds(self, bar: float) -> float:
-        """Start of ``bar`` (fractions and negative bars too) in seconds."""
-        first, bpm, start = self._segment(bar)
-        return start + (bar - first) * _bar_seconds(bpm)
-
-    def beat_shift(self, beat: float) -> float:
-        """Seconds to add to a time computed at the tempo of ``beat``'s bar as if that
-        tempo had held from the start (how a singer places a phrase)."""
-        bar = math.floor(beat / BEATS_PER_BAR)
-        first, bpm, start = self._segment(bar)
-        if first == self._segments[0][0]:
-            return 0.0
-        return start - first * _bar_seconds(bpm)
-
-    @property
-    def tempo_changes(self) -> tuple[tuple[int, float], ...]:
-        return tuple((bar, bpm) for bar, bpm, _ in self._segments[1:])
+def _tempo_runs(tempo: Clock) -> list[TempoSegment]:
+    """The tempo map's segments, a change to the tempo already playing left out."""
+    runs: list[TempoSegment] = []
+    for segment in tempo.tempo_map:
+        if not runs or segment.bpm != runs[-1].bpm:
+            runs.append(segment)
+    return runs
 
 
-def _bar_seconds(bpm: float) -> float:
-    return 60.0 / bpm * STEPS_PER_BAR / STEPS_PER_QUARTER  # as render_song computes it
+def _tempo_changes(tempo: Clock) -> tuple[tuple[int, float], ...]:
+    return tuple((segment.bar, segment.bpm) for segment in _tempo_runs(tempo)[1:])
+
+
+def _beat_shift(tempo: Clock, beat: float) -> float:
+    """Seconds to add to a time computed at the tempo of ``beat``'s bar as if that tempo
+    had held from the start (how a singer places a phrase)."""
+    bar = math.floor(beat / BEATS_PER_BAR)
+    runs = _tempo_runs(tempo)
+    run = next((r for r in reversed(runs) if r.bar <= bar), runs[0])
+    if run is runs[0]:
+        return 0.0
+    return tempo.seconds_at_bar(run.bar) - run.bar * (
+        60.0 / run.bpm * STEPS_PER_BAR / STEPS_PER_QUARTER)
 
 
 @dataclass
@@ -333,7 +284,7 @@ def replay_set(log_path: str | Path, out_dir: str | Path, *, audio: bool = True,
 def _replay(logged: LoggedSet, out: Path, *, audio: bool, vocals: bool,
             model_dir: str | Path | None, started: float) -> ReplayResult:
     patch = logged.patch
-    tempo = _TempoMap(patch.song.tempo)
+    tempo = Clock.offline(patch.song.tempo)
     mix = _Mix({name: part.mute for name, part in patch.parts.items()}, patch.voice.level,
                patch.voice.mute)
     bars = logged.bars
@@ -364,7 +315,7 @@ def _replay(logged: LoggedSet, out: Path, *, audio: bool, vocals: bool,
                     levels.append((bar.index, part, value))
                     if stream is not None:
                         channel = getattr(patch.parts, part).channel - 1
-                        stream.add([SynthEvent(tempo.seconds(bar.index), "cc", channel,
+                        stream.add([SynthEvent(tempo.seconds_at_bar(bar.index), "cc", channel,
                                                CC_VOLUME, value)])
                 offset = bar.index * STEPS_PER_BAR
                 audible |= {part for part in PARTS if not mix.mute[part]}
@@ -372,24 +323,24 @@ def _replay(logged: LoggedSet, out: Path, *, audio: bool, vocals: bool,
                     if not mix.mute[part]:
                         midi_notes[part].extend(n.shifted(offset) for n in notes)
                 if stream is not None:
-                    stream.add(_synth_events(bar, patch, tempo, mix.mute))
-                    stream.render_until(tempo.seconds(bar.index + 1 - lag_bars)
+                    stream.add(synth_events(bar, patch, tempo, mix.mute))
+                    stream.render_until(tempo.seconds_at_bar(bar.index + 1 - lag_bars)
                                         - SAFETY_SECONDS)
     finally:
         if stream is not None:
-            stream.close(tempo.seconds(end_bar))
+            stream.close(tempo.seconds_at_bar(end_bar))
     _write_midi(out / "song.mid", patch, {p: n for p, n in midi_notes.items() if p in audible},
                 phrases, end_bar, tempo, levels)
     return ReplayResult(
         out / "song.mid", out / "song.wav" if audio else None, logged.path, len(bars),
-        len(phrases), tempo.seconds(end_bar), time.perf_counter() - started, logged.live,
+        len(phrases), tempo.seconds_at_bar(end_bar), time.perf_counter() - started, logged.live,
         logged.torn, logged.fallback_bars,
         sum(kind == "control" for kind, _ in logged.items) - sum(skipped.values()),
-        dict(skipped), tempo.tempo_changes, singer.name if singer is not None else "",
+        dict(skipped), _tempo_changes(tempo), singer.name if singer is not None else "",
         sung if singer is not None else None)
 
 
-def _schedule(logged: LoggedSet, tempo: _TempoMap, end_bar: int
+def _schedule(logged: LoggedSet, tempo: Clock, end_bar: int
               ) -> tuple[dict[int, list[dict[str, Any]]], Counter[str]]:
     """Mutes and levels by the bar they land on; tempo changes into the map (those landing
     after the last bar are dropped: never heard); what is not replayed, counted by target."""
@@ -402,7 +353,7 @@ def _schedule(logged: LoggedSet, tempo: _TempoMap, end_bar: int
         lands = record.get("at_bar", record["after_bar"] + 1)
         if target == "song.tempo" and _number(record, 40.0, 240.0) is not None:
             if int(lands) < end_bar:
-                tempo.set(int(lands), _number(record, 40.0, 240.0))
+                tempo.set_tempo(_number(record, 40.0, 240.0), max(0, int(lands)))
         elif target.startswith("parts.") and target.endswith((".mute", ".level")) and \
                 target.split(".")[1] in PARTS and \
                 _number(record, 0.0, 1.0) is not None:
@@ -447,29 +398,15 @@ def _voice_control(record: dict[str, Any], mix: _Mix) -> None:
         mix.voice_mute = bool(value)
 
 
-def _synth_events(bar: ArrangedBar, patch: Patch, tempo: _TempoMap,
-                  mute: dict[str, bool]) -> list[SynthEvent]:
-    """render.py's ``_synth_events`` with the bar's own tempo and the mutes of the set."""
-    events: list[SynthEvent] = []
-    bpm = tempo.bpm(bar.index)
-    rng = np.random.default_rng([patch.humanize.seed, bar.index])
-    for part, notes in bar.parts.items():
-        if mute[part] or not notes:
-            continue
-        human = humanize(notes, patch.humanize.timing_ms, patch.humanize.velocity, bpm, rng)
-        events += note_events(human, bpm, getattr(patch.parts, part).channel - 1,
-                              start_s=tempo.seconds(bar.index))
-    return events
-
-
 def _sing(singer: Singer, phrase: PhrasePlan, patch: Patch, stream: _StreamingAudio,
-          stats: VocalStats, tempo: _TempoMap, mix: _Mix) -> None:
+          stats: VocalStats, tempo: Clock, mix: _Mix) -> None:
     """render.py's ``_sing`` at the phrase's tempo and the voice level of that moment."""
     first_beat = min((n.start for s in phrase.syllables for n in s.notes), default=0.0)
     bar = math.floor(first_beat / BEATS_PER_BAR)
     began = time.perf_counter()
     try:
-        sung = singer.render(phrase.transposed(patch.voice.transpose), tempo.bpm(bar))
+        sung = singer.render(phrase.transposed(patch.voice.transpose),
+                             tempo.bpm_at(bar * BEATS_PER_BAR))
     except Exception as err:  # noqa: BLE001 - one bad phrase must not stop the replay
         stats.failed += 1
         stats.last_error = f"bar {phrase.bar}: {type(err).__name__}: {err}"
@@ -477,12 +414,12 @@ def _sing(singer: Singer, phrase: PhrasePlan, patch: Patch, stream: _StreamingAu
     stats.sung += 1
     stats.rtf.append((time.perf_counter() - began) / max(sung.duration, 1e-9))
     if not mix.voice_mute:
-        stream.add_vocal(sung.start_seconds + tempo.beat_shift(first_beat),
+        stream.add_vocal(sung.start_seconds + _beat_shift(tempo, first_beat),
                          resample(sung, stream.rate), mix.voice_level)
 
 
 def _write_midi(path: Path, patch: Patch, notes: dict[str, list[Note]],
-                phrases: list[PhrasePlan], end_bar: int, tempo: _TempoMap,
+                phrases: list[PhrasePlan], end_bar: int, tempo: Clock,
                 levels: list[tuple[int, str, int]]) -> None:
     """write_midi as render_song calls it, then the tempo changes and levels, if any."""
     end_step = end_bar * STEPS_PER_BAR
@@ -492,13 +429,14 @@ def _write_midi(path: Path, patch: Patch, notes: dict[str, list[Note]],
                lyrics=[e for e in lyric_events(phrases) if e[0] < end_step],
                volumes=part_volumes(patch))
     levels = [item for item in levels if item[1] in notes]
-    if not tempo.tempo_changes and not levels:
+    changes = _tempo_changes(tempo)
+    if not changes and not levels:
         return  # the render's bytes
     midi = mido.MidiFile(str(path))
     bar_ticks = BEATS_PER_BAR * midi.ticks_per_beat
     tracks = {_track_name(track): track for track in midi.tracks[1:]}
     _insert(midi.tracks[0], [(bar * bar_ticks, mido.MetaMessage(
-        "set_tempo", tempo=mido.bpm2tempo(bpm))) for bar, bpm in tempo.tempo_changes])
+        "set_tempo", tempo=mido.bpm2tempo(bpm))) for bar, bpm in changes])
     for part in {part for _, part, _ in levels}:
         channel = getattr(patch.parts, part).channel - 1
         _insert(tracks[part], [(bar * bar_ticks, mido.Message(

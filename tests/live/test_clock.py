@@ -1,10 +1,11 @@
-"""The clock: beats <-> ns <-> frames, tempo changes on bar lines, a virtual clock."""
+"""The clock: beats <-> ns, tempo changes on bar lines, the offline tempo map of render and
+replay (seconds the way a render has always summed them)."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.live.clock import NS_PER_S, Clock, VirtualClock
+from engine.clock import NS_PER_S, Clock
 
 MS = 1_000_000
 
@@ -89,19 +90,6 @@ def test_wrong_types_are_refused() -> None:
         clock.set_tempo(100, at_bar=1.0)  # type: ignore[arg-type]
 
 
-def test_frames_follow_the_sample_rate_and_resync() -> None:
-    clock = Clock(120, start_ns=NS_PER_S, sample_rate=48000, start_frame=1000,
-                  now_ns=FakeNow(0))
-    assert clock.ns_to_frame(NS_PER_S) == 1000
-    assert clock.ns_to_frame(2 * NS_PER_S) == 49000
-    assert clock.frame_to_ns(49000) == 2 * NS_PER_S
-    assert clock.beat_to_frame(1) == 1000 + 24000
-    for frame in (0, 1, 47, 48000, 10**9):
-        assert clock.ns_to_frame(clock.frame_to_ns(frame)) == frame
-    clock.sync_frames(500_000, 10 * NS_PER_S)  # what the audio callback saw
-    assert clock.ns_to_frame(10 * NS_PER_S + 500 * MS) == 524_000
-
-
 def test_now_beat_uses_the_given_clock() -> None:
     now = FakeNow(0)
     clock = Clock(60, start_ns=0, now_ns=now)
@@ -110,20 +98,18 @@ def test_now_beat_uses_the_given_clock() -> None:
     assert clock.bpm == 60
 
 
-def test_virtual_clock_moves_only_when_told() -> None:
-    clock = VirtualClock(120)
-    assert clock.now_ns() == 0 and clock.now_beat() == 0
-    clock.advance(250 * MS)
-    assert clock.now_beat() == pytest.approx(0.5)
-    clock.advance_to_bar(2)
-    assert clock.now_ns() == 4 * NS_PER_S
-    clock.set_tempo(60, at_bar=3)
-    clock.advance_to_beat(13)
-    assert clock.now_ns() == 6 * NS_PER_S + NS_PER_S
-    with pytest.raises(ValueError, match="only moves forward"):
-        clock.advance_to_ns(0)
-    with pytest.raises(ValueError, match="only moves forward"):
-        clock.advance(-1)
+def test_the_offline_tempo_map_sums_seconds_as_a_render_does() -> None:
+    clock = Clock.offline(112.0)
+    assert clock.now_ns() < clock.start_ns == 0  # time not begun: every bar can change
+    bar_seconds = 60.0 / 112.0 * 16 / 4
+    for bar in (-2, -0.25, 0, 1, 3.5, 7, 64):
+        assert clock.seconds_at_bar(bar) == bar * bar_seconds  # exactly: render's samples
+    clock.set_tempo(150.0, at_bar=0)  # a change before the first bar: the first tempo
+    clock.set_tempo(60.0, at_bar=4)
+    assert clock.seconds_at_bar(2) == 2 * (60.0 / 150.0 * 4)
+    assert clock.seconds_at_bar(4) == pytest.approx(4 * 1.6)
+    assert clock.seconds_at_bar(5.5) == pytest.approx(4 * 1.6 + 1.5 * 4.0)
+    assert clock.seconds_at_bar(5.5) * NS_PER_S == pytest.approx(clock.beat_to_ns(22), abs=1)
 
 
 def test_realign_waits_before_a_bar_and_keeps_everything_before_it() -> None:

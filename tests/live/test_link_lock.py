@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.live.clock import Clock
+from engine.clock import Clock
 from engine.live.link_lock import LinkLock
 from engine.live.sync import SessionTimeline, lock_bar
 

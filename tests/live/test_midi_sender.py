@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.live.clock import Clock
+from engine.clock import Clock
 from engine.live.midi_ports import MemoryPort, MidiPortError, open_output
 from engine.live.midi_sender import MidiSender
 

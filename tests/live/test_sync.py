@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.live.clock import Clock
+from engine.clock import Clock
 from engine.live.midi_ports import open_output
 from engine.live.midi_sender import MidiSender
 from engine.live.sync import (

@@ -250,7 +250,7 @@ def test_a_bad_line_before_the_end_is_an_error(rendered: RenderResult, tmp_path:
     lines = rendered.log.read_text(encoding="utf-8").splitlines()
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join([lines[0], lines[1][:20], *lines[2:]]) + "\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not an Encore event log line"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not JSON"):
         list(read_log(bad))
 
 

@@ -1,4 +1,4 @@
-"""One clock for the whole show: beats <-> monotonic nanoseconds <-> audio sample frames.
+"""The one tempo map: beats <-> monotonic nanoseconds, for the live show, render and replay.
 
 Time is :func:`time.monotonic_ns` (the MIDI sender's deadlines are in it). Beat 0, the
 first beat of bar 0, falls at ``start_ns``; there are 4 beats to a bar and 4 sixteenth
@@ -16,7 +16,10 @@ changes tempo. Callers that have already turned beats into deadlines keep those 
 change the tempo of a bar before scheduling its notes (the conductor works a bar ahead).
 
 Everything time-dependent takes the clock's ``now_ns`` (a parameter), so tests pass a fake
-one; :class:`VirtualClock` is the offline clock, whose time moves only when told.
+one. :meth:`Clock.offline` is the tempo map of ``encore render`` and ``encore replay``:
+beat 0 at 0 ns, time not yet begun (every bar's tempo can still be set), and
+:meth:`Clock.seconds_at_bar` for their audio. Audio frames are not this clock's: the live
+audio engine maps ns to its own output frames (:meth:`AudioEngine.ns_to_frame`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 NS_PER_S = 1_000_000_000
 BEATS_PER_BAR = 4
 STEPS_PER_BEAT = 4
+STEPS_PER_BAR = BEATS_PER_BAR * STEPS_PER_BEAT
 MIN_BPM = 1.0
 MAX_BPM = 999.0
 
@@ -66,30 +70,28 @@ def _check_int(value: int, what: str) -> int:
 
 
 class Clock:
-    """Beats, bars and 16th steps <-> ``time.monotonic_ns`` <-> audio sample frames.
+    """Beats, bars and 16th steps <-> ``time.monotonic_ns``.
 
-    ``start_ns`` is when beat 0 sounds (default: now). ``start_frame`` is the audio frame
-    that plays at ``start_ns``; :meth:`sync_frames` re-anchors frames when the audio side
-    learns better (the sound card's clock drifts from the monotonic one by a few ppm).
+    ``start_ns`` is when beat 0 sounds (default: now).
     """
 
-    def __init__(self, bpm: float, *, start_ns: int | None = None, sample_rate: int = 48000,
-                 start_frame: int = 0,
+    def __init__(self, bpm: float, *, start_ns: int | None = None,
                  now_ns: Callable[[], int] = time.monotonic_ns) -> None:
         if not callable(now_ns):
             raise TypeError(f"now_ns must be a callable returning ns, got {now_ns!r}")
         self.now_ns = now_ns
         start = now_ns() if start_ns is None else _check_int(start_ns, "start_ns")
-        sample_rate = _check_int(sample_rate, "sample_rate")
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        self.sample_rate = sample_rate
         self.start_ns = start
         # Replaced whole, never mutated: readers on other threads need no lock.
         first = TempoSegment(0, _check_bpm(bpm), start)
         self._map: tuple[tuple[TempoSegment, ...], tuple[int, ...]] = ((first,), (0,))
         self._waits: dict[int, int] = {}  # bar -> ns of silence before it (realign)
-        self._frame_anchor: tuple[int, int] = (_check_int(start_frame, "start_frame"), start)
+
+    @classmethod
+    def offline(cls, bpm: float) -> Clock:
+        """The tempo map of a render or replay: beat 0 at 0 ns, and time that has not
+        begun, so a tempo can be set from any bar (bar 0 included)."""
+        return cls(bpm, start_ns=0, now_ns=_before_the_start)
 
     # -- the tempo map -------------------------------------------------------------------
 
@@ -203,55 +205,20 @@ class Clock:
             bar += 1
         return bar
 
-    # -- ns <-> audio frames -------------------------------------------------------------
+    # -- seconds, for offline audio ----------------------------------------------------
 
-    def sync_frames(self, frame: int, ns: int) -> None:
-        """Audio frame ``frame`` plays at ``ns``: re-anchor the frame mapping there."""
-        self._frame_anchor = (_check_int(frame, "frame"), _check_int(ns, "ns"))
-
-    def ns_to_frame(self, ns: int) -> int:
-        frame0, ns0 = self._frame_anchor
-        return frame0 + round((ns - ns0) * self.sample_rate / NS_PER_S)
-
-    def frame_to_ns(self, frame: int) -> int:
-        frame0, ns0 = self._frame_anchor
-        return ns0 + round((frame - frame0) * NS_PER_S / self.sample_rate)
-
-    def beat_to_frame(self, beat: float) -> int:
-        return self.ns_to_frame(self.beat_to_ns(beat))
+    def seconds_at_bar(self, bar: float) -> float:
+        """Seconds from beat 0 to ``bar`` (fractions and negative bars too). Under the
+        first tempo it is ``bar * 60 / bpm * 4`` exactly, the sum a render has always made
+        (its audio samples depend on it); after a change it counts from that bar's start."""
+        seg = self._segment_at_beat(bar * BEATS_PER_BAR)
+        start = (seg.start_ns - self.start_ns) / NS_PER_S if seg.bar else 0.0
+        return start + (bar - seg.bar) * (60.0 / seg.bpm * STEPS_PER_BAR / STEPS_PER_BEAT)
 
     def __repr__(self) -> str:
         tempi = ", ".join(f"bar {s.bar}: {s.bpm:g}" for s in self._map[0])
         return f"{type(self).__name__}({tempi}; start_ns={self.start_ns})"
 
 
-class VirtualClock(Clock):
-    """A clock for offline rendering: time stands still until :meth:`advance` moves it."""
-
-    def __init__(self, bpm: float, *, start_ns: int = 0, sample_rate: int = 48000,
-                 start_frame: int = 0) -> None:
-        self._now = _check_int(start_ns, "start_ns")
-        super().__init__(bpm, start_ns=start_ns, sample_rate=sample_rate,
-                         start_frame=start_frame, now_ns=self._virtual_now)
-
-    def _virtual_now(self) -> int:
-        return self._now
-
-    def advance(self, ns: int) -> int:
-        """Move time forward by ``ns``; returns the new now."""
-        if _check_int(ns, "ns") < 0:
-            raise ValueError(f"a virtual clock only moves forward, got {ns} ns")
-        self._now += ns
-        return self._now
-
-    def advance_to_ns(self, ns: int) -> int:
-        if _check_int(ns, "ns") < self._now:
-            raise ValueError(f"a virtual clock only moves forward: now {self._now}, asked {ns}")
-        self._now = ns
-        return ns
-
-    def advance_to_beat(self, beat: float) -> int:
-        return self.advance_to_ns(self.beat_to_ns(beat))
-
-    def advance_to_bar(self, bar: int) -> int:
-        return self.advance_to_ns(self.bar_start_ns(bar))
+def _before_the_start() -> int:
+    return -1
