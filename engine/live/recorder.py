@@ -13,9 +13,11 @@ valid up to the last complete bar whatever happens to the process (``kill -9`` i
   header) at every bar, so a reader sees the audio up to the last flushed bar.
 
 All file I/O runs in the recorder's thread: the show's loop only hands it bytes and
-numbers. Notes and lyrics are given in beats from the song's start. Every message is made
-and encoded by mido (the MIDI library render and replay write with); only the committed
-part of the track is kept encoded, so a bar's commit costs the bar, not the whole set.
+numbers. Notes and lyrics are given in beats from the song's start. The file is written
+with mido's encoders (delta times, meta events, chunks: the MIDI library render and replay
+write with); notes and controllers are kept as the three wire bytes the MIDI sender sends
+(a mido message object per note cost the show's loop ten times as long), and only the
+committed part of the track is kept encoded, so a commit costs the bar, not the set.
 """
 
 from __future__ import annotations
@@ -40,17 +42,23 @@ TICKS_PER_BEAT = 480
 _DRAIN_S = 0.1
 
 
-Event = mido.Message | mido.MetaMessage
+def _delta(ticks: int) -> bytes:
+    if ticks < 0:
+        raise ValueError(f"a MIDI delta time cannot be negative ({ticks})")
+    return bytes(encode_variable_int(ticks))
 
 
-def _encode(delta: int, message: Event) -> bytes:
-    """One track event as mido writes it (lyrics in UTF-8, no running status)."""
-    if message.is_meta:
-        with meta_charset("utf-8"):
-            data = message.bytes()
-    else:
-        data = message.bin()
-    return bytes(encode_variable_int(delta)) + bytes(data)
+def _meta(message: mido.MetaMessage) -> bytes:
+    """A meta event as mido writes it into a file (text in UTF-8)."""
+    with meta_charset("utf-8"):
+        return bytes(message.bytes())
+
+
+def _tempo(bpm: float) -> bytes:
+    return _meta(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+
+
+_END_OF_TRACK = _meta(mido.MetaMessage("end_of_track"))
 
 
 class TapRing:
@@ -106,7 +114,7 @@ class TapRing:
 class _Pending:
     tick: int
     order: int
-    message: Event
+    data: bytes
 
 
 class MidiRecording:
@@ -119,70 +127,63 @@ class MidiRecording:
         self._pending: list[_Pending] = []
         self._order = 0
         self._sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) -> note-offs due
-        self._add(0, mido.MetaMessage("time_signature", numerator=4, denominator=4,
-                                      clocks_per_click=24, notated_32nd_notes_per_beat=8))
-        self._add(0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+        self._add(0, _meta(mido.MetaMessage("time_signature", numerator=4, denominator=4,
+                                            clocks_per_click=24,
+                                            notated_32nd_notes_per_beat=8)))
+        self._add(0, _tempo(bpm))
         for channel, program in sorted(programs.items()):
             if channel != 9:
-                self._add(0, mido.Message("program_change", channel=channel,
-                                          program=program & 0x7F))
+                self._add(0, bytes([0xC0 | channel, program & 0x7F]))
 
-    def _add(self, tick: int, message: Event) -> None:
-        self._pending.append(_Pending(max(0, tick), self._order, message))
+    def _add(self, tick: int, data: bytes) -> None:
+        self._pending.append(_Pending(max(0, tick), self._order, data))
         self._order += 1
 
     def tempo(self, beat: float, bpm: float) -> None:
-        self._add(round(beat * TICKS_PER_BEAT),
-                  mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+        self._add(round(beat * TICKS_PER_BEAT), _tempo(bpm))
 
     def note(self, channel: int, pitch: int, velocity: int, start_beat: float,
              end_beat: float) -> None:
         on = round(start_beat * TICKS_PER_BEAT)
         off = max(on + 1, round(end_beat * TICKS_PER_BEAT))
-        self._add(on, mido.Message("note_on", channel=channel, note=pitch & 0x7F,
-                                   velocity=max(1, velocity) & 0x7F))
-        self._add(off, mido.Message("note_off", channel=channel, note=pitch & 0x7F,
-                                   velocity=0))
+        self._add(on, bytes([0x90 | channel, pitch & 0x7F, max(1, velocity) & 0x7F]))
+        self._add(off, bytes([0x80 | channel, pitch & 0x7F, 0]))
 
     def control(self, channel: int, controller: int, value: int, beat: float) -> None:
-        self._add(round(beat * TICKS_PER_BEAT), mido.Message(
-            "control_change", channel=channel, control=controller & 0x7F, value=value & 0x7F))
+        self._add(round(beat * TICKS_PER_BEAT),
+                  bytes([0xB0 | channel, controller & 0x7F, value & 0x7F]))
 
     def lyric(self, beat: float, text: str) -> None:
-        self._add(round(beat * TICKS_PER_BEAT), mido.MetaMessage("lyrics", text=text))
+        self._add(round(beat * TICKS_PER_BEAT), _meta(mido.MetaMessage("lyrics", text=text)))
 
     def commit(self, until_beat: float) -> bytes:
         """Move every event before ``until_beat`` into the track and return the bytes of
         a complete file up to there (notes still sounding are closed at that point)."""
         until = round(until_beat * TICKS_PER_BEAT)
-        # note-offs sort before note-ons and lyrics at one tick
-        self._pending.sort(key=lambda e: (e.tick, 0 if e.message.type == "note_off" else 1,
+        # note-offs sort before note-ons and lyrics at one tick (offs carry status 0x8n)
+        self._pending.sort(key=lambda e: (e.tick, 0 if e.data[0] & 0xF0 == 0x80 else 1,
                                           e.order))
         due = [e for e in self._pending if e.tick < until]
         self._pending = [e for e in self._pending if e.tick >= until]
         for event in due:
             tick = max(event.tick, self._last_tick)  # a note nudged early past a commit
-            message = event.message
-            self._track += _encode(tick - self._last_tick, message)
+            self._track += _delta(tick - self._last_tick) + event.data
             self._last_tick = tick
-            if message.type == "note_on":
-                key = (message.channel, message.note)
+            status = event.data[0] & 0xF0
+            key = (event.data[0] & 0x0F, event.data[1]) if status in (0x80, 0x90) else None
+            if status == 0x90:
                 self._sounding[key] = self._sounding.get(key, 0) + 1
-            elif message.type == "note_off":
-                key = (message.channel, message.note)
-                if self._sounding.get(key):
-                    self._sounding[key] -= 1
+            elif status == 0x80 and self._sounding.get(key):
+                self._sounding[key] -= 1
         tail = bytearray()
         at = self._last_tick
         for (channel, pitch), count in sorted(self._sounding.items()):
             for _ in range(count):
-                tail += _encode(max(0, until - at),
-                                mido.Message("note_off", channel=channel, note=pitch,
-                                             velocity=0))
+                tail += _delta(max(0, until - at)) + bytes([0x80 | channel, pitch, 0])
                 at = max(at, until)
-        tail += _encode(max(0, until - at), mido.MetaMessage("end_of_track"))
+        tail += _delta(max(0, until - at)) + _END_OF_TRACK
         out = io.BytesIO()
-        write_chunk(out, b"MThd", struct.pack(">hhh", 0, 1, TICKS_PER_BEAT))
+        write_chunk(out, b"MThd", struct.pack(">hhh", 0, 1, TICKS_PER_BEAT))  # type 0, 1 track
         write_chunk(out, b"MTrk", bytes(self._track) + bytes(tail))
         return out.getvalue()
 
