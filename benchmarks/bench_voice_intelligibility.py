@@ -165,16 +165,19 @@ def _save(folder: Path | None, name: str, i: int, x: np.ndarray, rate: int) -> N
         w.writeframes((np.asarray(x) / peak * 0.9 * 32767).astype("<i2").tobytes())
 
 
-def load_singers(steps: int) -> dict[str, Callable[[PhrasePlan, float], SungAudio]]:
+def load_singers(steps: int, only: list[str] | None = None
+                 ) -> dict[str, Callable[[PhrasePlan, float], SungAudio]]:
     from engine.voice.diffsinger import DiffSingerRunner, RenderSettings
     from engine.voice.fallback_singer import FallbackSinger
 
     singers: dict[str, Callable[[PhrasePlan, float], SungAudio]] = {}
     bank = ROOT / "models_onnx" / "encore_voice"
-    if (bank / "dsconfig.yaml").exists():
+    if (bank / "dsconfig.yaml").exists() and (only is None or "encore_voice" in only):
         runner = DiffSingerRunner(bank, RenderSettings(steps=steps))
         singers["encore_voice"] = runner.render
     for teacher in ("espeak", "flite", "festival"):
+        if only is not None and f"sung/{teacher}" not in only:
+            continue
         try:
             singers[f"sung/{teacher}"] = FallbackSinger(teacher=teacher).render
         except TeacherNotFoundError as err:
@@ -189,15 +192,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="renders per phrase for timing")
     ap.add_argument("--steps", type=int, default=20, help="encore_voice's diffusion steps")
     ap.add_argument("--save", type=Path, default=None, help="write every rendering as WAV")
+    ap.add_argument("--only", nargs="+", default=None,
+                    help="only these singers/speakers (names as printed, e.g. sung/festival)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     pron = Pronouncer()
     phrases = [(make_phrase(rng, pron, 2 + 4 * i), rng.choice((90, 100, 110, 120, 140)))
                for i in range(args.phrases)]
     recogniser = PhoneRecogniser()
-    singers = load_singers(args.steps)
+    singers = load_singers(args.steps, args.only)
     speakers = {f"spoken/{n}": f for n in ("espeak", "flite", "festival")
-                if (f := speaker(n)) is not None}
+                if (args.only is None or f"spoken/{n}" in args.only)
+                and (f := speaker(n)) is not None}
     for render in singers.values():  # warm-up: sessions, children, pyworld
         render(*phrases[0])
     results = {name: Result() for name in [*singers, *speakers]}

@@ -494,8 +494,9 @@ def check_voice(patch: Patch, model_dir: str | Path | None) -> Iterator[Check]:
 
 
 def check_teacher(needed: bool) -> Check:
-    """Which speech synthesizer the fallback singer re-pitches (Festival's HTS voice, else
-    Flite, else espeak-ng: the first installed), and what is missing for a better one."""
+    """Which speech synthesizer the fallback singer re-pitches (Flite's slt voice, else
+    Festival's HTS voice, else espeak-ng: the first installed), and what is missing for a
+    better one."""
     from engine.voice.teachers import TEACHER_ORDER, TeacherNotFoundError, make_teacher
 
     missing = []
@@ -513,7 +514,7 @@ def check_teacher(needed: bool) -> Check:
     detail = ("espeak-ng (the least intelligible teacher: " if has_espeak else "none (")
     detail += "; ".join(missing) + ")"
     return Check("fallback teacher", status, detail,
-                 "apt-get install festival festvox-us-slt-hts (or flite)" if needed else "")
+                 "apt-get install flite (or festival festvox-us-slt-hts)" if needed else "")
 
 
 # ---- OSC and disk -----------------------------------------------------------------------

@@ -99,6 +99,9 @@ _PRE_PAD = 0.05
 _TAIL_PAD = 0.15
 _MAX_FIRST_ONSET = 0.35
 _MIN_VOWEL = 0.08
+_MIN_VOWEL_SHARE = 0.5
+"""Consonants are compressed where they would leave the vowel less than this share of its
+note (or ``_MIN_VOWEL`` seconds on short notes)."""
 _PORTAMENTO = 0.06
 _FADE = 0.025
 _VIBRATO_MIN_NOTE = 0.45
@@ -536,7 +539,7 @@ class FallbackSinger:
     """Sings a :class:`PhrasePlan` with a speech synthesizer's voice (its *teacher*),
     re-timed and re-pitched by WORLD.
 
-    ``teacher``: ``auto`` (Festival's HTS voice, else Flite, else espeak-ng: see
+    ``teacher``: ``auto`` (Flite's slt voice, else Festival's HTS voice, else espeak-ng: see
     :mod:`engine.voice.teachers`), or one of ``festival``, ``flite``, ``espeak``.
     ``voice`` is an espeak-ng voice name (``en-us``, ``en``, or with a variant such as
     ``en-us+f3``), used when espeak-ng is the teacher; ``sample_rate`` the output rate
@@ -686,7 +689,7 @@ def _place(syllables: tuple[SungSyllable, ...], spans: list[_Spoken | None], spb
     coda_len = [0.0] * n
     for k in range(n):
         length = ends[k] - starts[k]
-        min_vowel = max(0.5 * length, min(length, _MIN_VOWEL))
+        min_vowel = max(_MIN_VOWEL_SHARE * length, min(length, _MIN_VOWEL))
         gap = starts[k + 1] - ends[k] if k + 1 < n else 0.0
         nxt = onset[k + 1] if k + 1 < n else 0.0
         free = max(0.0, length - min_vowel + gap)

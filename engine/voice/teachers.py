@@ -5,12 +5,13 @@ A *teacher* speaks a phrase's syllables, grouped into words (see
 its audio. The fallback singer then warps that speech onto the notes with WORLD. Three
 backends, all free software Debian ships:
 
-- ``festival``: Festival with the HTS voice ``cmu_us_slt_arctic_hts`` (Debian packages
-  ``festival`` and ``festvox-us-slt-hts``; a statistical-parametric voice trained on the
-  CMU ARCTIC recordings of speaker SLT; 32 kHz). Measured the most intelligible when sung
+- ``flite``: CMU Flite with its ``slt`` voice (Debian package ``flite``, BSD-style
+  licence; a statistical-parametric voice built from the CMU ARCTIC recordings of speaker
+  SLT; 16 kHz). Measured the most intelligible when sung, and the fastest
   (``benchmarks/bench_voice_intelligibility.py``), so ``auto`` takes it first.
-- ``flite``: CMU Flite with its ``slt`` voice (Debian package ``flite``; the same speaker,
-  a smaller clustergen voice; 16 kHz).
+- ``festival``: Festival with the HTS voice ``cmu_us_slt_arctic_hts`` (Debian packages
+  ``festival`` and ``festvox-us-slt-hts``; the same speaker; 32 kHz): about as intelligible
+  when sung, three times slower; used when Flite is missing.
 - ``espeak``: espeak-ng's formant synthesis (Debian package ``espeak-ng``; 22.05 kHz),
   which lives in :mod:`engine.voice.fallback_singer` (its library reports phoneme events).
 
@@ -40,7 +41,7 @@ import numpy as np
 from engine.lyrics.phrase import SungSyllable
 from engine.voice.g2p import ARPABET_VOWELS, letters_to_phonemes, syllabify
 
-TEACHER_ORDER = ("festival", "flite", "espeak")
+TEACHER_ORDER = ("flite", "festival", "espeak")
 """``auto`` takes the first of these that is installed (most intelligible first)."""
 ARPABET_VOWEL_INITIALS = "aeiou"
 """Every ARPAbet vowel starts with one of these letters; no consonant does."""

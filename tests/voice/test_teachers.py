@@ -113,6 +113,6 @@ def test_doctor_names_the_teacher_and_what_is_missing(tmp_path: Path,
         assert found.status == "OK" and found.detail.split()[0] in INSTALLED, found.line()
     monkeypatch.setenv("PATH", str(tmp_path))
     missing = check_teacher(needed=True)
-    assert missing.status == "WARN" and "festvox-us-slt-hts" in missing.fix, missing.line()
+    assert missing.status == "WARN" and "flite" in missing.fix, missing.line()
     assert "espeak-ng" in missing.detail or "none" in missing.detail
     assert check_teacher(needed=False).status == "OK"
