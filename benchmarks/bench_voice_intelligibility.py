@@ -11,7 +11,8 @@ of the latter. 1.0 is as bad as recognising nothing.
 Singers, all on the same seeded phrases (``bench_fallback_singer.make_phrase``: CMUdict
 words on a random melody, melismas and rests), in one run:
 
-- ``encore_voice``: the shipped DiffSinger voicebank (``models_onnx/encore_voice``), 20 steps;
+- ``encore_voice``: the shipped DiffSinger voicebank (``models_onnx/encore_voice``), 20 steps
+  (``--banks`` adds other voicebank folders, e.g. a retrained one, as ``bank/<folder>``);
 - ``sung/espeak``, ``sung/flite``, ``sung/festival``: the fallback singer with each teacher
   (the speech re-timed and re-pitched onto the notes by WORLD); the teachers that are not
   installed are skipped and named;
@@ -165,7 +166,7 @@ def _save(folder: Path | None, name: str, i: int, x: np.ndarray, rate: int) -> N
         w.writeframes((np.asarray(x) / peak * 0.9 * 32767).astype("<i2").tobytes())
 
 
-def load_singers(steps: int, only: list[str] | None = None
+def load_singers(steps: int, only: list[str] | None = None, banks: list[Path] = ()
                  ) -> dict[str, Callable[[PhrasePlan, float], SungAudio]]:
     from engine.voice.diffsinger import DiffSingerRunner, RenderSettings
     from engine.voice.fallback_singer import FallbackSinger
@@ -175,6 +176,8 @@ def load_singers(steps: int, only: list[str] | None = None
     if (bank / "dsconfig.yaml").exists() and (only is None or "encore_voice" in only):
         runner = DiffSingerRunner(bank, RenderSettings(steps=steps))
         singers["encore_voice"] = runner.render
+    for extra in banks:
+        singers[f"bank/{extra.name}"] = DiffSingerRunner(extra, RenderSettings(steps=steps)).render
     for teacher in ("espeak", "flite", "festival"):
         if only is not None and f"sung/{teacher}" not in only:
             continue
@@ -192,6 +195,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="renders per phrase for timing")
     ap.add_argument("--steps", type=int, default=20, help="encore_voice's diffusion steps")
     ap.add_argument("--save", type=Path, default=None, help="write every rendering as WAV")
+    ap.add_argument("--banks", nargs="+", type=Path, default=[],
+                    help="more DiffSinger voicebank folders to compare (named by folder)")
     ap.add_argument("--only", nargs="+", default=None,
                     help="only these singers/speakers (names as printed, e.g. sung/festival)")
     args = ap.parse_args()
@@ -200,7 +205,7 @@ def main() -> None:
     phrases = [(make_phrase(rng, pron, 2 + 4 * i), rng.choice((90, 100, 110, 120, 140)))
                for i in range(args.phrases)]
     recogniser = PhoneRecogniser()
-    singers = load_singers(args.steps, args.only)
+    singers = load_singers(args.steps, args.only, args.banks)
     speakers = {f"spoken/{n}": f for n in ("espeak", "flite", "festival")
                 if (args.only is None or f"spoken/{n}" in args.only)
                 and (f := speaker(n)) is not None}
