@@ -412,7 +412,8 @@ def generate(n: int, seed: int, out: Path, *, shard_size: int = 100,
             k += 1
             batch = []
             if log:
-                print(f"[data seed {seed}] {written} phrases, {audio_s / 60:.1f} min audio, "
+                print(f"[data seed {seed}, teacher {teacher.name}] {written} phrases, "
+                      f"{audio_s / 60:.1f} min audio, "
                       f"{render_s / max(audio_s, 1e-9):.3f} s per s of audio", flush=True)
         if over:
             break
