@@ -15,7 +15,7 @@ render: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=30
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -462,6 +462,7 @@ def check_voice(patch: Patch, model_dir: str | Path | None) -> Iterator[Check]:
                     + (": the fallback singer cannot sing; with auto the set is instrumental"
                        if uses_espeak else " (not needed by this singer)"),
                     "apt-get install espeak-ng" if uses_espeak else "")
+    yield check_teacher(uses_espeak)
     try:
         singer = load_singer(patch.voice, model_dir)
     except (OSError, ValueError, RuntimeError, ImportError) as err:
@@ -490,6 +491,30 @@ def check_voice(patch: Patch, model_dir: str | Path | None) -> Iterator[Check]:
     elif rtf > VOICE_RTF_WARN:
         verdict, detail = "WARN", detail + f": over the voice worker's target {VOICE_RTF_WARN}"
     yield Check("voice speed", verdict, detail, fix if verdict != "OK" else "", rtf)
+
+
+def check_teacher(needed: bool) -> Check:
+    """Which speech synthesizer the fallback singer re-pitches (Flite's slt voice, else
+    Festival's HTS voice, else espeak-ng: the first installed), and what is missing for a
+    better one."""
+    from engine.voice.teachers import TEACHER_ORDER, TeacherNotFoundError, make_teacher
+
+    missing = []
+    for name in TEACHER_ORDER[:-1]:
+        try:
+            make_teacher(name).close()
+        except (TeacherNotFoundError, RuntimeError, OSError) as err:
+            missing.append(f"{name}: {err}")
+            continue
+        detail = f"{name}" + (f" ({len(missing)} better one missing)" if missing else
+                              " (the most intelligible one)")
+        return Check("fallback teacher", "OK", detail)
+    has_espeak = ctypes.util.find_library("espeak-ng") is not None
+    status: Status = "WARN" if needed else "OK"
+    detail = ("espeak-ng (the least intelligible teacher: " if has_espeak else "none (")
+    detail += "; ".join(missing) + ")"
+    return Check("fallback teacher", status, detail,
+                 "apt-get install flite (or festival festvox-us-slt-hts)" if needed else "")
 
 
 # ---- OSC and disk -----------------------------------------------------------------------

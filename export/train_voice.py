@@ -204,7 +204,7 @@ def _train_acoustic(a: argparse.Namespace, run: Run) -> None:
         lr = a.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + np.cos(
             np.pi * min(1.0, progress))))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = float(lr)  # a numpy float would not load weights-only
         k = int(sampler.batch(step)[0])
         if a.record_windows:
             seen.append((step, sampler.epoch_of(step), list(range(k * a.batch,
@@ -283,7 +283,7 @@ def _train_vocoder(a: argparse.Namespace, run: Run) -> None:
             break
         lr = a.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = float(lr)  # a numpy float would not load weights-only
         index = sampler.batch(step)
         if a.record_windows:
             seen.append((step, sampler.epoch_of(step), index.tolist()))

@@ -4,7 +4,9 @@ the DiffSinger runner feeds.
     python -m export.train_voice data --phrases 2000 --workers 2     # -> export/cache/voice/
 
 Each example is one random phrase plan (CMUdict words on a random melody) sung by
-:class:`~engine.voice.fallback_singer.FallbackSinger` (espeak-ng re-pitched by WORLD) at
+:class:`~engine.voice.fallback_singer.FallbackSinger` (its teacher, the first installed of
+Flite's slt voice, Festival's HTS voice and espeak-ng, re-pitched by WORLD: see
+:mod:`engine.voice.teachers`) at
 44.1 kHz, and, on the frame grid of :func:`engine.voice.timing.time_phrase` (hop 512), what
 the runner will feed a voicebank plus the teacher's answer:
 
@@ -22,13 +24,17 @@ the runner will feed a voicebank plus the teacher's answer:
 - ``audio``: that same audio on the grid: ``n_frames * 512`` samples (int16).
 
 Both the teacher and ``time_phrase`` put each syllable's vowel on its note's start and the
-consonants before it (OpenUtau's convention); their consonant lengths differ (espeak-ng's
-own vs 60 ms each). :func:`alignment_lag` measures how well the two line up: the lag (in
+consonants before it (OpenUtau's convention); their consonant lengths differ (the
+teacher's own vs 60 ms each). :func:`alignment_lag` measures how well the two line up: the lag (in
 frames) that best matches the teacher's energy envelope to the vowel frames of the timing.
 
-Licence of the data: the audio is synthesized here by espeak-ng (GPL-3.0-or-later
-software; its synthesized output is not a covered work of the program, so the
-licence does not extend to it) re-pitched by WORLD (pyworld, modified-BSD/MIT-style). The
+Licence of the data: the audio is synthesized here by the teacher: Flite's slt voice
+(BSD-style licence; built from the CMU ARCTIC recordings, released by CMU for any use),
+Festival (X11-style licence) with the HTS voice cmu_us_slt_arctic_hts (BSD-3-Clause and
+CMU's free licence), or
+espeak-ng (GPL-3.0-or-later software; its synthesized output is not a covered work of the
+program, so the licence does not extend to it); re-pitched by WORLD (pyworld,
+modified-BSD/MIT-style). The
 words come from CMUdict (BSD-style licence). No recordings of people are involved.
 """
 
@@ -218,6 +224,7 @@ class Teacher:
         self.world = _RecordingWorld(fb._pw())
         fb._pyworld = self.world  # the fallback singer asks fb._pw() for pyworld each render
         self.singer = fb.FallbackSinger(sample_rate=SAMPLE_RATE)
+        self.name = self.singer.teacher.name
 
     def sing(self, plan: PhrasePlan, tempo: float) -> tuple[np.ndarray, float, np.ndarray,
                                                              float]:
@@ -405,7 +412,8 @@ def generate(n: int, seed: int, out: Path, *, shard_size: int = 100,
             k += 1
             batch = []
             if log:
-                print(f"[data seed {seed}] {written} phrases, {audio_s / 60:.1f} min audio, "
+                print(f"[data seed {seed}, teacher {teacher.name}] {written} phrases, "
+                      f"{audio_s / 60:.1f} min audio, "
                       f"{render_s / max(audio_s, 1e-9):.3f} s per s of audio", flush=True)
         if over:
             break

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(libfluidsynth3 fluidsynth timgm6mb-soundfont libportaudio2 jackd2 sox espeak-ng g++ gcc
+    flite  # the fallback singer's teacher (CMU slt voice, BSD-style licence): engine/voice/teachers.py
     freedoom  # band-music MIDI (BSD-3-Clause) read by export/freedoom_corpus.py
     chromium chromium-driver)  # the stage page's browser tests
 VENV=.venv

@@ -788,6 +788,14 @@ TABLE: dict[str, Run] = {
     "pip install -e '.[export]'": Run(
         runs="pip install --dry-run --no-deps -e '.[export]'", runner=run_pip,
         why=PIP_DRY_RUN),
+    "pip install -e '.[bench]'": Run(
+        runs="pip install --dry-run --no-deps -e '.[bench]'", runner=run_pip,
+        why=PIP_DRY_RUN),
+    ".venv/bin/python benchmarks/bench_voice_intelligibility.py": Run(
+        runs=".venv/bin/python benchmarks/bench_voice_intelligibility.py --phrases 1 "
+             "--repeats 1 --only sung/flite spoken/espeak",
+        why="one phrase, one render, two singers (the fallback singer on Flite, espeak-ng "
+            "speaking)", check=expect("sung/flite", "PER pooled")),
     "pip install -e '.[link]'": Run(
         runs="pip install --dry-run --no-deps -e '.[link]'", runner=run_pip,
         why=PIP_DRY_RUN),

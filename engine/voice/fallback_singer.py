@@ -81,6 +81,13 @@ from scipy.signal import resample_poly
 
 from engine.lyrics.phrase import PhrasePlan, SungSyllable
 from engine.voice.singer import SungAudio
+from engine.voice.teachers import (
+    TEACHER_ORDER,
+    Speech,
+    Teacher,
+    TeacherNotFoundError,
+    make_teacher,
+)
 
 FRAME_PERIOD_MS = 5.0
 """WORLD's analysis and synthesis hop."""
@@ -92,6 +99,9 @@ _PRE_PAD = 0.05
 _TAIL_PAD = 0.15
 _MAX_FIRST_ONSET = 0.35
 _MIN_VOWEL = 0.08
+_MIN_VOWEL_SHARE = 0.5
+"""Consonants are compressed where they would leave the vowel less than this share of its
+note (or ``_MIN_VOWEL`` seconds on short notes)."""
 _PORTAMENTO = 0.06
 _FADE = 0.025
 _VIBRATO_MIN_NOTE = 0.45
@@ -116,7 +126,7 @@ _ESPEAK_VOWEL_START = set("aAeEiIoOuUV@3")
 """espeak-ng's English vowel mnemonics all begin with one of these; no consonant does."""
 
 
-class EspeakNotFoundError(RuntimeError):
+class EspeakNotFoundError(TeacherNotFoundError):
     """espeak-ng's library (Debian package ``espeak-ng``) is not installed."""
 
 
@@ -426,6 +436,49 @@ def _espeak_word(syllables: tuple[SungSyllable, ...], group: list[int]) -> dict[
     return {"texts": texts}
 
 
+class EspeakTeacher:
+    """espeak-ng as a teacher (see :mod:`engine.voice.teachers`): its library in a fresh
+    child process per phrase, phoneme times from its events."""
+
+    name = "espeak"
+    vowel_initials = "".join(sorted(_ESPEAK_VOWEL_START))
+
+    def __init__(self, voice: str = "en-us") -> None:
+        self.voice = voice
+        self._worker = _EspeakWorker()
+        self._worker.run(voice, [])  # fail early on a missing espeak-ng or an unknown voice
+
+    def close(self) -> None:
+        self._worker.close()
+
+    def speak(self, syllables: tuple[SungSyllable, ...], groups: list[list[int]]) -> Speech:
+        header, audio = self._worker.run(self.voice, [_espeak_word(syllables, g)
+                                                      for g in groups])
+        return Speech(audio, int(header["sample_rate"]), header["words"])
+
+
+def load_teacher(name: str = "auto", voice: str = "en-us") -> Teacher:
+    """The named teacher (``festival``, ``flite`` or ``espeak``); ``auto``: the first of
+    :data:`~engine.voice.teachers.TEACHER_ORDER` that is installed, espeak-ng last.
+    ``voice`` is espeak-ng's voice (the others have one each). Raises
+    :class:`TeacherNotFoundError` (:class:`EspeakNotFoundError` for espeak-ng) when the
+    named one, or for ``auto`` every one, is missing."""
+    if name == "espeak":
+        return EspeakTeacher(voice)
+    if name != "auto":
+        return make_teacher(name)
+    missing = []
+    for candidate in TEACHER_ORDER:
+        try:
+            return EspeakTeacher(voice) if candidate == "espeak" else make_teacher(candidate)
+        except TeacherNotFoundError as err:
+            if candidate == "espeak":
+                raise EspeakNotFoundError(f"no speech synthesizer for the fallback singer "
+                                          f"({'; '.join(missing)}; {err})") from err
+            missing.append(str(err))
+    raise AssertionError("unreachable: espeak is the last teacher")
+
+
 @dataclass(frozen=True)
 class _Spoken:
     """One syllable's span in the spoken audio, in seconds."""
@@ -436,7 +489,8 @@ class _Spoken:
     end: float
 
 
-def _split_word(phones: list[list[Any]], k: int, sr: int) -> list[_Spoken | None]:
+def _split_word(phones: list[list[Any]], k: int, sr: int,
+                vowel_initials: str | set[str] = _ESPEAK_VOWEL_START) -> list[_Spoken | None]:
     """Split one spoken word (its phonemes as ``[name, start, end]``, in samples at ``sr``)
     into ``k`` syllables at its vowels.
 
@@ -448,7 +502,7 @@ def _split_word(phones: list[list[Any]], k: int, sr: int) -> list[_Spoken | None
     """
     if not phones:
         return [None] * k
-    vowels = [i for i, p in enumerate(phones) if p[0][0] in _ESPEAK_VOWEL_START]
+    vowels = [i for i, p in enumerate(phones) if p[0][0] in vowel_initials]
     m = len(vowels)
     if m == 0:
         whole = _Spoken(phones[0][1] / sr, phones[0][1] / sr, phones[-1][2] / sr,
@@ -482,28 +536,32 @@ class _Placed:
 
 
 class FallbackSinger:
-    """Sings a :class:`PhrasePlan` with espeak-ng's voice, re-timed and re-pitched by WORLD.
+    """Sings a :class:`PhrasePlan` with a speech synthesizer's voice (its *teacher*),
+    re-timed and re-pitched by WORLD.
 
+    ``teacher``: ``auto`` (Flite's slt voice, else Festival's HTS voice, else espeak-ng: see
+    :mod:`engine.voice.teachers`), or one of ``festival``, ``flite``, ``espeak``.
     ``voice`` is an espeak-ng voice name (``en-us``, ``en``, or with a variant such as
-    ``en-us+f3``); ``sample_rate`` the output rate (44100 by default; any rate works, the
-    spoken audio is 22050 Hz). Thread-safe; deterministic for the same plan and tempo.
-    Raises :class:`EspeakNotFoundError` at construction when espeak-ng is missing.
+    ``en-us+f3``), used when espeak-ng is the teacher; ``sample_rate`` the output rate
+    (44100 by default; any rate works). Thread-safe; deterministic for the same plan and
+    tempo. Raises :class:`EspeakNotFoundError` at construction when no teacher is installed
+    (:class:`~engine.voice.teachers.TeacherNotFoundError` when a named one is missing).
     """
 
     name = "fallback"
 
-    def __init__(self, sample_rate: int = 44100, voice: str = "en-us") -> None:
+    def __init__(self, sample_rate: int = 44100, voice: str = "en-us",
+                 teacher: str = "auto") -> None:
         if sample_rate < 16000:
             raise ValueError(f"sample_rate {sample_rate} too low: use 44100 or 48000")
         self.sample_rate = int(sample_rate)
         self.voice = voice
         _pw()  # fail early on a missing pyworld
-        self._worker = _EspeakWorker()
-        self._finalizer = weakref.finalize(self, self._worker.close)
-        self._worker.run(voice, [])  # and on a missing espeak-ng or an unknown voice
+        self.teacher = load_teacher(teacher, voice)
+        self._finalizer = weakref.finalize(self, self.teacher.close)
 
     def close(self) -> None:
-        """Stop the spare espeak-ng child process (also done when the singer is collected)."""
+        """Stop the teacher's spare child process (also done when the singer is collected)."""
         self._finalizer()
 
     # -- public --------------------------------------------------------------------------
@@ -530,15 +588,14 @@ class FallbackSinger:
 
     def _speak(self, syllables: tuple[SungSyllable, ...]
                ) -> tuple[np.ndarray, list[_Spoken | None], int]:
-        """espeak-ng's speech of the phrase and each syllable's span in it."""
+        """The teacher's speech of the phrase and each syllable's span in it."""
         groups = _groups(syllables)
-        header, audio = self._worker.run(self.voice, [_espeak_word(syllables, g)
-                                                      for g in groups])
-        sr = int(header["sample_rate"])
+        speech = self.teacher.speak(syllables, groups)
+        sr = speech.sample_rate
         spans: list[_Spoken | None] = []
-        for group, phones in zip(groups, header["words"], strict=True):
-            spans.extend(_split_word(phones, len(group), sr))
-        return audio, spans, sr
+        for group, phones in zip(groups, speech.words, strict=True):
+            spans.extend(_split_word(phones, len(group), sr, self.teacher.vowel_initials))
+        return speech.audio, spans, sr
 
     # -- WORLD ---------------------------------------------------------------------------
 
@@ -632,7 +689,7 @@ def _place(syllables: tuple[SungSyllable, ...], spans: list[_Spoken | None], spb
     coda_len = [0.0] * n
     for k in range(n):
         length = ends[k] - starts[k]
-        min_vowel = max(0.5 * length, min(length, _MIN_VOWEL))
+        min_vowel = max(_MIN_VOWEL_SHARE * length, min(length, _MIN_VOWEL))
         gap = starts[k + 1] - ends[k] if k + 1 < n else 0.0
         nxt = onset[k + 1] if k + 1 < n else 0.0
         free = max(0.0, length - min_vowel + gap)

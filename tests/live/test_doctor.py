@@ -16,7 +16,8 @@ from engine.live import audio_core
 from engine.patch import parse_patch
 
 NAMES = ("patch", "soundfont", "audio output", "audio path", "MIDI system", "onnxruntime",
-         "song model", "lyrics", "singer", "espeak-ng", "voice speed", "OSC port", "disk")
+         "song model", "lyrics", "singer", "espeak-ng", "fallback teacher", "voice speed",
+         "OSC port", "disk")
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:

@@ -1,5 +1,8 @@
 """The fallback singer, for real: espeak-ng speaks, WORLD re-pitches, WORLD's Harvest listens.
 
+These tests pin the espeak-ng teacher (``teacher="espeak"``); the other teachers are tested
+in ``test_teachers.py``.
+
 Pitch is judged per note: over the voiced frames inside the note (its first and last 50 ms
 left out for portamento), the median absolute error in cents against the note's pitch.
 Measured here: 0-12 cents per note; the bound is 50.
@@ -48,7 +51,7 @@ HOLD = plan(
 
 @pytest.fixture(scope="module")
 def singer() -> Iterator[fs.FallbackSinger]:
-    s = fs.FallbackSinger()
+    s = fs.FallbackSinger(teacher="espeak")
     yield s
     s.close()
 
@@ -177,7 +180,7 @@ def test_word_not_in_cmudict_still_sings(singer: fs.FallbackSinger) -> None:
 
 
 def test_other_output_rate(hold_audio: SungAudio) -> None:
-    singer48 = fs.FallbackSinger(sample_rate=48000)
+    singer48 = fs.FallbackSinger(sample_rate=48000, teacher="espeak")
     try:
         p = plan(syl("go", "g ow", [(69, 4.0, 1.0)]), syl("home", "hh ow m", [(64, 5.0, 1.0)]))
         audio = singer48.render(p, TEMPO)
@@ -197,7 +200,7 @@ def test_bad_input_is_refused(singer: fs.FallbackSinger) -> None:
         singer.render(plan(syl("a", "ah", [(60, 4, 1)]), syl("b", "b iy", [(60, 2, 1)])),
                       TEMPO)
     with pytest.raises(ValueError, match="no voice"):
-        fs.FallbackSinger(voice="no-such-voice")
+        fs.FallbackSinger(voice="no-such-voice", teacher="espeak")
 
 
 def test_missing_espeak_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,7 +210,7 @@ def test_missing_espeak_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     assert source != fs._WORKER_SOURCE
     monkeypatch.setattr(fs, "_WORKER_SOURCE", source)
     with pytest.raises(fs.EspeakNotFoundError, match="apt-get install"):
-        fs.FallbackSinger()
+        fs.FallbackSinger(teacher="espeak")
 
 
 def test_arpabet_spelling() -> None:
