@@ -26,11 +26,11 @@ Printed per run: bars played and replaced by the fallback (late bars), audio und
 and late audio events, the MIDI sender's late (> 3 ms) and dropped (> 50 ms) notes, the
 loop's longest lag and its 99th percentile (``loop_lag_ms_max``, ``loop_lag_ms_p99``: how
 late a 10 ms sleep of the show's loop woke), the bars' push lateness, the OSC counts (good,
-refused by
-kind, over budget, coalesced, datagrams read, kernel drops), the control records in the
-log, and the state: for ``hostile`` every value the tablet sees must equal the control
-run's start (no state changes, no control records); for ``valid`` the last values sent
-must be the state, with the records bounded (about one per target per landing point).
+refused by kind, over budget, coalesced, datagrams read, kernel drops), the control
+records in the log, and the state: for ``hostile`` every value the tablet sees must
+equal the control run's start (no state changes, no control records); for ``valid`` the
+last values sent must be the state, with the records bounded (about one per target per
+landing point).
 
 Goals (the issue): hostile: 0 late bars, 0 underruns beyond the control's, loop held
 <= 10 ms, 0 state changes; valid: the music as in the control, the log bounded. The

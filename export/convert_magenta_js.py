@@ -703,7 +703,12 @@ def convert(dir: StrPath, out_dir: StrPath, name: str | None = None) -> list[Pat
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
     config, weights = read_checkpoint(folder)
-    model = to_musicvae(config, weights, name=name)
+    try:
+        model = to_musicvae(config, weights, name=name)
+    except ValueError as err:  # the config and weights disagree: name the folder they are in
+        if str(folder) in str(err):
+            raise
+        raise ValueError(f"{folder}: {err}") from None
     out = Path(out_dir)
     names = [f"{name}.pt", f"{name}.encoder.onnx", f"{name}.decoder.onnx"]
     if model.cfg.extra["encoder"].startswith("skipped"):
