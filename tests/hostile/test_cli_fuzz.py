@@ -258,7 +258,7 @@ def test_fuzz_voicebanks_through_render(tmp_path: Path, bounded, tiny_model_dir)
 
         @given(at=st.integers(0, 400), junk=junk, mode=st.integers(0, 2),
                which=st.sampled_from(sorted(texts)))
-        @fuzz_settings(6)
+        @fuzz_settings(8)
         def test(at, junk, mode, which):
             for path, text in texts.items():
                 if path == which:
@@ -271,6 +271,18 @@ def test_fuzz_voicebanks_through_render(tmp_path: Path, bounded, tiny_model_dir)
         cli({_render(repr(str(patch)), str(tmp_path), tiny_model_dir, audio=True)},
             {str(bank)!r}, warm=True)  # the good bank
         test()
+        # and two that must be refused: broken YAML, character.txt a FIFO
+        for path, text in texts.items():
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        with open({str(dsconfig)!r}, "a", encoding="utf-8") as f:
+            f.write("hop_size: {{\\n")
+        cli({_render(repr(str(patch)), str(tmp_path), tiny_model_dir, audio=True)}, {str(bank)!r})
+        with open({str(dsconfig)!r}, "w", encoding="utf-8") as f:
+            f.write(texts[{str(dsconfig)!r}])
+        os.remove({str(character)!r})
+        os.mkfifo({str(character)!r})
+        cli({_render(repr(str(patch)), str(tmp_path), tiny_model_dir, audio=True)}, {str(bank)!r})
         """, timeout=400.0)
 
 
