@@ -23,12 +23,14 @@ runs, alternated in each round so that they see the same load:
   pad and the tempo; ``--valid-rate`` datagrams a second), ending with known values.
 
 Printed per run: bars played and replaced by the fallback (late bars), audio underruns
-and late audio events, the loop's longest lag (``loop_lag_ms_max``: how late a 10 ms
-sleep of the show's loop woke), the bars' push lateness, the OSC counts (good, refused by
-kind, over budget, coalesced, datagrams read, kernel drops), the control records in the
-log, and the state: for ``hostile`` every value the tablet sees must equal the control
-run's start (no state changes, no control records); for ``valid`` the last values sent
-must be the state, with the records bounded (about one per target per landing point).
+and late audio events, the MIDI sender's late (> 3 ms) and dropped (> 50 ms) notes, the
+loop's longest lag and its 99th percentile (``loop_lag_ms_max``, ``loop_lag_ms_p99``: how
+late a 10 ms sleep of the show's loop woke), the bars' push lateness, the OSC counts (good,
+refused by kind, over budget, coalesced, datagrams read, kernel drops), the control
+records in the log, and the state: for ``hostile`` every value the tablet sees must
+equal the control run's start (no state changes, no control records); for ``valid`` the
+last values sent must be the state, with the records bounded (about one per target per
+landing point).
 
 Goals (the issue): hostile: 0 late bars, 0 underruns beyond the control's, loop held
 <= 10 ms, 0 state changes; valid: the music as in the control, the log bounded. The
@@ -290,6 +292,7 @@ def _wait_for_show(show: subprocess.Popen, tablet: socket.socket,
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     health = result.get("health", {})
     audio, osc = health.get("audio", {}), health.get("osc", {})
+    midi = health.get("midi", {})
     refused = {k: osc.get(k, 0) for k in ("bad_parse", "unknown_address", "out_of_range",
                                           "too_large", "too_many_elements", "too_complex")}
     watched = [a for a in STATE_ADDRESSES if a in result.get("before", {})]
@@ -302,7 +305,10 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "late bars": health.get("bars_fallback", "?"),
         "underruns": audio.get("underruns", "?"),
         "late audio": audio.get("events_late", "?"),
+        "midi late": midi.get("late", "?"),
+        "midi dropped": midi.get("dropped", "?"),
         "loop lag ms": health.get("loop_lag_ms_max", "n/a"),
+        "loop p99 ms": health.get("loop_lag_ms_p99", "n/a"),
         "push late ms": health.get("push_late_ms_max", "?"),
         "voice missed": health.get("voice", {}).get("missed", "?"),
         "osc good": osc.get("good", "?"),

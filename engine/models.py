@@ -19,9 +19,10 @@ from pathlib import Path
 import onnxruntime as ort
 
 from engine.shipped import shipped_folder
+from engine.untrusted import UntrustedFileError, check_file
 
-__all__ = ["MODELS_ENV", "SHIPPED_MODELS", "choose_providers", "model_dirs", "open_session",
-           "session_options"]
+__all__ = ["MAX_MODEL_BYTES", "MODELS_ENV", "SHIPPED_MODELS", "choose_providers", "model_dirs",
+           "open_session", "session_options"]
 
 StrPath = str | PathLike[str]
 
@@ -29,6 +30,10 @@ MODELS_ENV = "ENCORE_MODELS"
 """Environment variable: a folder (or several, joined by ``os.pathsep``) of models."""
 SHIPPED_MODELS = shipped_folder("models_onnx")
 """The models that come with Encore."""
+MAX_MODEL_BYTES = 2**31
+"""The largest ONNX file opened: protobuf's own limit (2 GiB; weights past it live in
+external data files). The graphs Encore ships are a few MB, a voicebank's up to a few
+hundred."""
 
 
 def model_dirs(model_dir: StrPath | None = None) -> list[Path]:
@@ -71,8 +76,19 @@ def session_options(threads: int | None = 1, *, spinning: bool = True) -> ort.Se
 def open_session(path: StrPath, *, threads: int | None = 1,
                  providers: Sequence[str] | None = None,
                  spinning: bool = True) -> ort.InferenceSession:
-    """An ONNX Runtime session for ``path``. ONNX Runtime's own exceptions (Fail,
-    InvalidGraph, ...) pass through: each runner turns them into its own error, which names
-    how to make a model it can read."""
+    """An ONNX Runtime session for ``path``.
+
+    ``path`` must be a regular file of at most :data:`MAX_MODEL_BYTES`, checked before ONNX
+    Runtime opens it (a FIFO would hang the open, a device or a huge file would fill the
+    memory): :class:`~engine.untrusted.UntrustedFileError` otherwise (a ValueError; a
+    missing file is a :class:`~engine.untrusted.MissingFileError`, also a
+    FileNotFoundError). ONNX Runtime's own exceptions (Fail, InvalidGraph, ...) pass
+    through: each runner turns them into its own error, which names how to make a model it
+    can read."""
+    size = check_file(path, "give the path of an .onnx file").st_size
+    if size > MAX_MODEL_BYTES:
+        raise UntrustedFileError(path, f"{size / 2**30:.1f} GiB, larger than the "
+                                 f"{MAX_MODEL_BYTES >> 30} GiB of any graph Encore runs",
+                                 "is it the right file?")
     return ort.InferenceSession(str(path), sess_options=session_options(threads, spinning=spinning),
                                 providers=choose_providers(providers))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,13 @@ __all__ = ["OscSettings"]
 
 
 # ---- settings -------------------------------------------------------------------------
+def shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted as in TOML, cut to about ``limit`` characters (a value from a file
+    may be megabytes long; a message shows its start)."""
+    return json.dumps(text if len(text) <= limit else text[:limit - 3] + "...",
+                      ensure_ascii=False)
+
+
 def _setting(default: Any = dataclasses.MISSING, help: str = "", *,
              range: tuple[float | None, float | None] | None = None) -> Any:
     """A field with the metadata :func:`engine.patch.setting` gives, so the patch reader
@@ -52,11 +60,11 @@ class OscSettings:
             try:
                 ipaddress.ip_address(self.host)
             except ValueError:
-                yield "host", (f'= "{self.host}" is not an IP address; use "0.0.0.0" for '
+                yield "host", (f'= {shown(self.host)} is not an IP address; use "0.0.0.0" for '
                                'every network or "127.0.0.1" for this computer only')
         for entry in self.allow:
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                yield "allow", (f'has "{entry}", which is not an IP address or network; '
+                yield "allow", (f"has {shown(entry)}, which is not an IP address or network; "
                                 'write e.g. "192.168.1.20" or "192.168.1.0/24"')

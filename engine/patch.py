@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 from engine.osc_settings import OscSettings
 from engine.shipped import shipped_folder
+from engine.untrusted import MissingFileError, UntrustedFileError, read_text
 from engine.web_settings import WebSettings
 
 __all__ = [
@@ -206,8 +207,8 @@ class Form:
                                 f"sections; set it between 0 and {n - 1}")
         for name in dict.fromkeys(self.sections):
             if name not in self.lengths:
-                yield "sections", (f'uses "{name}", which has no length; add {name} = 8 '
-                                   "under [form.lengths]")
+                yield "sections", (f"uses {_show(name)}, which has no length; add "
+                                   f"{_key(name)} = 8 under [form.lengths]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,23 +434,14 @@ def load_patch(path: str | PathLike[str], *, validate_files: bool = False) -> Pa
         if shipped.is_file():
             p, source = shipped, str(shipped)
     try:
-        if p.exists() and not p.is_file():  # a folder, or a device that never ends
-            raise PatchError(source, ["is not a file; give a patch file (.toml)"])
-        size = p.stat().st_size if p.is_file() else 0
-        if size > MAX_PATCH_BYTES:
-            raise PatchError(source, [f"is {size / 2**20:.1f} MiB; a patch is a few kilobytes of "
-                                      f"TOML (at most {MAX_PATCH_BYTES >> 20} MiB): is this the "
-                                      "right file?"])
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        text = read_text(p, MAX_PATCH_BYTES)
+    except MissingFileError:
         names = ", ".join(sorted(q.stem for q in PATCHES_DIR.glob("*.toml"))) or "none"
         raise PatchError(source, [f"no such patch file; the shipped patches ({names}) are "
                                   f"in {PATCHES_DIR}"]) from None
-    except UnicodeDecodeError as err:
-        raise PatchError(source, [f"is not UTF-8 text ({err.reason} at byte {err.start}); "
-                                  "save it as UTF-8"]) from None
-    except OSError as err:
-        raise PatchError(source, [f"cannot be read: {err.strerror or err}"]) from None
+    except UntrustedFileError as err:  # a folder, a FIFO, a device, too large, not UTF-8
+        raise PatchError(source, [f"{err.what}; give a patch file: a few kilobytes of TOML "
+                                  "text, saved as UTF-8"]) from None
     return parse_patch(text, source=source, validate_files=validate_files)
 
 
@@ -686,7 +678,8 @@ def _header(where: tuple[str, ...]) -> str:
 
 
 def _key(key: Any) -> str:
-    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_<>-]+(\[\d+\])?", key):
+    if isinstance(key, str) and len(key) <= 40 and re.fullmatch(r"[A-Za-z0-9_<>-]+(\[\d+\])?",
+                                                                key):
         return key
     return _show(str(key))
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.osc_settings import OscSettings
+from engine.osc_settings import OscSettings, shown
 
 MIN_PIN = 4
 MAX_PIN = 64
@@ -69,7 +69,7 @@ class WebSettings:
             yield "pin", (f"must be {MIN_PIN} to {MAX_PIN} printable characters without "
                           'spaces; write e.g. pin = "4711"')
         elif not self.pin and not self.loopback:
-            yield "pin", (f'is empty but host = "{self.host}" listens beyond this computer: '
+            yield "pin", (f"is empty but host = {shown(self.host)} listens beyond this computer: "
                           "anyone on the network could steer the set; set a PIN, e.g. "
                           'pin = "4711", or host = "127.0.0.1"')
 

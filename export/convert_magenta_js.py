@@ -49,7 +49,15 @@ from engine.music.encoding import (
     PART_DEPTHS,
 )
 from engine.output_files import staged
-from engine.untrusted import MiB, UntrustedFileError, excerpt, parse_json, read_text
+from engine.untrusted import (
+    MiB,
+    UntrustedFileError,
+    check_file,
+    excerpt,
+    parse_json,
+    read_bytes,
+    read_text,
+)
 from export import musicvae_onnx
 from export.musicvae import MusicVAE, MusicVAEConfig, save_checkpoint
 
@@ -97,7 +105,7 @@ def _short_shard(paths: list[str], sizes: list[int]) -> str:
     return paths[-1]
 
 
-def _decode_weight(raw: bytes, spec: dict) -> np.ndarray:
+def _decode_weight(raw: bytes | memoryview, spec: dict) -> np.ndarray:
     shape = tuple(int(d) for d in spec["shape"])
     quant = spec.get("quantization")
     count = math.prod(shape)
@@ -116,17 +124,18 @@ def _decode_weight(raw: bytes, spec: dict) -> np.ndarray:
 
 def _weight_nbytes(spec: dict, where: str) -> int:
     if not isinstance(spec, dict):
-        raise ValueError(f"{where}: weight entry {spec!r} is not an object with name, shape "
+        raise ValueError(f"{where}: weight entry {excerpt(spec)} is not an object with name, shape "
                          "and dtype; the manifest is damaged, re-download it")
     name = spec.get("name")
     try:
         shape = [int(d) for d in spec["shape"]]
         dtype = spec["dtype"]
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{where}: weight entry {spec!r} lacks a valid name/shape/dtype "
-                         f"({err!r}); the manifest is damaged, re-download it") from err
+        raise ValueError(f"{where}: weight entry {excerpt(spec)} lacks a valid name/shape/"
+                         f"dtype ({excerpt(str(err))}); the manifest is damaged, re-download "
+                         "it") from err
     if not isinstance(name, str) or not isinstance(dtype, str) or any(d < 0 for d in shape):
-        raise ValueError(f"{where}: weight entry {spec!r} has no name, no dtype name or a "
+        raise ValueError(f"{where}: weight entry {excerpt(spec)} has no name, no dtype name or a "
                          "negative dimension; the manifest is damaged, re-download it")
     quant = spec.get("quantization")
     if quant:
@@ -209,45 +218,69 @@ def read_checkpoint(dir: StrPath) -> tuple[dict, dict[str, np.ndarray]]:  # noqa
                          "checkpoint")
     shards = {(index, p): _shard_file(folder, p, manifest_path, index)
               for index, g in enumerate(manifest) for p in g["paths"]}
-    missing = [p for (_, p), path in shards.items() if not path.is_file()]
+    missing = [p for (_, p), path in shards.items() if not path.exists()]
     if missing:
         raise ValueError(f"{folder}: shard files listed in {MANIFEST_FILE} are missing: "
-                         f"{missing}; download them into the folder beside {MANIFEST_FILE}")
+                         f"{excerpt(missing, 200)}; download them into the folder beside "
+                         f"{MANIFEST_FILE}")
+    needs = [[_weight_nbytes(spec, f"{manifest_path} group {index}") for spec in g["weights"]]
+             for index, g in enumerate(manifest)]
+    if sum(map(sum, needs)) > MAX_CHECKPOINT_BYTES:
+        raise UntrustedFileError(manifest_path, f"its weights take {sum(map(sum, needs)):,} "
+                                 f"bytes, more than the {MAX_CHECKPOINT_BYTES >> 20} MiB of any "
+                                 "MusicVAE checkpoint", "re-download the checkpoint folder")
     weights: dict[str, np.ndarray] = {}
     for index, group in enumerate(manifest):
         paths = [str(p) for p in group["paths"]]
-        chunks = [shards[index, p].read_bytes() for p in paths]
-        sizes = [len(c) for c in chunks]
-        data = b"".join(chunks)
         where = f"{manifest_path} group {index}"
-        sizes_needed = [_weight_nbytes(spec, where) for spec in group["weights"]]
+        sizes_needed = needs[index]
         need = sum(sizes_needed)
-        if need > len(data):
-            ends = np.cumsum(sizes_needed)
-            first = int(np.argmax(ends > len(data)))  # the first weight running past the end
-            spec, nbytes = group["weights"][first], sizes_needed[first]
-            offset = int(ends[first]) - nbytes
-            shard = _short_shard(paths, sizes)
+        # each shard is checked (a regular file: no FIFO, no device) and sized before any
+        # is read; together they must hold exactly what the manifest's weights take
+        sizes = [check_file(shards[index, p], "re-download the checkpoint folder").st_size
+                 for p in paths]
+        if need > sum(sizes):
+            _truncated(folder, paths, sizes, group["weights"], sizes_needed, index)
+        if need < sum(sizes):
             raise ValueError(
-                f"{folder / shard}: shard looks truncated: weight '{spec['name']}' (shape "
-                f"{spec['shape']}) needs bytes {offset}..{offset + nbytes} of group {index}'s "
-                f"shards {paths}, which hold {len(data)} bytes in all (the group needs "
-                f"{need}). Re-download {shard} (or the whole checkpoint folder); the manifest "
-                "and the shards must come from the same export")
-        if need < len(data):
-            raise ValueError(
-                f"{where}: shards {paths} hold {len(data)} bytes but the manifest's weights "
-                f"take {need}; the shard sizes disagree with the shapes (shards from another "
-                "export, or a wrong file). Re-download the checkpoint folder")
-        offset = 0
+                f"{where}: shards {excerpt(paths, 200)} hold {sum(sizes)} bytes but the "
+                f"manifest's weights take {need}; the shard sizes disagree with the shapes "
+                "(shards from another export, or a wrong file). Re-download the checkpoint "
+                "folder")
+        data = b"".join(read_bytes(shards[index, p], size, "re-download the checkpoint folder")
+                        for p, size in zip(paths, sizes, strict=True))
+        if len(data) != need:  # a shard changed size while it was read
+            raise ValueError(f"{where}: shards {excerpt(paths, 200)} changed while they were read; "
+                             "convert again once the download has finished")
+        view, offset = memoryview(data), 0  # weights are views of the shards, not copies
         for spec, nbytes in zip(group["weights"], sizes_needed, strict=True):
             name = spec["name"]
             if name in weights:
                 raise ValueError(f"{where}: weight '{name}' is listed twice; the manifest is "
                                  "damaged, re-download it")
-            weights[name] = _decode_weight(data[offset:offset + nbytes], spec)
+            weights[name] = _decode_weight(view[offset:offset + nbytes], spec)
             offset += nbytes
     return config, weights
+
+
+def _truncated(folder: Path, paths: list[str], sizes: list[int], specs: list[dict],
+               sizes_needed: list[int], index: int) -> None:
+    """Raise the error for a group whose shards hold fewer bytes than its weights take."""
+    have, need = sum(sizes), sum(sizes_needed)
+    if not paths:
+        raise ValueError(f"{folder / MANIFEST_FILE} group {index}: weights of {need} bytes but "
+                         "no shard files listed; the manifest is damaged, re-download it")
+    ends = np.cumsum(sizes_needed)
+    first = int(np.argmax(ends > have))  # the first weight running past the end
+    spec, nbytes = specs[first], sizes_needed[first]
+    offset = int(ends[first]) - nbytes
+    shard = _short_shard(paths, sizes)
+    raise ValueError(
+        f"{folder / shard}: shard looks truncated: weight {excerpt(spec['name'])} (shape "
+        f"{excerpt(spec['shape'])}) needs bytes {offset}..{offset + nbytes} of group {index}'s "
+        f"shards {excerpt(paths, 200)}, which hold {have} bytes in all (the group needs "
+        f"{need}). Re-download {shard} (or the whole checkpoint folder); the manifest "
+        "and the shards must come from the same export")
 
 
 # ---- config -----------------------------------------------------------------------------
@@ -328,6 +361,9 @@ MAX_STEPS = 512
 """The longest sequence converted: 32 bars (magenta.js models go to 16 bars, 256 steps);
 the decoder graph is unrolled step by step, so the graph grows with it."""
 MAX_JSON_BYTES = 16 * MiB
+MAX_CHECKPOINT_BYTES = 1024 * MiB
+"""The most weight bytes a manifest may declare (the largest magenta.js MusicVAE
+checkpoints are a few hundred MB); the shard files must then hold exactly that many."""
 
 
 # ---- weights ----------------------------------------------------------------------------
@@ -667,7 +703,12 @@ def convert(dir: StrPath, out_dir: StrPath, name: str | None = None) -> list[Pat
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
     config, weights = read_checkpoint(folder)
-    model = to_musicvae(config, weights, name=name)
+    try:
+        model = to_musicvae(config, weights, name=name)
+    except ValueError as err:  # the config and weights disagree: name the folder they are in
+        if str(folder) in str(err):
+            raise
+        raise ValueError(f"{folder}: {err}") from None
     out = Path(out_dir)
     names = [f"{name}.pt", f"{name}.encoder.onnx", f"{name}.decoder.onnx"]
     if model.cfg.extra["encoder"].startswith("skipped"):

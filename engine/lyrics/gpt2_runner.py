@@ -211,6 +211,8 @@ class GPT2Lyricist:
         try:
             # threads wait asleep, not spinning (see engine.models.session_options)
             session = open_session(path, threads=threads, providers=providers, spinning=False)
+        except UntrustedFileError:  # not a regular file, or too large: says so itself
+            raise
         except Exception as err:  # onnxruntime raises its own types (Fail, InvalidGraph)
             raise ValueError(f"{path}: ONNX Runtime cannot load it ({err}); "
                              f"{HOW_TO_MAKE}") from err

@@ -29,6 +29,7 @@ import mido
 import numpy as np
 
 from engine.music.encoding import NOTE_OFF, encode_drums, encode_melody
+from engine.music.midi_scan import check_midi_work
 from engine.music.notes import (
     BASS,
     DRUMS,
@@ -337,7 +338,9 @@ def read_midi(path: StrPath) -> MidiContent:
     track end there (at least one tick long).
     Missing files raise the usual ``OSError``; anything unparsable raises ``ValueError``, and
     so does a damaged file: a delta time beyond :data:`MAX_DELTA_TICKS`, a tempo of 0, or
-    more than :data:`MAX_BEATS` beats of music.
+    more than :data:`MAX_BEATS` beats of music, and a file of more events than
+    :data:`engine.music.midi_scan.MAX_MIDI_WORK` (counted before parsing: read or refused
+    within seconds).
     """
     midi = _load(path)
     tpb = midi.ticks_per_beat
@@ -465,6 +468,7 @@ def _load(path: StrPath) -> mido.MidiFile:
     if not data.startswith(b"MThd"):
         raise ValueError(f"{path}: not a readable MIDI file (no MThd header): it starts with "
                          f"{data[:8]!r}, not with a standard MIDI file header")
+    check_midi_work(data, path)  # refuses a file of more events than we read in time
     try:
         midi = mido.MidiFile(file=io.BytesIO(data), clip=True)
     except EOFError as exc:

@@ -38,6 +38,7 @@ from engine.music.encoding import (
     one_hot,
 )
 from engine.music.notes import DRUMS, Bar, join_bars, split_into_bars
+from engine.untrusted import MissingFileError, UntrustedFileError
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,10 @@ def make_session(path: StrPath, providers: Sequence[str] | None = None,
         raise ValueError(f"threads must be >= 1, got {threads}")
     try:
         return open_session(path, threads=threads, providers=providers)
+    except MissingFileError:
+        raise FileNotFoundError(f"{path}: no such model file") from None
+    except UntrustedFileError:  # not a regular file, or too large: says so itself
+        raise
     except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph)
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such model file") from err

@@ -222,6 +222,10 @@ def parse_line(line: str, where: str) -> Any:
         return json.loads(line)
     except RecursionError:
         raise LogError(where, "JSON nested too deeply", FIX) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # json's own limit: an integer of more than 4300 digits
+        raise LogError(where, "a number of more than 4300 digits", FIX) from None
 
 
 def read_records(path: str | Path) -> tuple[list[tuple[str, dict[str, Any]]], bool]:

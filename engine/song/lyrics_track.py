@@ -83,16 +83,16 @@ def build_writer(settings: Lyrics, seed: int, model_dir: str | Path | None = Non
     if settings.source == "off":
         return None
     pronouncer = Pronouncer()
-    markov_path = settings.model if settings.source == "markov" and settings.model else None
-    markov = MarkovSource.load(markov_path, model_dir)  # also the rhyme dictionary's words
-    source: MarkovSource | GPT2Source
-    if settings.source == "gpt2":
+    source: MarkovSource | GPT2Source | None = None
+    if settings.source == "gpt2":  # first: a bad GPT-2 folder is refused before the Markov
+        # words (17 MB, seconds on a busy machine) are loaded
         source = GPT2Source.load(settings.model or None, model_dir,
                                  temperature=settings.temperature, top_k=settings.top_k,
                                  top_p=settings.top_p,
                                  repetition_penalty=settings.repetition_penalty)
-    else:
-        source = markov
+    markov_path = settings.model if settings.source == "markov" and settings.model else None
+    markov = MarkovSource.load(markov_path, model_dir)  # also the rhyme dictionary's words
+    source = source or markov
     rhymes = RhymeDictionary(word_frequencies_from_counts(markov.model.counts[0]), pronouncer)
     return LyricsWriter(
         source,

@@ -66,6 +66,7 @@ import numpy as np
 
 from engine.lyrics.phrase import PhrasePlan, SungNote, SungSyllable
 from engine.models import open_session
+from engine.untrusted import UntrustedFileError
 from engine.voice.g2p import G2P, is_vowel
 from engine.voice.singer import SungAudio
 from engine.voice.timing import PhraseTiming, TimingSettings, hz_to_midi, midi_to_hz, time_phrase
@@ -192,6 +193,8 @@ class Graph:
         try:
             self.session = open_session(path, threads=threads, providers=providers,
                                         spinning=spinning)
+        except UntrustedFileError as err:  # not a regular file, or too large
+            raise VoicebankError(str(err)) from None
         except Exception as err:  # onnxruntime raises its own types (Fail, InvalidGraph...)
             raise VoicebankError(f"{path}: ONNX Runtime cannot load the {role} graph ({err}); "
                                  f"the file is damaged or needs a newer onnxruntime") from err

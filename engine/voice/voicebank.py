@@ -53,7 +53,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.untrusted import MiB, UntrustedFileError, excerpt, parse_yaml, read_text
+from engine.untrusted import (
+    MiB,
+    UntrustedFileError,
+    excerpt,
+    parse_yaml,
+    read_bytes,
+    read_text,
+)
 
 StrPath = str | PathLike[str]
 
@@ -78,6 +85,8 @@ class VoicebankFileError(VoicebankError, FileNotFoundError):
 
 MAX_BANK_TEXT = 16 * MiB
 """The largest text file of a bank read (dictionaries of big banks are a few MB)."""
+MAX_CHARACTER_TEXT = 1 * MiB
+"""character.txt: a name, an author, a few lines of terms (a few hundred bytes)."""
 
 
 def _read_text(path: Path) -> str:
@@ -493,8 +502,12 @@ def find_speaker(speakers: Sequence[Speaker], name: str | None, where: str) -> S
 def _read_character(folder: Path) -> dict[str, Any]:
     info: dict[str, Any] = {}
     txt = folder / "character.txt"
-    if txt.is_file():
-        for line in txt.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+    if txt.exists():  # read through the one reader: no FIFO, no device, a bounded size
+        try:
+            raw = read_bytes(txt, MAX_CHARACTER_TEXT, "unpack the voicebank again, whole")
+        except UntrustedFileError as err:
+            raise VoicebankError(str(err)) from None
+        for line in raw.decode("utf-8-sig", errors="replace").splitlines():
             key, sep, value = line.partition("=")
             if sep:
                 info[key.strip().lower()] = value.strip()

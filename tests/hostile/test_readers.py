@@ -252,14 +252,51 @@ def _midi_with_overlapping_notes(path: Path, n: int) -> Path:
 
 
 def test_note_pairing_is_linear_in_same_pitch_notes(tmp_path: Path, bounded) -> None:
-    """100,000 overlapping same-pitch notes (an 800 kB file) are read and paired within the
-    limit (most of it is mido parsing the events; the pairing was quadratic: list.pop(0))."""
-    path = _midi_with_overlapping_notes(tmp_path / "overlap.mid", 100_000)
+    """70,000 overlapping same-pitch notes (140,000 events, a 560 kB file: under the event
+    limit) are read and paired within the limit (most of it is mido parsing the events; the
+    pairing was quadratic: list.pop(0))."""
+    path = _midi_with_overlapping_notes(tmp_path / "overlap.mid", 70_000)
     outcome = bounded.run("from engine.music.midi_io import read_midi", f"""
         notes = read_midi({str(path)!r}).tracks[0].notes
-        assert len(notes) == 100_000, len(notes)
+        assert len(notes) == 70_000, len(notes)
         """)
     assert outcome.verdict == "ACCEPTED" and outcome.seconds < 4 * bounded.quick_s, outcome
+
+
+def _big_midi(path: Path, rng: random.Random) -> Path:
+    """A valid-looking MIDI file of up to 16 MiB: millions of events (running status, tiny
+    deltas), or long SysEx and text messages, or many tracks; mido would take minutes."""
+    kind = rng.choice(["running", "notes", "sysex", "text", "tracks"])
+    if kind == "tracks":
+        track = b"MTrk" + struct.pack(">I", 4 * 3000 + 4) + \
+            b"\x00\x90\x3c\x40" * 3000 + b"\x00\xff\x2f\x00"
+        return _write_midi(path, [track] * 100)
+    if kind in ("running", "notes"):
+        event = b"\x00\x3c\x40" if kind == "running" else b"\x01\x90\x3c\x40"
+        body = b"\x00\x90\x3c\x40" + event * (rng.randint(4, 15) * 2**20 // len(event) - 8)
+    else:
+        payload = bytes(rng.randrange(128) for _ in range(64)) * 1000
+        length = bytes([0x80 | len(payload) >> 14, 0x80 | (len(payload) >> 7) & 0x7F,
+                        len(payload) & 0x7F])  # a variable-length number of 3 bytes
+        status = b"\x00\xf0" if kind == "sysex" else b"\x00\xff\x01"
+        body = (status + length + payload) * 250
+    return _write_midi(path, [b"MTrk" + struct.pack(">I", len(body) + 4) + body
+                              + b"\x00\xff\x2f\x00"])
+
+
+def _write_midi(path: Path, tracks: list[bytes]) -> Path:
+    path.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 1, len(tracks), 480) + b"".join(tracks))
+    return path
+
+
+def test_a_large_valid_looking_midi_file_is_refused_within_the_limit(tmp_path: Path,
+                                                                     bounded) -> None:
+    rng = random.Random(14)
+    paths = [str(_big_midi(tmp_path / f"big{n}.mid", rng)) for n in range(4)]
+    bounded.all_refused("from engine.music.midi_io import read_midi", f"""
+        each_refused([(p, lambda p=p: read_midi(p)) for p in {paths!r}],
+                     "{{label}}", "too many events", "split it")
+        """)
 
 
 def test_a_link_loop_in_a_midi_folder_does_not_stop_training(tmp_path: Path) -> None:
