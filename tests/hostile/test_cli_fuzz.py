@@ -160,7 +160,7 @@ def test_fuzz_patches_through_render(tmp_path: Path, bounded, tiny_model_dir) ->
         base = {BASE_PATCH!r}
 
         @given(at=st.integers(0, len(base)), junk=junk, mode=st.integers(0, 3))
-        @fuzz_settings(12)
+        @fuzz_settings(6)
         def test(at, junk, mode):
             with open({str(patch)!r}, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(damage(base, at, junk, mode))
@@ -191,7 +191,7 @@ def test_fuzz_markov_models_through_render(tmp_path: Path, bounded, tiny_model_d
 
         @given(at=st.integers(0, len(good)), junk=junk, mode=st.integers(0, 2),
                packed=st.booleans())
-        @fuzz_settings(8)
+        @fuzz_settings(4)
         def test(at, junk, mode, packed):
             data = damage(good, at, junk, mode).encode("utf-8", "surrogateescape")
             with open({str(model)!r}, "wb") as f:
@@ -221,7 +221,7 @@ def test_fuzz_gpt2_folders_through_render(tmp_path: Path, bounded, tiny_model_di
 
         @given(at=st.integers(0, 4000), junk=junk, mode=st.integers(0, 2),
                which=st.sampled_from(["encore_gpt2.json", "tokenizer.json"]))
-        @fuzz_settings(8)
+        @fuzz_settings(4)
         def test(at, junk, mode, which):
             for name, text in (("encore_gpt2.json", config), ("tokenizer.json", tokenizer)):
                 if name == which:
@@ -258,7 +258,7 @@ def test_fuzz_voicebanks_through_render(tmp_path: Path, bounded, tiny_model_dir)
 
         @given(at=st.integers(0, 400), junk=junk, mode=st.integers(0, 2),
                which=st.sampled_from(sorted(texts)))
-        @fuzz_settings(8)
+        @fuzz_settings(4)
         def test(at, junk, mode, which):
             for path, text in texts.items():
                 if path == which:
@@ -306,7 +306,7 @@ def test_fuzz_event_logs_through_replay_and_stats(tmp_path: Path, bounded, base_
 
         @given(at=st.integers(0, len(good)), junk=junk, mode=st.integers(0, 2),
                command=st.sampled_from(["replay", "stats"]))
-        @fuzz_settings(20)
+        @fuzz_settings(8)
         def test(at, junk, mode, command):
             with open({str(log)!r}, "w", errors="surrogateescape") as f:
                 f.write(damage(good, at, junk, mode))
@@ -342,7 +342,7 @@ def test_fuzz_magenta_manifests_through_convert(tmp_path: Path, bounded) -> None
         path = {str(folder / 'weights_manifest.json')!r}
 
         @given(at=st.integers(0, len(good)), junk=junk, mode=st.integers(0, 2))
-        @fuzz_settings(20)
+        @fuzz_settings(8)
         def test(at, junk, mode):
             with open(path, "w", errors="surrogateescape") as f:
                 f.write(damage(good, at, junk, mode))
