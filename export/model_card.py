@@ -88,9 +88,14 @@ sources (`export/band_corpus.py`). The held-out set is every window of 10% of th
   {band} windows ({band_drums} with drums).
 - **J. S. Bach, four-part chorales** (18th c., public domain; music21's corpus): soprano
   and bass, {chorale} windows, no drums.
-- **Folk tunes**: O'Neill's Music of Ireland (1850) and Ryan's Mammoth Collection (1883),
-  public domain (music21's corpus), duple metres: {folk} windows, melody only (their bass
-  is left out of the loss).
+- **Folk tunes**: O'Neill's Music of Ireland (1850), public domain (music21's corpus),
+  duple metres: {folk} windows, melody only (their bass is left out of the loss).
+
+The band pieces give the fewest windows, so training sees each band window 4 times as
+often (transposed anew each time) and every 3rd folk window
+(`export/train_musicvae.py`, `band_windows`): about 60 % of what it trains on is band
+music. The held-out band figures below are drawn from the held-out band windows with
+that repetition (each distinct window counts up to 4 times).
 
 Drums: the band windows bring Freedoom's own drum tracks (Magenta's 9-class map). A
 window without drums (the chorales, the folk tunes, band windows whose drummer rests)
@@ -156,6 +161,11 @@ The Essen folksong collection (licensed for use inside music21 only) was not use
 The corpora are read from the installed music21 package at training time and are not
 redistributed. The weights are released under Apache-2.0, like the project.
 """
+    if band and metrics.get("init"):
+        data += ("\nTraining started from the weights of the shipped `trio_4bar` (Palestrina "
+                 "and Bach,\npublic domain, and the groove library; see its card), recovered "
+                 "from its ONNX files\nby `export/onnx_to_checkpoint.py`: a fine-tune, not a "
+                 "model from scratch.\n")
     if kind == "trio" and not band:
         summary = corpus_summary()
         drums = f"""

@@ -45,6 +45,8 @@ def reconstruction(model: MusicVAE, windows: WindowSet, *, limit: int = 512, see
             totals[f"tf_acc_{name}"] = totals.get(f"tf_acc_{name}", 0.0) + tf
             totals[f"sampled_acc_{name}"] = totals.get(f"sampled_acc_{name}", 0.0) + sampled
             counts[name] = counts.get(name, 0.0) + (known.amax(-1)).sum().item()
+    if not count:
+        return {"windows": 0}
     out = {"kl_bits": round(totals.pop("kl_bits") / count, 4)}
     for key, value in totals.items():
         name = key.split("_acc_", 1)[1]

@@ -86,10 +86,10 @@ def test_corpus_band_trains_a_tiny_trio_that_exports_and_plays(tmp_path: Path):
     from export.onnx_to_checkpoint import model_from_onnx
     from export.train_musicvae import PRESETS, band_windows, train
 
-    summary = band_corpus.build(tmp_path / "cache", chorales=2, folk=1, band_pieces=3,
+    summary = band_corpus.build(tmp_path / "cache", chorales=2, folk=0, band_pieces=3,
                                 processes=1)
     assert summary["band_windows"] > 50 and summary["band_windows_with_drums"] > 0
-    assert summary["chorale_windows"] > 0 and summary["folk_windows"] > 0
+    assert summary["chorale_windows"] > 0
     cfg = replace(PRESETS["trio_4bar"], name="trio_tiny", enc_size=16, z_size=8,
                   dec_size=16, conductor_size=16)
     data = band_windows(tmp_path / "cache", cfg)
