@@ -150,7 +150,8 @@ class Song:
         0, "Seed of all the randomness: the same patch and seed play the same song.",
         range=(0, None))
     model: str = setting(
-        "trio_4bar", "Model in models_onnx/ that writes melody, bass and drums.")
+        "trio_band", "Model in models_onnx/ that writes melody, bass and drums (trio_4bar: "
+        "the first one, hymn-like).")
     bars: int = setting(
         0, "Bars to play, then stop; 0 plays on until stopped (encore render takes --bars).",
         range=(0, None), unit="bars")
