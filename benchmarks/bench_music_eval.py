@@ -288,8 +288,9 @@ def main() -> int:
         base = args.renders or Path(tmp)
         encore: dict[str, list[Song]] = {}
         for patch in args.patches:
-            encore[patch] = [encore_song(render(patch, seed, args.bars,
-                                                base / f"{patch}_s{seed}"), f"{patch}/{seed}")
+            label = Path(patch).stem  # a shipped patch's name, or a patch file's
+            encore[label] = [encore_song(render(patch, seed, args.bars,
+                                                base / f"{label}_s{seed}"), f"{label}/{seed}")
                              for seed in args.seeds]
     print(f"rendered/read {sum(map(len, encore.values()))} Encore songs "
           f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)

@@ -86,6 +86,7 @@ NoteName = Literal[
     "C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B"
 ]
 Mode = Literal["major", "minor"]
+Groove = Literal["section", "bar"]
 SampleRate = Literal[44100, 48000]
 LinkQuantum = Literal[1, 2, 4]
 
@@ -150,7 +151,8 @@ class Song:
         0, "Seed of all the randomness: the same patch and seed play the same song.",
         range=(0, None))
     model: str = setting(
-        "trio_4bar", "Model in models_onnx/ that writes melody, bass and drums.")
+        "trio_band", "Model in models_onnx/ that writes melody, bass and drums (trio_4bar: "
+        "the first one, hymn-like).")
     bars: int = setting(
         0, "Bars to play, then stop; 0 plays on until stopped (encore render takes --bars).",
         range=(0, None), unit="bars")
@@ -175,6 +177,9 @@ class Walk:
     anchor_drift: float = setting(
         0.05, "How far a section's anchor moves each time the form comes round, so repeats "
         "vary (radians a pass, tethered).", range=(0.0, 0.5))
+    groove: Groove = setting(
+        "section", "Drums: \"section\" keeps one groove (the section anchor's) through a "
+        "section and changes on its last bar; \"bar\" decodes them with each bar's notes.")
 
 
 _DEFAULT_LENGTHS = {"intro": 4, "verse": 8, "chorus": 8, "bridge": 8, "breakdown": 4,

@@ -275,9 +275,10 @@ def lump_song(lump: MusicLump) -> Song:
     return song
 
 
-def load_songs(wads: tuple[Path, ...] = DEFAULT_WADS) -> list[Song]:
+def load_songs(wads: tuple[Path, ...] = DEFAULT_WADS, limit: int | None = None) -> list[Song]:
     """All distinct pieces of the WADs as songs (pieces that cannot be read are skipped,
-    with a line on stderr); raises :class:`WadError` when no WAD exists."""
+    with a line on stderr), or the first ``limit``; raises :class:`WadError` when no WAD
+    exists."""
     present = [w for w in wads if w.is_file()]
     if not present:
         raise WadError(f"no Freedoom WAD found ({', '.join(map(str, wads))}); {INSTALL_HINT}")
@@ -287,6 +288,8 @@ def load_songs(wads: tuple[Path, ...] = DEFAULT_WADS) -> list[Song]:
             if lump.data in seen:  # the same piece under another name
                 continue
             seen.add(lump.data)
+            if limit is not None and len(songs) >= limit:
+                return songs
             try:
                 songs.append(lump_song(lump))
             except WadError as exc:

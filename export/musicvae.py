@@ -243,7 +243,8 @@ class MusicVAE(nn.Module):
     # ---- losses -------------------------------------------------------------------
     def loss(self, x: Tensor, step: int, generator: torch.Generator | None = None
              ) -> tuple[Tensor, dict[str, float]]:
-        """x (B, T, D) one-hot. Magenta's loss: mean recon + beta * mean(KL beyond free bits)."""
+        """x (B, T, D) one-hot. Magenta's loss: mean recon + beta * mean(KL beyond free bits).
+        A step whose part is all zeros (a line the window's source lacks) adds no loss."""
         cfg = self.cfg
         mu, sigma = self.encoder(x)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device)
@@ -259,9 +260,11 @@ class MusicVAE(nn.Module):
         correct = []
         for part_logits, part in zip(logits, self.split_parts(x), strict=True):
             target = part.argmax(-1)
-            recon = recon + F.cross_entropy(part_logits.transpose(1, 2), target,
-                                            reduction="none").sum(-1)
-            correct.append((part_logits.argmax(-1) == target).float().mean().item())
+            known = part.sum(-1)  # 1, or 0 where the data has no such line (left out)
+            recon = recon + (F.cross_entropy(part_logits.transpose(1, 2), target,
+                                             reduction="none") * known).sum(-1)
+            hits = (part_logits.argmax(-1) == target).float() * known
+            correct.append((hits.sum() / known.sum().clamp(min=1.0)).item())
         kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - torch.log(sigma.pow(2) + 1e-12)).sum(-1)
         kl_cost = torch.clamp(kl - cfg.free_bits * math.log(2.0), min=0.0)
         beta = (1.0 - cfg.beta_rate ** step) * cfg.max_beta

@@ -26,6 +26,7 @@ def reconstruction(model: MusicVAE, windows: WindowSet, *, limit: int = 512, see
     order = rng.permutation(len(windows))[:count]
     drum_rng = np.random.default_rng(seed + 1)
     totals: dict[str, float] = {}
+    counts: dict[str, float] = {}
     for begin in range(0, count, batch):
         idx = order[begin:begin + batch]
         x = torch.from_numpy(make_batch(windows, idx, cfg.parts, cfg.depths, drum_rng,
@@ -38,11 +39,19 @@ def reconstruction(model: MusicVAE, windows: WindowSet, *, limit: int = 512, see
         events, _ = model.decode(mu, torch.tensor(0.0), uniform)
         for p, (name, part) in enumerate(zip(cfg.parts, model.split_parts(x), strict=True)):
             target = part.argmax(-1)
-            tf = (tf_logits[p].argmax(-1) == target).float().mean(-1).sum().item()
-            sampled = (events[:, p] == target).float().mean(-1).sum().item()
+            known = part.sum(-1)  # windows without this line count for nothing
+            tf = ((tf_logits[p].argmax(-1) == target).float() * known).mean(-1).sum().item()
+            sampled = ((events[:, p] == target).float() * known).mean(-1).sum().item()
             totals[f"tf_acc_{name}"] = totals.get(f"tf_acc_{name}", 0.0) + tf
             totals[f"sampled_acc_{name}"] = totals.get(f"sampled_acc_{name}", 0.0) + sampled
-    return {k: round(v / count, 4) for k, v in totals.items()} | {"windows": count}
+            counts[name] = counts.get(name, 0.0) + (known.amax(-1)).sum().item()
+    if not count:
+        return {"windows": 0}
+    out = {"kl_bits": round(totals.pop("kl_bits") / count, 4)}
+    for key, value in totals.items():
+        name = key.split("_acc_", 1)[1]
+        out[key] = round(value / counts[name], 4) if counts[name] else None
+    return out | {"windows": count}
 
 
 def _notes_of(events: np.ndarray) -> list[int]:

@@ -3,6 +3,11 @@
     python -m export.train_musicvae --preset mel_2bar --minutes 60 --out runs/mel_2bar
     python -m export.train_musicvae --preset trio_4bar --minutes 60 --out runs/trio_4bar
     python -m export.train_musicvae --midi-dir ~/my_midi --init runs/trio_4bar/last.pt ...
+    python -m export.train_musicvae --preset trio_4bar --corpus band --name trio_band ...
+
+``--corpus band`` trains the trio on band music (the Freedoom soundtrack's melody, bass and
+drum tracks) plus Bach chorales and folk tunes (``export/band_corpus.py``; the windows are
+extracted into ``--data`` on first use).
 
 Magenta's recipe: Adam, learning rate (1e-3 - 1e-5) * 0.9999^step + 1e-5, global-norm
 clipping at 1.0, KL with free bits and a beta schedule, scheduled sampling where the
@@ -59,6 +64,31 @@ PRESETS: dict[str, MusicVAEConfig] = {
 RUN_FILES = ("last.pt", "metrics.json", "train_log.jsonl")
 """What a run writes into --out; a folder holding one of them is an earlier run, kept."""
 PRESET_DATA = {"mel_2bar": "melody_2bar.npz", "trio_4bar": "duet_4bar.npz"}
+CORPORA = ("music21", "band")
+BAND_PREFIX = "freedoom/"  # sources of the band corpus's Freedoom windows
+FOLK_PREFIXES = ("oneills1850/", "ryansMammoth/")
+BAND_REPEAT = 4
+FOLK_EVERY = 3
+
+
+def band_windows(folder: Path, cfg: MusicVAEConfig) -> WindowSet:
+    """The band corpus's windows from ``folder`` (extracted there first if missing)."""
+    from export.band_corpus import CACHE_NAME, build
+
+    if cfg.parts != ("melody", "bass", "drums") or cfg.bars != 4:
+        raise ValueError("--corpus band trains a 4-bar trio; use --preset trio_4bar")
+    if not (folder / CACHE_NAME).is_file():
+        print(f"extracting the band corpus into {folder} (several minutes) ...")
+        print(build(folder))
+    data = load_windows(folder / CACHE_NAME)
+    # The band pieces give the fewest windows: they are seen BAND_REPEAT times as often
+    # (each time transposed anew) and every FOLK_EVERY-th folk window is kept.
+    band = np.char.startswith(data.source.astype(str), BAND_PREFIX)
+    folk = np.array([s.startswith(FOLK_PREFIXES) for s in data.source.astype(str)])
+    keep = np.flatnonzero(~band & ~folk)
+    keep = np.concatenate([np.repeat(np.flatnonzero(band), BAND_REPEAT), keep,
+                           np.flatnonzero(folk)[::FOLK_EVERY]])
+    return data.subset(np.sort(keep))
 
 
 def midi_files(folder: Path) -> list[Path]:
@@ -122,6 +152,8 @@ def _train(run: Run, cfg: MusicVAEConfig, data: WindowSet, out: Path, *, minutes
         if model.cfg.parts != cfg.parts or model.cfg.bars != cfg.bars:
             raise ValueError(f"{resume or init}: its parts/bars {model.cfg.parts}/"
                              f"{model.cfg.bars} differ from the preset's {cfg.parts}/{cfg.bars}")
+        if resume is None:  # a fine-tune is the new model: it keeps the name it was given
+            model.cfg = replace(model.cfg, name=cfg.name)
         cfg = model.cfg
         if resume is not None:
             step, training = int(blob["step"]), blob.get("training")
@@ -191,16 +223,27 @@ def _train(run: Run, cfg: MusicVAEConfig, data: WindowSet, out: Path, *, minutes
     log.close()
     model.cpu().eval()
     metrics = {"name": cfg.name, "parameters": n_params, "steps": step, "batch_size": batch_size,
+               "init": None if init is None else str(init),
                "ranks": run.world_size, "effective_batch": batch_size * run.world_size,
                "device": run.device.type, "precision": run.precision,
                "wall_seconds": round(wall), "threads": run.threads,
                "final_train_loss": stats.get("loss"),
                "train_windows": len(train_set), "held_out_windows": len(held_out),
                "held_out": reconstruction(model, held_out),
+               **held_out_band(model, held_out),
                "prior_T1.0": prior_samples(model, temperature=1.0),
                "prior_T0.5": prior_samples(model, temperature=0.5)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def held_out_band(model: MusicVAE, held_out: WindowSet) -> dict[str, dict]:
+    """Held-out reconstruction on the band pieces alone (their own drums), when any."""
+    band = np.char.startswith(held_out.source.astype(str), BAND_PREFIX)
+    if not band.any() or band.all():
+        return {}
+    return {"held_out_band": reconstruction(model, held_out.subset(band)),
+            "held_out_other": reconstruction(model, held_out.subset(~band))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("export/cache"),
                         help="folder with the cached corpus windows (export.corpus_music21)")
     parser.add_argument("--midi-dir", type=Path, help="train on this folder of MIDI files")
+    parser.add_argument("--corpus", choices=CORPORA, default="music21",
+                        help="music21: the preset's cached windows; band: Freedoom band music "
+                             "+ Bach chorales + folk tunes (trio_4bar only)")
     parser.add_argument("--init", type=Path,
                         help="start from this checkpoint's weights (.pt), at step 0")
     parser.add_argument("--resume", type=Path,
@@ -235,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{args.out / 'last.pt'}")
     if args.midi_dir is not None:
         data = windows_from_midi(args.midi_dir, cfg.bars)
+    elif args.corpus == "band":
+        data = band_windows(args.data, cfg)
     else:
         data = load_windows(args.data / PRESET_DATA[args.preset])
     metrics = train(cfg, data, args.out, minutes=args.minutes, max_steps=args.max_steps,

@@ -76,7 +76,7 @@ def test_empty_patch_is_the_defaults():
     patch = parse_patch("")
     assert patch == Patch()
     assert patch.song.tempo == 112.0 and patch.song.key == "C" and patch.song.mode == "major"
-    assert patch.song.model == "trio_4bar" and patch.song.bars == 0
+    assert patch.song.model == "trio_band" and patch.song.bars == 0
     assert (patch.walk.temperature, patch.walk.step_size, patch.walk.glide_bars) == (
         0.9, 0.12, 2)
     assert patch.form.sections[0] == "intro" and patch.form.loop_from == 1

@@ -34,7 +34,16 @@ from engine.music.arrangement import (
 )
 from engine.music.latent_walk import LatentWalker, WalkSettings, to_typical_set
 from engine.music.musicvae_runner import MusicVAERunner
-from engine.music.notes import BASS, DRUMS, MELODY, STEPS_PER_BAR, Note, fold_into, join_bars
+from engine.music.notes import (
+    BASS,
+    DRUMS,
+    MELODY,
+    STEPS_PER_BAR,
+    Bar,
+    Note,
+    fold_into,
+    join_bars,
+)
 from engine.music.song_form import Anchors, FormPosition, SectionWalk, SongForm
 from engine.patch import Patch
 
@@ -45,6 +54,7 @@ KEY_NAMES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5,
 REGISTERS = {MELODY: (60, 84), BASS: (28, 52)}
 SNAP_STRENGTH = 0.5
 XY_REACH = 0.6
+ANCHOR_DECODES_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ class Composer:
         self.tonic = KEY_NAMES[patch.song.key]
         self.mode = patch.song.mode
         self._shifts: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+        self._anchor_decodes: dict[tuple[str, int], list[Bar]] = {}
 
     def _decode_bar(self, z: np.ndarray, temperature: float, seed: int, bar: int
                     ) -> dict[str, list[Note]]:
@@ -154,11 +165,30 @@ class Composer:
         chosen = bars[bar % self.runner.bars]
         return {p: list(chosen.notes(p)) for p in self.runner.parts}
 
+    def _anchor_bars(self, plan: BarPlan) -> list[Bar]:
+        """The section pass's anchor decoded at temperature 0 (its key and its groove)."""
+        key = (plan.position.section, plan.position.pass_number)
+        if key not in self._anchor_decodes:
+            if len(self._anchor_decodes) >= ANCHOR_DECODES_KEPT:  # a show may run for hours
+                del self._anchor_decodes[next(iter(self._anchor_decodes))]
+            self._anchor_decodes[key] = self.runner.decode(plan.anchor, temperature=0.0,
+                                                           seed=plan.noise_seed)
+        return self._anchor_decodes[key]
+
+    def _drums(self, plan: BarPlan, own: list[Note]) -> list[Note]:
+        """The bar's drums. ``groove = "section"``: the section's groove (its anchor's
+        4-bar drum phrase) on every bar but the last, which plays the walk's own bar, on
+        its way to the next section: the change into it. ``"bar"``: the walk's own bar."""
+        if self.patch.walk.groove == "bar" or plan.position.bars_left == 1:
+            return own
+        bars = self._anchor_bars(plan)
+        return list(bars[plan.position.bar_in_section % len(bars)].notes(DRUMS))
+
     def _section_shift(self, plan: BarPlan) -> tuple[int, dict[str, int]]:
         """Key shift and per-part octave shift of a section pass, measured on its anchor."""
         key = (plan.position.section, plan.position.pass_number)
         if key not in self._shifts:
-            bars = self.runner.decode(plan.anchor, temperature=0.0, seed=plan.noise_seed)
+            bars = self._anchor_bars(plan)
             melody = join_bars([b.notes(MELODY) for b in bars])
             bass = join_bars([b.notes(BASS) for b in bars])
             found = detect_key(melody + bass)
@@ -189,7 +219,7 @@ class Composer:
             # octave keeps the pitch class, so the note stays in key)
             out[part] = tuple(sorted(Note(n.start, fold_into(n.pitch, low, high), n.end,
                                           n.velocity) for n in moved))
-        out[DRUMS] = tuple(parts[DRUMS])
+        out[DRUMS] = tuple(self._drums(plan, parts[DRUMS]))
         chords = derive_chords(list(out[MELODY]), list(out[BASS]), self.tonic, self.mode,
                                n_bars=1)
         out[CHORDS] = tuple(chords)

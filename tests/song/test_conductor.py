@@ -278,3 +278,21 @@ def test_a_model_without_drums_is_refused(tiny_mel_dir: Path, tmp_path: Path,
                           "needs a trio model")
     assert "Traceback" not in err
     assert not (tmp_path / "song.mid").exists()
+
+
+def _drum_rows(bars: list[ArrangedBar]) -> list[tuple]:
+    return [tuple((n.start, n.pitch) for n in b.parts["drums"]) for b in bars]
+
+
+def test_a_section_keeps_its_groove_and_changes_on_its_last_bar(tiny_trio) -> None:
+    """groove = "section": bars 4 apart in one pass of a section play the same drums (the
+    anchor's 4-bar phrase), and the last bar plays the walk's own bar, as "bar" does."""
+    section = load_patch("default")  # intro 4, verse 8, chorus 8, ...
+    per_bar = dataclasses.replace(section, walk=dataclasses.replace(section.walk, groove="bar"))
+    grooved, own = _drum_rows(compose(tiny_trio, section, 20)), _drum_rows(
+        compose(tiny_trio, per_bar, 20))
+    verse = range(4, 12)
+    assert [grooved[b] for b in verse[:3]] == [grooved[b + 4] for b in verse[:3]]
+    assert grooved[11] == own[11] and grooved[3] == own[3]  # last bars of intro and verse
+    assert [own[b] for b in verse[:3]] != [own[b + 4] for b in verse[:3]]  # the walk's bars
+    assert grooved[4:7] != own[4:7]
