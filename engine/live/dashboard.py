@@ -23,7 +23,7 @@ Keys (the terminal in cbreak mode while the dashboard runs, restored after): ``p
 :class:`~engine.live.osc_control.Command` a tablet's message becomes (built from the OSC
 table, so it lands when the table says: panic now, the others on the next bar) and is
 handed to the show's command path on the show's event loop
-(``loop.call_soon_threadsafe(show._on_command, command)``); ``q`` calls ``show.stop()``
+(``loop.call_soon_threadsafe(show.on_command, command)``); ``q`` calls ``show.stop()``
 there.
 
 It costs the timing as little as it can. Drawing is Python (rich: ~2 ms a frame here,
@@ -234,7 +234,7 @@ class Dashboard:
                 bar, beat = math.floor(now / 4) + 1, math.floor(now % 4) + 1
         position = _position(show)
         conductor = show.conductor
-        frozen = bool(conductor is not None and conductor.walker.frozen)
+        frozen = conductor is not None and conductor.frozen
         pending = [c for c in list(show.pending) if c.target == "walk.freeze"]
         self._record_latent(show)
         trail, anchor = self._trail()
@@ -323,13 +323,13 @@ class Dashboard:
         freeze still pending, else the walk's), so two quick presses undo each other."""
         pending = [c for c in self.show.pending if c.target == "walk.freeze"]
         conductor = self.show.conductor
-        frozen = bool(pending[-1].values[0]) if pending else bool(
-            conductor is not None and conductor.walker.frozen)
+        frozen = bool(pending[-1].values[0]) if pending else (
+            conductor is not None and conductor.frozen)
         return self._command("/encore/walk/freeze", "i", (int(not frozen),))
 
     def _command_to_show(self, make: Callable[[], Command], done: str) -> str:
         """``make()`` runs on the show's loop and its Command goes where a tablet's go."""
-        return self._call(lambda: self.show._on_command(make()), done)
+        return self._call(lambda: self.show.on_command(make()), done)
 
     def _call(self, action: Callable[[], None], done: str) -> str:
         loop = self.loop
@@ -660,7 +660,7 @@ def _latent(show: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     conductor = show.conductor
     if conductor is None:
         return None, None
-    return conductor.walker.z, conductor.walker.anchor
+    return conductor.latest_point()
 
 
 def _position(show: Any) -> Any:
@@ -672,8 +672,7 @@ def _position(show: Any) -> Any:
     conductor = show.conductor
     if conductor is None or show.bar_index < 0:
         return None
-    walk = conductor.section_walk
-    return walk.form.position(max(0, show.bar_index + walk.shift))
+    return conductor.position_of(show.bar_index)
 
 
 def _sync(show: Any) -> str:

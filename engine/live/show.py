@@ -43,13 +43,13 @@ import numpy as np
 from engine.live.clock import Clock
 from engine.live.generator import BarGenerator
 from engine.live.link_lock import LinkLock
+from engine.live.osc_actions import ACTIONS, NotApplied
 from engine.live.osc_control import Command, OscDispatcher, OscServer
 from engine.live.priority import SHOW_NICENESS, set_thread_nice, thread_nice
 from engine.live.recorder import SetRecorder, TapRing
 from engine.live.vocal_worker import VocalWorker
 from engine.lyrics.phrase import PhrasePlan
 from engine.music.arrangement import humanize
-from engine.music.latent_walk import WalkSettings, to_typical_set
 from engine.music.midi_io import CC_VOLUME, channel_volume
 from engine.music.notes import STEPS_PER_BAR
 from engine.patch import Patch
@@ -336,7 +336,7 @@ class Show:
             if patch.midi.clock_out and patch.midi.clock_out in ports:
                 self.sender.start_clock(patch.midi.clock_out, from_bar=0)
         for part in PARTS:  # the patch's levels on beat 0, all four: a synth left at another
-            self._send_volume(part, beat=0)  # volume by the last song is set right
+            self.send_volume(part, beat=0)  # volume by the last song is set right
 
         plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
@@ -619,7 +619,7 @@ class Show:
 
     # ---- control --------------------------------------------------------------------
     async def _start_osc(self) -> None:
-        self.dispatcher = OscDispatcher.from_settings(self.patch.osc, self._on_command,
+        self.dispatcher = OscDispatcher.from_settings(self.patch.osc, self.on_command,
                                                       state=self.state)
         self.osc_server = OscServer(self.patch.osc, self.dispatcher)
         address = await self.osc_server.start()
@@ -631,7 +631,7 @@ class Show:
             advertise, address[1], self.patch.song.title, self.patch.osc.host)
 
     async def _start_web(self) -> None:
-        """The stage page: its touches come in through :meth:`_on_command`, as a tablet's."""
+        """The stage page: its touches come in through :meth:`on_command`, as a tablet's."""
         from engine.live.web.server import StageServer
 
         self.web = StageServer(self.patch.web, self)
@@ -647,7 +647,7 @@ class Show:
         except Exception as err:  # noqa: BLE001 - the set is over; say it and go on
             log.error("while stopping: web: %s", err)
 
-    def _on_command(self, command: Command) -> None:
+    def on_command(self, command: Command) -> None:
         if command.lands == "now":
             self._apply(command)
             return
@@ -673,74 +673,29 @@ class Show:
         self.pending = keep
 
     def _apply(self, command: Command) -> None:
-        """Apply one validated command (the table has checked types and ranges)."""
-        target, values = command.target, command.values
-        conductor, clock = self.conductor, self.clock
+        """Apply one validated command (the table has checked types and ranges) with its
+        handler (:data:`~engine.live.osc_actions.ACTIONS`), and log it."""
         self.health.commands_applied += 1
-        record = {"type": "control", "address": command.address, "target": target,
-                  "values": list(values), "lands": command.lands, "after_bar": self.bar_index}
-        if target == "song.tempo" and clock is not None:
-            record["at_bar"] = max(self.bar_index + 1, clock.next_bar())
-            clock.set_tempo(float(values[0]), at_bar=record["at_bar"])
-            if self.link_lock is not None:  # proposed to the session on that bar line
-                self.link_lock.propose_tempo(clock, float(values[0]), record["at_bar"])
-        if self.event_log is not None:
-            self.event_log.write(record)
-        if target == "song.tempo":
-            self.health.commands_applied -= clock is None
-        elif target.startswith("walk.") and conductor is not None:
-            self._apply_walk(target, values)
-        elif target == "section.next" and conductor is not None:
-            conductor.section_walk.force_next_section()
-        elif target == "section.previous" and conductor is not None:
-            conductor.section_walk.force_previous_section()
-        elif target.startswith("parts.") and target.endswith(".mute"):
-            self.mix.mute[target.split(".")[1]] = bool(values[0])
-        elif target.startswith("parts.") and target.endswith(".level"):
-            part = target.split(".")[1]
-            self.mix.level[part] = float(values[0])
-            self._send_volume(part)
-        elif target == "master.level":
-            self.mix.master = float(values[0])
-            if self.audio_engine is not None:
-                self.audio_engine.set_master(self.mix.master)
-        elif target in ("lyrics.theme", "lyrics.renew") and self.generator is not None:
-            self.generator.steer_lyrics(target, str(values[0]) if values else "")
-            if target == "lyrics.theme":
-                self.theme = str(values[0])
-        elif target == "voice.level":
-            self.voice_level = float(values[0])
-        elif target == "voice.mute":
-            self.voice_mute = bool(values[0])
-        elif target == "panic":
-            self.panic()
-        else:
+        record = {"type": "control", "address": command.address, "target": command.target,
+                  "values": list(command.values), "lands": command.lands,
+                  "after_bar": self.bar_index}
+        handler = ACTIONS.get(command.target)
+        try:
+            if handler is None:
+                self.health.commands_applied -= 1
+                log.info("OSC %s: not handled by this show", command.address)
+            else:
+                record |= handler(self, command) or {}
+        except NotApplied as refused:
             self.health.commands_applied -= 1
-            log.info("OSC %s: not handled by this show", command.address)
+            if refused.reason:
+                record["refused"] = refused.reason
+                log.warning("OSC %s: %s", command.address, refused.reason)
+        finally:  # logged even when the handler failed
+            if self.event_log is not None:
+                self.event_log.write(record)
 
-    def _apply_walk(self, target: str, values: tuple) -> None:
-        assert self.conductor is not None
-        walker = self.conductor.walker
-        settings: WalkSettings = walker.settings
-        if target == "walk.step_size":
-            walker.update(settings.replace(step_size=float(values[0])))
-        elif target == "walk.temperature":
-            walker.update(settings.replace(temperature=float(values[0])))
-        elif target == "walk.wander":
-            walker.update(settings.replace(wander=float(values[0])))
-        elif target == "walk.freeze":
-            walker.freeze(bool(values[0]))
-        elif target == "walk.jump":
-            self.conductor.section_walk.force_jump()
-        elif target == "walk.drift":
-            walker.drift()
-        elif target == "walk.glide":  # to a fresh point, seeded by the song and the bar
-            rng = np.random.default_rng([self.conductor.seed, self.conductor.next_bar, 0x61])
-            walker.glide_to(to_typical_set(rng.standard_normal(walker.dim)))
-        elif target == "walk.xy":
-            self.conductor.set_xy(float(values[0]), float(values[1]))
-
-    def _send_volume(self, part: str, beat: int | None = None) -> None:
+    def send_volume(self, part: str, beat: int | None = None) -> None:
         """The part's level as its channel volume (CC 7), on ``beat`` (default: the next
         beat), to its port or the built-in synth, and into the recording."""
         settings = getattr(self.patch.parts, part)
@@ -775,11 +730,13 @@ class Show:
                                  "voice.level": self.voice_level,
                                  "voice.mute": int(self.voice_mute)}
         if self.conductor is not None:
-            settings = self.conductor.walker.settings
+            settings = self.conductor.walk_settings
             state |= {"walk.step_size": settings.step_size,
                       "walk.temperature": settings.temperature,
                       "walk.wander": settings.wander,
-                      "walk.freeze": int(self.conductor.walker.frozen)}
+                      "walk.freeze": int(self.conductor.frozen),
+                      "form": self.plan.form if self.plan is not None
+                      else self.conductor.form_name}
         for part in PARTS:
             state[f"parts.{part}.mute"] = int(self.mix.mute.get(part, False))
             state[f"parts.{part}.level"] = self.mix.level.get(part, 1.0)

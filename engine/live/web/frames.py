@@ -168,8 +168,9 @@ def state_frame(show: Any, history: StageHistory, *, clients: int = 0,
     plan = show.plan
     position = plan.position if plan is not None else None
     conductor = show.conductor
-    form = [[s.name, s.bars] for s in conductor.form.sections] if conductor is not None \
-        else [[name, patch.form.lengths[name]] for name in patch.form.sections]
+    form = [[s.name, s.bars] for s in conductor.playing_form(plan).sections] \
+        if conductor is not None else [[name, patch.form.lengths[name]]
+                                       for name in patch.form.sections]
     lyric_now, lyric_next = history.lyric_now_next(beat_now)
     return {
         "type": "state",
