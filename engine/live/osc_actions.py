@@ -103,11 +103,11 @@ def _lyrics(show: Show, command: Command) -> None:
 
 
 def _voice_level(show: Show, command: Command) -> None:
-    show.voice_level = float(command.values[0])
+    show.singing.level = float(command.values[0])
 
 
 def _voice_mute(show: Show, command: Command) -> None:
-    show.voice_mute = bool(command.values[0])
+    show.singing.mute = bool(command.values[0])
 
 
 def _panic(show: Show, command: Command) -> None:
