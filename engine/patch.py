@@ -53,6 +53,7 @@ __all__ = [
     "Audio",
     "Form",
     "Humanize",
+    "OtherForm",
     "Part",
     "Parts",
     "Patch",
@@ -187,9 +188,25 @@ _DEFAULT_LENGTHS = {"intro": 4, "verse": 8, "chorus": 8, "bridge": 8, "breakdown
 
 
 @dataclass(frozen=True, slots=True)
-class Form:
-    """The song form: sections in order, where it loops, and each section's length."""
+class OtherForm:
+    """Another form a set may switch to (``/encore/form <name>``): its sections in order and
+    where it loops; the section lengths are those of ``[form.lengths]``."""
 
+    sections: tuple[str, ...] = setting(
+        (), "Section names in playing order, each with a length under [form.lengths].",
+        identifier=True)
+    loop_from: int = setting(
+        0, "Index in sections where this form restarts after its end.", range=(0, None))
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """The song form: sections in order, where it loops, and each section's length. A set
+    starts with it; [form.others.<name>] tables add forms a tablet switches to with
+    /encore/form <name> (at the next section boundary)."""
+
+    name: str = setting(
+        "main", "This form's name, for /encore/form (switching back to it).", identifier=True)
     sections: tuple[str, ...] = setting(
         ("intro", "verse", "chorus", "verse", "chorus", "bridge", "chorus", "outro"),
         "Section names in playing order; any names (letters, digits, _), each with a length.",
@@ -201,19 +218,38 @@ class Form:
         help="Bars in each section, by name. Merged with the defaults: name only the "
         "sections you change or add.", factory=lambda: types.MappingProxyType(
             dict(_DEFAULT_LENGTHS)), range=(1, 64), unit="bars", identifier=True)
+    others: Mapping[str, OtherForm] = setting(
+        help="More forms by name, as [form.others.<name>] tables with sections and "
+        "loop_from; /encore/form <name> switches to one at the next section boundary.",
+        factory=lambda: types.MappingProxyType({}), identifier=True)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """Rules across keys, as (key, what is wrong and how to fix it)."""
-        n = len(self.sections)
+        yield from self._form_problems("", self.sections, self.loop_from)
+        for name, other in self.others.items():
+            if name == self.name:
+                yield f"others.{name}", (f'has the name of the main form (name = "{name}"); '
+                                         "rename one of them")
+            yield from self._form_problems(f"others.{name}.", other.sections, other.loop_from)
+
+    def _form_problems(self, key: str, sections: tuple[str, ...], loop_from: int
+                       ) -> Iterator[tuple[str, str]]:
+        n = len(sections)
         if n == 0:
-            yield "sections", 'is empty; list at least one, e.g. sections = ["verse", "chorus"]'
-        elif self.loop_from >= n:
-            yield "loop_from", (f"= {self.loop_from} points past the last of the {n} "
-                                f"sections; set it between 0 and {n - 1}")
-        for name in dict.fromkeys(self.sections):
+            yield f"{key}sections", ('is empty; list at least one, e.g. sections = ["verse", '
+                                     '"chorus"]')
+        elif loop_from >= n:
+            yield f"{key}loop_from", (f"= {loop_from} points past the last of the {n} "
+                                      f"sections; set it between 0 and {n - 1}")
+        for name in dict.fromkeys(sections):
             if name not in self.lengths:
-                yield "sections", (f"uses {_show(name)}, which has no length; add "
-                                   f"{_key(name)} = 8 under [form.lengths]")
+                yield f"{key}sections", (f"uses {_show(name)}, which has no length; add "
+                                         f"{_key(name)} = 8 under [form.lengths]")
+
+    def named(self) -> dict[str, tuple[tuple[str, ...], int]]:
+        """Every form by name, the main one first: name -> (sections, loop_from)."""
+        return {self.name: (self.sections, self.loop_from)} | {
+            name: (other.sections, other.loop_from) for name, other in self.others.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,6 +577,11 @@ class _Reader:
                 if f.metadata["identifier"] and not self._is_name(name, (*where, key), None):
                     ok = False
                     continue
+                if dataclasses.is_dataclass(args[1]):  # a table of tables: [form.others.x]
+                    before = len(self.problems)
+                    merged[name] = self.section(args[1], item, args[1](), (*where, key, name))
+                    ok = ok and len(self.problems) == before
+                    continue
                 item = self.scalar(args[1], item, f, (*where, key), name)
                 ok = ok and item is not _BAD
                 merged[name] = item
@@ -767,6 +808,12 @@ def describe_schema() -> str:
             _describe(member_cls, members, f"[{f.name}.<name>]", intro, out)
         else:
             _describe(cls, [("", instance)], f"[{f.name}]", _doc(cls), out)
+            for g in dataclasses.fields(cls):  # tables of tables: [form.others.<name>]
+                args = get_args(_hints(cls)[g.name])
+                if get_origin(_hints(cls)[g.name]) in (dict, Mapping) and \
+                        dataclasses.is_dataclass(args[1]):
+                    _describe(args[1], [("", args[1]())], f"[{f.name}.{g.name}.<name>]",
+                              _doc(args[1]), out)
     return "\n".join(out).rstrip() + "\n"
 
 

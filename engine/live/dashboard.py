@@ -23,7 +23,7 @@ Keys (the terminal in cbreak mode while the dashboard runs, restored after): ``p
 :class:`~engine.live.osc_control.Command` a tablet's message becomes (built from the OSC
 table, so it lands when the table says: panic now, the others on the next bar) and is
 handed to the show's command path on the show's event loop
-(``loop.call_soon_threadsafe(show._on_command, command)``); ``q`` calls ``show.stop()``
+(``loop.call_soon_threadsafe(show.on_command, command)``); ``q`` calls ``show.stop()``
 there.
 
 It costs the timing as little as it can. Drawing is Python (rich: ~2 ms a frame here,
@@ -62,7 +62,8 @@ from rich.live import Live
 from rich.text import Text
 
 from engine.live.osc_control import Command
-from engine.live.osc_table import PARTS, TABLE
+from engine.live.osc_table import TABLE
+from engine.live.show_view import ShowView
 
 REFRESH_HZ = 4.0
 HEALTH_EVERY_S = 1.0
@@ -185,7 +186,8 @@ class Dashboard:
                  output: str | None = None) -> None:
         if refresh_hz <= 0:
             raise ValueError(f"refresh_hz must be positive, got {refresh_hz}")
-        self.show = show
+        self.show = show  # steered through its command path only (keys)
+        self.reading = ShowView(show)  # and read through this
         self.loop = loop
         self.console = console
         self.output = output
@@ -213,7 +215,7 @@ class Dashboard:
     def on_bar(self, show: Any, bar: Any) -> None:
         """Keep the bar's note counts per part and its z (a few dict writes: nothing more
         runs on the show's loop)."""
-        z, anchor = _latent(show)
+        z, anchor = self.reading.latent()
         self._bars.append(_Bar(bar.index, {p: len(n) for p, n in bar.parts.items()}))
         if z is not None:
             self._projection.history.append((bar.index, z, anchor))
@@ -221,62 +223,51 @@ class Dashboard:
     # -- reading the show (any thread) --------------------------------------------------------
     def view(self) -> StageView:
         """The show's state now, as the dashboard shows it."""
-        show = self.show
-        patch = show.patch
-        clock = show.clock
-        started = clock is not None and show.bar_index >= 0
+        show = self.reading
         bar = beat = 0
-        tempo = patch.song.tempo
-        if clock is not None:
-            now = clock.now_beat()
-            tempo = clock.bpm
-            if now >= 0:
-                bar, beat = math.floor(now / 4) + 1, math.floor(now % 4) + 1
-        position = _position(show)
-        conductor = show.conductor
-        frozen = bool(conductor is not None and conductor.walker.frozen)
-        pending = [c for c in list(show.pending) if c.target == "walk.freeze"]
+        now = show.now_beat()
+        started = now is not None and show.bar_index >= 0
+        if now is not None and now >= 0:
+            bar, beat = math.floor(now / 4) + 1, math.floor(now % 4) + 1
+        position = show.position()
+        frozen = show.frozen
+        waiting = show.freeze_waiting()
         self._record_latent(show)
         trail, anchor = self._trail()
         if time.monotonic() - self._health_at >= HEALTH_EVERY_S:
             self._health = _health(show)
             self._health_at = time.monotonic()
         return StageView(
-            title=patch.song.title, started=started, bar=bar, beat=beat, tempo=tempo,
-            sync=_sync(show), frozen=frozen,
-            freeze_pending=bool(pending) and bool(pending[-1].values[0]) != frozen,
+            title=show.patch.song.title, started=started, bar=bar, beat=beat,
+            tempo=show.tempo, sync=show.sync(), frozen=frozen,
+            freeze_pending=waiting is not None and waiting != frozen,
             section=position.section if position else show.section or "-",
             bar_in_section=position.bar_in_section + 1 if position else 0,
             section_bars=position.section_bars if position else 0,
             pass_number=position.pass_number + 1 if position else 0,
             next_section=position.next_section if position else "-",
             lyric=show.lyric, theme=show.theme, parts=self._parts(show, bar - 1),
-            master=show.mix.master, voice=_voice(show), trail=trail, anchor=anchor,
+            master=show.master, voice=show.voice(), trail=trail, anchor=anchor,
             health=self._health, messages=tuple(self._messages.lines),
             last_action=self.last_action)
 
-    def _parts(self, show: Any, playing: int) -> tuple[PartRow, ...]:
+    def _parts(self, show: ShowView, playing: int) -> tuple[PartRow, ...]:
         bars = list(self._bars)  # one copy: the loop thread appends meanwhile
         record = next((b for b in reversed(bars) if b.index <= playing), None)
-        rows = []
-        for part in PARTS:
-            port = show.part_ports.get(part)
-            where = f"MIDI {port}" if port else "synth" if show.use_audio else "-"
-            rows.append(PartRow(part, where, record.notes.get(part, 0) if record else None,
-                                float(show.mix.level.get(part, 1.0)),
-                                bool(show.mix.mute.get(part, False))))
-        return tuple(rows)
+        return tuple(PartRow(part, where, record.notes.get(part, 0) if record else None,
+                             level, mute) for part, where, level, mute in show.parts())
 
-    def _record_latent(self, show: Any) -> None:
+    def _record_latent(self, show: ShowView) -> None:
         """Without on_bar calls, take the walk's point once per bar from here."""
-        if self._bars or show.bar_index < 0:  # on_bar keeps the history
+        bar = show.bar_index
+        if self._bars or bar < 0:  # on_bar keeps the history
             return
         history = self._projection.history
-        if history and history[-1][0] == show.bar_index:
+        if history and history[-1][0] == bar:
             return
-        z, anchor = _latent(show)
+        z, anchor = show.latent()
         if z is not None:
-            history.append((show.bar_index, z, anchor))
+            history.append((bar, z, anchor))
 
     def _trail(self) -> tuple[tuple[tuple[float, float], ...], tuple[float, float] | None]:
         projection = self._projection
@@ -321,15 +312,13 @@ class Dashboard:
     def _freeze_command(self) -> Command:
         """Runs on the show's loop: the opposite of the freeze the show will have (the last
         freeze still pending, else the walk's), so two quick presses undo each other."""
-        pending = [c for c in self.show.pending if c.target == "walk.freeze"]
-        conductor = self.show.conductor
-        frozen = bool(pending[-1].values[0]) if pending else bool(
-            conductor is not None and conductor.walker.frozen)
+        waiting = self.reading.freeze_waiting()
+        frozen = waiting if waiting is not None else self.reading.frozen
         return self._command("/encore/walk/freeze", "i", (int(not frozen),))
 
     def _command_to_show(self, make: Callable[[], Command], done: str) -> str:
         """``make()`` runs on the show's loop and its Command goes where a tablet's go."""
-        return self._call(lambda: self.show._on_command(make()), done)
+        return self._call(lambda: self.show.on_command(make()), done)
 
     def _call(self, action: Callable[[], None], done: str) -> str:
         loop = self.loop
@@ -394,8 +383,8 @@ class Dashboard:
             while True:
                 self._wait(fd, next_frame)
                 stopping = self._stop.is_set()
-                if quiet is None and self.show.clock is not None and self.between_sends:
-                    quiet = QuietWindows.for_show(self.show)
+                if quiet is None and self.reading.started and self.between_sends:
+                    quiet = QuietWindows.for_show(self.reading)
                 # drawn here, the last frame is drawn twice (by us, by Live as it stops)
                 frames = 2 if stopping and live is not None else 1
                 self._wait_quiet(fd, quiet, frames)
@@ -464,8 +453,8 @@ class Dashboard:
     def _wait_quiet(self, fd: int | None, quiet: QuietWindows | None, frames: int) -> None:
         """Wait (reading keys) for the next stretch between the grid's MIDI sends that
         fits ``frames`` frames; checked again on waking, as a loaded machine wakes late."""
-        clock = self.show.clock
-        if quiet is None or clock is None:
+        clock = self.reading
+        if quiet is None or not clock.started:
             return
         for _ in range(3):
             now = time.monotonic_ns()
@@ -590,7 +579,7 @@ class QuietWindows:
         self._busy: tuple[int, np.ndarray] | None = None
 
     @classmethod
-    def for_show(cls, show: Any) -> QuietWindows:
+    def for_show(cls, show: ShowView) -> QuietWindows:
         """The windows for a show's patch and the ports its parts play on."""
         midi = show.patch.midi
 
@@ -598,7 +587,7 @@ class QuietWindows:
             return next((ms for key, ms in midi.latency_ms.items()
                          if key.lower() in name.lower()), 0.0)
 
-        ports = set(show.part_ports.values())
+        ports = show.part_ports
         return cls(show.patch.humanize.timing_ms,
                    tuple(sorted({latency(name) for name in ports})) or (0.0,),
                    latency(midi.clock_out) if midi.clock_out else None)
@@ -650,82 +639,35 @@ class QuietWindows:
         return now_ns + int(wait_ms * 1e6)
 
 
-# ---- reading the show's parts ----------------------------------------------------------------
-def _latent(show: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The playing bar's z and anchor: the plan's when the show keeps it (``show.plan``),
-    else the walk's latest point (composed a bar or more ahead of the music)."""
-    plan = getattr(show, "plan", None)
-    if plan is not None:
-        return plan.z, plan.anchor
-    conductor = show.conductor
-    if conductor is None:
-        return None, None
-    return conductor.walker.z, conductor.walker.anchor
-
-
-def _position(show: Any) -> Any:
-    """The playing bar's form position: the plan's when the show keeps it, else worked out
-    from the form (right unless a section change is still in the bars composed ahead)."""
-    plan = getattr(show, "plan", None)
-    if plan is not None:
-        return plan.position
-    conductor = show.conductor
-    if conductor is None or show.bar_index < 0:
-        return None
-    walk = conductor.section_walk
-    return walk.form.position(max(0, show.bar_index + walk.shift))
-
-
-def _sync(show: Any) -> str:
-    follower, link = show.follower, show.link
-    if follower is not None:
-        bpm = follower.bpm
-        name = follower.device_name or follower.name or "MIDI clock"
-        return f"MIDI clock in {name}" + (f" {bpm:.1f}" if bpm else " (waiting)")
-    if link is not None:
-        return "Ableton Link"
-    return "internal clock"
-
-
-def _voice(show: Any) -> str:
-    if show.vocals is None:
-        return "off"
-    return f"{show.vocals.info.get('singer', '?')} {show.voice_level:.2f}" + (
-        " MUTE" if show.voice_mute else "")
-
-
-def _health(show: Any) -> HealthView:
+# ---- the health figures ----------------------------------------------------------------------
+def _health(show: ShowView) -> HealthView:
     """The health figures (once a second: the percentiles cost a little)."""
-    values: dict[str, Any] = {"fallbacks": show.health.bars_fallback,
-                              "ports_lost": getattr(show.health, "ports_lost", 0)}
-    generator = show.generator
-    if generator is not None and show.clock is not None:
-        lookahead = show.patch.live.lookahead_bars
-        if show.vocals is not None:
-            lookahead = max(lookahead, show.patch.lyrics.phrase_bars + 1)
-        values |= {"gen_last_ms": 1000 * generator.health.last_seconds,
-                   "gen_budget_ms": lookahead * 240_000 / show.clock.bpm,
-                   "restarts": generator.health.restarts}
-    vocals = show.vocals
-    if vocals is not None:
-        health = vocals.health
-        margins = list(health.margins_ms)
+    counts = show.counts()
+    values: dict[str, Any] = {"fallbacks": counts.fallbacks, "ports_lost": counts.ports_lost}
+    generation = show.generation()
+    if generation is not None and show.started:
+        values |= {"gen_last_ms": 1000 * generation[0],
+                   "gen_budget_ms": show.lookahead_bars() * 240_000 / show.tempo,
+                   "restarts": generation[1]}
+    vocal = show.vocal()
+    if vocal is not None:
+        margins, sung, missed, failed = vocal
         margin = (f"margin {margins[-1]:.0f} ms (min {min(margins):.0f})" if margins
                   else "margin -")
-        values |= {"vocal": f"{margin}, sung {health.sung}, missed {health.missed}"
-                            + (f", failed {health.failed}" if health.failed else ""),
-                   "vocal_bad": bool(health.missed or health.failed)}
-    if show.sender is not None:
-        stats = show.sender.stats()
+        values |= {"vocal": f"{margin}, sung {sung}, missed {missed}"
+                            + (f", failed {failed}" if failed else ""),
+                   "vocal_bad": bool(missed or failed)}
+    stats = show.midi_stats()
+    if stats is not None:
         values |= {"midi_p99_ms": stats["lateness"]["p99_us"] / 1000,
                    "midi_late": stats["late"], "midi_dropped": stats["dropped"]}
-    if show.audio_engine is not None:
-        values["underruns"] = int(show.audio_engine.stats().underruns)
-    if show.dispatcher is not None:
-        stats = dict(show.dispatcher.stats)
-        values |= {"osc_good": stats.get("good", 0),
-                   "osc_bad": sum(stats.get(k, 0) for k in BAD_OSC),
-                   "osc_replies_dropped": stats.get("replies_dropped", 0)}
+    if show.has_audio:
+        values["underruns"] = counts.underruns
+    osc = show.osc_stats()
+    if osc is not None:
+        values |= {"osc_good": osc.get("good", 0),
+                   "osc_bad": sum(osc.get(k, 0) for k in BAD_OSC),
+                   "osc_replies_dropped": osc.get("replies_dropped", 0)}
     return HealthView(**values)
 
 

@@ -17,13 +17,11 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
-import multiprocessing
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from engine.live.priority import lower_worker_priority
+from engine.live.worker_process import WorkerProcess, as_worker
 from engine.patch import Patch, build_patch
 from engine.song.conductor import ArrangedBar, BarPlan, Composer
 
@@ -38,11 +36,7 @@ def _init_worker(patch_dict: dict[str, Any], model: str, model_dir: str | None,
                  threads: int) -> None:
     """Runs once in each worker process: load the patch and the model there."""
     global _COMPOSER, _LYRICS
-    # Ctrl-C is the show's to handle (it stops the worker itself); a worker that died of
-    # it mid-bar would only print a traceback over the performer's terminal.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Model work yields the CPU to the show's time-keeping threads when both want it.
-    lower_worker_priority()
+    as_worker()  # Ctrl-C is the show's; model work yields the CPU to the show's threads
     from engine.music.musicvae_runner import load_model
 
     patch = build_patch(patch_dict, "<worker>")
@@ -122,7 +116,7 @@ class BarGenerator:
         self.threads = threads
         self.health = GeneratorHealth()
         self._last_good: ArrangedBar | None = None
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: WorkerProcess | None = None
         # Submitted work not yet finished, with when it was submitted: the show may stop
         # waiting for a bar (it plays the fallback) but a worker stuck past timeout_s is
         # still found and replaced at the next request.
@@ -138,11 +132,9 @@ class BarGenerator:
     def start(self) -> None:
         """Start the worker (it loads the model: call this before the show starts)."""
         if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=context, initializer=_init_worker,
-                initargs=(self.patch.to_dict(), self.patch.song.model, self.model_dir,
-                          self.threads))
+            self._pool = WorkerProcess(_init_worker, (
+                self.patch.to_dict(), self.patch.song.model, self.model_dir,
+                self.threads)).start()
 
     def describe(self) -> dict[str, Any]:
         """The worker's model: name, z_size, bars, parts, provider (loads it; blocking)."""
@@ -166,9 +158,7 @@ class BarGenerator:
         self._in_flight = []
         self._warm = False
         if pool is not None:
-            for process in _processes(pool):
-                process.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.kill()
         self.health.restarts += 1
         self.start()
 
@@ -241,17 +231,4 @@ class BarGenerator:
     def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            processes = _processes(pool)
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
-                if process.is_alive():
-                    process.terminate()
-            for process in processes:  # a stopped (SIGSTOP) worker ignores SIGTERM
-                process.join(0.5)
-                if process.is_alive():
-                    process.kill()
-
-
-def _processes(pool: concurrent.futures.ProcessPoolExecutor) -> list:
-    """The pool's worker processes (a private attribute: there is no public way)."""
-    return list((getattr(pool, "_processes", None) or {}).values())
+            pool.stop()

@@ -554,7 +554,9 @@ def _controls() -> Iterator[Control]:
     yield button("/encore/section/previous", "section.previous", "bar",
                  "Go back to the previous section of the form.")
     yield Control("/encore/form", "s", (None,), "form", "bar",
-                  "Choose a form by name (e.g. \"long\"); the engine echoes the one playing.",
+                  "Switch to another form of the patch by name (a [form.others.<name>] "
+                  "table, or the main form's name): at the next section boundary it plays "
+                  "from its first section. The engine echoes the form playing.",
                   "radio")
     yield Control("/encore/lyrics/theme", "s", (None,), "lyrics.theme", "bar",
                   "What the lines are about: a word or short prompt (\"\" lets the lyricist "

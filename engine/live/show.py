@@ -16,6 +16,12 @@ The asyncio loop only plans, stamps and hands over; it never does model work:
    them). One command per target waits: a later one replaces it, so a fader moved many
    times before its landing point lands once, at its last value, and is logged once.
 
+Beside it, each with one job: :mod:`engine.live.singing` (the voice: its worker, level,
+mute and each phrase placed in time), :mod:`engine.live.show_health` (the counts and the
+set's figures), :mod:`engine.live.port_watch` (hardware MIDI outputs that go away and come
+back), :mod:`engine.live.osc_actions` (what each control does) and
+:mod:`engine.live.show_view` (the read-only view the dashboard draws from).
+
 Every way out (the end of ``bars``, Ctrl-C, SIGTERM, an exception, a cancelled task) goes
 through one ``finally`` that stops the MIDI sender (note-offs for every sounding note,
 sustain off, all-notes-off, all-sound-off), stops the audio engine, stops the worker and
@@ -25,30 +31,28 @@ closes the event log.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import dataclasses
 import gc
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from engine.clock import Clock
 from engine.live.generator import BarGenerator
 from engine.live.link_lock import LinkLock
+from engine.live.osc_actions import ACTIONS, NotApplied
 from engine.live.osc_control import Command, OscDispatcher, OscServer
+from engine.live.port_watch import PortWatch
 from engine.live.priority import SHOW_NICENESS, set_thread_nice, thread_nice
 from engine.live.recorder import SetRecorder, TapRing
-from engine.live.vocal_worker import VocalWorker
+from engine.live.show_health import ShowHealth, collect, live_counts
+from engine.live.singing import Singing
 from engine.lyrics.phrase import PhrasePlan
-from engine.music.latent_walk import WalkSettings, to_typical_set
 from engine.music.midi_io import CC_VOLUME, channel_volume
 from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, BarPlan, Conductor
@@ -63,35 +67,7 @@ START_DELAY_S = 0.5  # from "go" to the first downbeat
 SWITCH_INTERVAL_S = 0.0005
 RECORD_HOLD_BEATS = 0.5  # the recording commits this far behind the bar line
 RECORD_RING_S = 4.0  # audio the recorder thread may fall behind before frames are lost
-VOCAL_SAFETY_BLOCKS = 2  # a phrase must be in the ring this many audio blocks early
 LOOP_WATCH_S = 0.01  # the loop's lag is measured on a sleep this long
-
-
-@dataclass
-class ShowHealth:
-    bars_played: int = 0
-    ports_lost: int = 0
-    lyric_lines: int = 0
-    voice: dict[str, Any] = field(default_factory=dict)
-    recording: dict[str, Any] = field(default_factory=dict)
-    bars_fallback: int = 0
-    bars_silent: int = 0
-    push_late_ms_max: float = 0.0
-    loop_lag_ms_max: float = 0.0  # the longest the show's loop was held, once bars play
-    loop_lag_ms_p99: float = 0.0  # 99 of 100 looks at the loop found it held no longer
-    commands_applied: int = 0
-    commands_coalesced: int = 0  # replaced by a later one for the same target before landing
-    last_section: str = ""
-    nice: int = 0  # the show threads' nice value (SHOW_NICENESS when the system allows)
-    audio: dict[str, Any] = field(default_factory=dict)
-    midi: dict[str, Any] = field(default_factory=dict)
-    generation: dict[str, Any] = field(default_factory=dict)
-    osc: dict[str, Any] = field(default_factory=dict)
-    link: dict[str, Any] = field(default_factory=dict)
-    web: dict[str, Any] = field(default_factory=dict)  # the stage page's counts, when on
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def _percentile_step(counts: list[int], total: int, fraction: float) -> int:
@@ -151,17 +127,13 @@ class Show:
         self.section = ""
         self.lyric = ""
         self.theme = patch.lyrics.theme
-        self.vocals: VocalWorker | None = None
         self.recorder: SetRecorder | None = None
         self.advertisement: Any = None
         self.plan: BarPlan | None = None  # the bar playing (the dashboard reads it)
         self.ports: dict[str, Any] = {}
-        self._missing_ports: set[str] = set()
-        self._port_probes: dict[str, Any] = {}
+        self.port_watch = PortWatch({})
         self._recorded_bpm = patch.song.tempo
-        self._vocal_tasks: set[asyncio.Task] = set()
-        self.voice_level = patch.voice.level
-        self.voice_mute = patch.voice.mute
+        self.singing = Singing(patch, model_dir=model_dir)
         self.sample_rate = patch.audio.sample_rate
         self.follower: Any = None
         self.link: Any = None
@@ -169,6 +141,11 @@ class Show:
         self.web: Any = None  # the stage page (engine.live.web), when [web] is on
         self.ahead: list[tuple[BarPlan, asyncio.Task]] = []  # bars composed ahead
         self.next_up: tuple[BarPlan, asyncio.Task] | None = None  # the next of them
+
+    @property
+    def vocals(self) -> Any:
+        """The voice worker (None when the set is not sung): :attr:`singing` owns it."""
+        return self.singing.vocals
 
     # ---- set-up ---------------------------------------------------------------------
     def _open_ports(self) -> dict[str, Any]:
@@ -213,22 +190,6 @@ class Show:
         self.recorder = SetRecorder(self.record_dir, self.patch.song.tempo, programs,
                                     sample_rate=self.sample_rate if tap else None, tap=tap)
         self._recorded_bpm = self.patch.song.tempo
-
-    async def _start_voice(self) -> None:
-        """Start the voice worker (it loads and times the singer) when the set is sung."""
-        patch = self.patch
-        if patch.lyrics.source == "off" or patch.voice.singer == "off":
-            return
-        vocals = VocalWorker(patch, self.sample_rate, model_dir=self.model_dir)
-        info = await asyncio.to_thread(vocals.start)
-        if not vocals.active:
-            vocals.close()
-            return
-        self.vocals = vocals
-        log.info("voice: %s, real-time factor %.2f%s", info["singer"], info["rtf"],
-                 f" at {info['steps']} steps" if info.get("steps") else "")
-        if self.event_log is not None:
-            self.event_log.write({"type": "voice"} | info)
 
     def _open_audio(self) -> Any:
         from engine.live.audio_out import AudioEngine, list_devices
@@ -323,6 +284,7 @@ class Show:
                                   bpm=patch.song.tempo, provider=info["provider"], live=True)
         ports = self._open_ports()
         self.ports = ports
+        self.port_watch = PortWatch(ports)
         if self.use_osc:
             await self._start_osc()
         if patch.web.enabled:
@@ -333,7 +295,7 @@ class Show:
                 log.info("audio: %s", self.audio_engine.path_detail)
             else:  # never silently: the Python callback waits for the interpreter lock
                 log.warning("audio: %s", self.audio_engine.path_detail)
-            await self._start_voice()
+            await self.singing.start(self.sample_rate, self.event_log)
         if self.record_dir is not None:
             self._start_recorder()
         # Collect before the audio runs: a full collection stalls every thread ~20 ms.
@@ -343,7 +305,7 @@ class Show:
             self.audio_engine.start()
             await self._first_audio_block()
         self._open_sync()
-        self._open_port_probes()
+        self.port_watch.open()
         start_ns = time.monotonic_ns() + int(START_DELAY_S * NS)
         bpm = patch.song.tempo
         if self.link is not None:  # peers first, then bar 0 on the session's bar line
@@ -355,11 +317,12 @@ class Show:
             if patch.midi.clock_out and patch.midi.clock_out in ports:
                 self.sender.start_clock(patch.midi.clock_out, from_bar=0)
         for part in PARTS:  # the patch's levels on beat 0, all four: a synth left at another
-            self._send_volume(part, beat=0)  # volume by the last song is set right
+            self.send_volume(part, beat=0)  # volume by the last song is set right
 
         plan, bar, fresh = first_plan, first, True
         lookahead = patch.live.lookahead_bars
-        if self.vocals is not None:  # a phrase is sung from its first bar, written at its last
+        if self.singing.vocals is not None:  # a phrase is sung from its first bar, written
+            # at its last
             lookahead = max(lookahead, patch.lyrics.phrase_bars + 1)
         queue: list[tuple[BarPlan, asyncio.Task]] = []
         self.ahead = queue  # the stage page draws the bars composed ahead
@@ -480,55 +443,18 @@ class Show:
         if self.web is not None:
             self.web.on_bar(plan, bar)
 
-    def _hardware_ports(self) -> Iterator[tuple[str, Any]]:
-        from engine.live.midi_ports import RtMidiPort
-
-        for name, port in self.ports.items():
-            if isinstance(port, RtMidiPort) and not port.virtual:
-                yield name, port
-
-    def _open_port_probes(self) -> None:
-        """The port watch's own MIDI clients, opened before the first note: opening one
-        joins a new client to the JACK graph, which is start-up work, not work for the
-        middle of bar 0."""
-        from engine.live.midi_ports import rtmidi_client
-
-        for _, port in self._hardware_ports():
-            if port.api not in self._port_probes:
-                try:
-                    self._port_probes[port.api] = rtmidi_client(port.api, "encore-watch")
-                except Exception as err:  # noqa: BLE001 - tried again at the first bar
-                    log.debug("MIDI port watch: %s", err)
+    @property
+    def ports_gone(self) -> set[str]:
+        """Hardware outputs whose device went away (and has not come back)."""
+        return self.port_watch.gone
 
     def _watch_ports(self) -> None:
-        """Once a bar: is every hardware output's device still there? A device that went
-        away raises nothing when sent to (JACK keeps our port), so look: a missing one is
-        marked failed in the sender (its messages counted as lost) and reopened by name,
-        with its sounding notes released, when it comes back."""
-        from engine.live.midi_ports import rtmidi_client
-
+        """Once a bar: a hardware output gone is counted and logged, one back logged."""
         if self.sender is None:
             return
-        for name, port in self._hardware_ports():
-            try:
-                probe = self._port_probes.get(port.api)
-                if probe is None:
-                    probe = self._port_probes[port.api] = rtmidi_client(port.api,
-                                                                        "encore-watch")
-                wanted = name.casefold()
-                present = any(wanted in other.casefold() for other in probe.get_ports())
-            except Exception as err:  # noqa: BLE001 - the watch must never stop the show
-                log.debug("MIDI port watch: %s", err)
-                continue
-            if not present and name not in self._missing_ports:
-                self._missing_ports.add(name)
-                self.health.ports_lost += 1
-                self.sender.port_missing(name)
-                log.warning("MIDI output %r went away; reopening it when it is back", name)
-                self._log_port(name, "gone")
-            elif present and name in self._missing_ports:
-                self._missing_ports.discard(name)
-                self._log_port(name, "back")
+        for name, state in self.port_watch.check(self.sender):
+            self.health.ports_lost += state == "gone"
+            self._log_port(name, state)
 
     def _log_port(self, name: str, state: str) -> None:
         if self.event_log is not None:
@@ -555,61 +481,7 @@ class Show:
         if self.recorder is not None:
             for step, text in lyric_events([PhrasePlan.from_dict(lyric)]):
                 self.recorder.midi.lyric(step / 4, text)
-        if self.vocals is not None and self.vocals.active:
-            task = asyncio.ensure_future(self._sing(lyric))
-            self._vocal_tasks.add(task)
-            task.add_done_callback(self._vocal_tasks.discard)
-
-    async def _sing(self, lyric: dict[str, Any]) -> None:
-        """Render the phrase in the voice worker; place it in the vocal ring if it is
-        there before its first sample is due (with a safety margin), else drop it."""
-        vocals, clock, engine = self.vocals, self.clock, self.audio_engine
-        assert vocals is not None and clock is not None and engine is not None
-        health = vocals.health
-        first_beat = float(lyric["syllables"][0]["notes"][0][1])
-        note_ns = clock.beat_to_ns(first_beat)
-        wait_s = (note_ns - time.monotonic_ns()) / NS
-        if wait_s <= 0:
-            health.missed += 1
-            health.last_error = f"bar {lyric['bar']}: written after its first note"
-            return
-        bpm = clock.bpm
-        restarts = health.restarts  # a worker that broke under several lines restarts once
-        try:  # submit too: a pool already known broken raises there
-            future = vocals.submit(lyric, bpm, note_ns)
-            samples, start_s, rtf, steps = await asyncio.wait_for(asyncio.wrap_future(future),
-                                                                   wait_s)
-        except TimeoutError:
-            health.missed += 1
-            health.last_error = f"bar {lyric['bar']}: not rendered before its first note"
-            return
-        except Exception as err:  # noqa: BLE001 - a phrase may fail; the set goes on
-            health.failed += 1
-            health.last_error = f"bar {lyric['bar']}: {type(err).__name__}: {err}"
-            if (isinstance(err, concurrent.futures.process.BrokenProcessPool)
-                    and health.restarts == restarts and vocals.active):
-                try:
-                    await asyncio.to_thread(vocals.restart)
-                except Exception as restart_err:  # noqa: BLE001 - the band plays on, unsung
-                    health.last_error = (f"the voice worker could not start again: "
-                                         f"{type(restart_err).__name__}: {restart_err}")
-                    log.warning("voice: %s; the set goes on without singing", health.last_error)
-            return
-        health.rtf.append(rtf)
-        if steps is not None:
-            health.steps.append(steps)
-        start_frame = engine.ns_to_frame(note_ns) + round(
-            (start_s - first_beat * 60.0 / bpm) * self.sample_rate)
-        ring = engine.vocals
-        margin = start_frame - ring.read_frame - VOCAL_SAFETY_BLOCKS * self.patch.live.block_size
-        if margin <= 0:
-            health.missed += 1
-            health.last_error = f"bar {lyric['bar']}: rendered {-margin} frames too late"
-            return
-        health.margins_ms.append(1000.0 * margin / self.sample_rate)
-        health.sung += 1
-        if not self.voice_mute:
-            ring.write_at(start_frame, samples * np.float32(self.voice_level))
+        self.singing.sing(lyric, self.clock, self.audio_engine)
 
     def _send_note(self, part: str, channel: int, pitch: int, velocity: int, start_ns: int,
                    end_ns: int) -> None:
@@ -623,7 +495,7 @@ class Show:
 
     # ---- control --------------------------------------------------------------------
     async def _start_osc(self) -> None:
-        self.dispatcher = OscDispatcher.from_settings(self.patch.osc, self._on_command,
+        self.dispatcher = OscDispatcher.from_settings(self.patch.osc, self.on_command,
                                                       state=self.state)
         self.osc_server = OscServer(self.patch.osc, self.dispatcher)
         address = await self.osc_server.start()
@@ -635,7 +507,7 @@ class Show:
             advertise, address[1], self.patch.song.title, self.patch.osc.host)
 
     async def _start_web(self) -> None:
-        """The stage page: its touches come in through :meth:`_on_command`, as a tablet's."""
+        """The stage page: its touches come in through :meth:`on_command`, as a tablet's."""
         from engine.live.web.server import StageServer
 
         self.web = StageServer(self.patch.web, self)
@@ -651,7 +523,7 @@ class Show:
         except Exception as err:  # noqa: BLE001 - the set is over; say it and go on
             log.error("while stopping: web: %s", err)
 
-    def _on_command(self, command: Command) -> None:
+    def on_command(self, command: Command) -> None:
         if command.lands == "now":
             self._apply(command)
             return
@@ -677,74 +549,29 @@ class Show:
         self.pending = keep
 
     def _apply(self, command: Command) -> None:
-        """Apply one validated command (the table has checked types and ranges)."""
-        target, values = command.target, command.values
-        conductor, clock = self.conductor, self.clock
+        """Apply one validated command (the table has checked types and ranges) with its
+        handler (:data:`~engine.live.osc_actions.ACTIONS`), and log it."""
         self.health.commands_applied += 1
-        record = {"type": "control", "address": command.address, "target": target,
-                  "values": list(values), "lands": command.lands, "after_bar": self.bar_index}
-        if target == "song.tempo" and clock is not None:
-            record["at_bar"] = max(self.bar_index + 1, clock.next_bar())
-            clock.set_tempo(float(values[0]), at_bar=record["at_bar"])
-            if self.link_lock is not None:  # proposed to the session on that bar line
-                self.link_lock.propose_tempo(clock, float(values[0]), record["at_bar"])
-        if self.event_log is not None:
-            self.event_log.write(record)
-        if target == "song.tempo":
-            self.health.commands_applied -= clock is None
-        elif target.startswith("walk.") and conductor is not None:
-            self._apply_walk(target, values)
-        elif target == "section.next" and conductor is not None:
-            conductor.section_walk.force_next_section()
-        elif target == "section.previous" and conductor is not None:
-            conductor.section_walk.force_previous_section()
-        elif target.startswith("parts.") and target.endswith(".mute"):
-            self.mix.mute[target.split(".")[1]] = bool(values[0])
-        elif target.startswith("parts.") and target.endswith(".level"):
-            part = target.split(".")[1]
-            self.mix.level[part] = float(values[0])
-            self._send_volume(part)
-        elif target == "master.level":
-            self.mix.master = float(values[0])
-            if self.audio_engine is not None:
-                self.audio_engine.set_master(self.mix.master)
-        elif target in ("lyrics.theme", "lyrics.renew") and self.generator is not None:
-            self.generator.steer_lyrics(target, str(values[0]) if values else "")
-            if target == "lyrics.theme":
-                self.theme = str(values[0])
-        elif target == "voice.level":
-            self.voice_level = float(values[0])
-        elif target == "voice.mute":
-            self.voice_mute = bool(values[0])
-        elif target == "panic":
-            self.panic()
-        else:
+        record = {"type": "control", "address": command.address, "target": command.target,
+                  "values": list(command.values), "lands": command.lands,
+                  "after_bar": self.bar_index}
+        handler = ACTIONS.get(command.target)
+        try:
+            if handler is None:
+                self.health.commands_applied -= 1
+                log.info("OSC %s: not handled by this show", command.address)
+            else:
+                record |= handler(self, command) or {}
+        except NotApplied as refused:
             self.health.commands_applied -= 1
-            log.info("OSC %s: not handled by this show", command.address)
+            if refused.reason:
+                record["refused"] = refused.reason
+                log.warning("OSC %s: %s", command.address, refused.reason)
+        finally:  # logged even when the handler failed
+            if self.event_log is not None:
+                self.event_log.write(record)
 
-    def _apply_walk(self, target: str, values: tuple) -> None:
-        assert self.conductor is not None
-        walker = self.conductor.walker
-        settings: WalkSettings = walker.settings
-        if target == "walk.step_size":
-            walker.update(settings.replace(step_size=float(values[0])))
-        elif target == "walk.temperature":
-            walker.update(settings.replace(temperature=float(values[0])))
-        elif target == "walk.wander":
-            walker.update(settings.replace(wander=float(values[0])))
-        elif target == "walk.freeze":
-            walker.freeze(bool(values[0]))
-        elif target == "walk.jump":
-            self.conductor.section_walk.force_jump()
-        elif target == "walk.drift":
-            walker.drift()
-        elif target == "walk.glide":  # to a fresh point, seeded by the song and the bar
-            rng = np.random.default_rng([self.conductor.seed, self.conductor.next_bar, 0x61])
-            walker.glide_to(to_typical_set(rng.standard_normal(walker.dim)))
-        elif target == "walk.xy":
-            self.conductor.set_xy(float(values[0]), float(values[1]))
-
-    def _send_volume(self, part: str, beat: int | None = None) -> None:
+    def send_volume(self, part: str, beat: int | None = None) -> None:
         """The part's level as its channel volume (CC 7), on ``beat`` (default: the next
         beat), to its port or the built-in synth, and into the recording."""
         settings = getattr(self.patch.parts, part)
@@ -776,63 +603,23 @@ class Show:
                                  "status.bar": str(self.bar_index),
                                  "status.section": self.section,
                                  "status.lyric": self.lyric, "lyrics.theme": self.theme,
-                                 "voice.level": self.voice_level,
-                                 "voice.mute": int(self.voice_mute)}
+                                 "voice.level": self.singing.level,
+                                 "voice.mute": int(self.singing.mute)}
         if self.conductor is not None:
-            settings = self.conductor.walker.settings
+            settings = self.conductor.walk_settings
             state |= {"walk.step_size": settings.step_size,
                       "walk.temperature": settings.temperature,
                       "walk.wander": settings.wander,
-                      "walk.freeze": int(self.conductor.walker.frozen)}
+                      "walk.freeze": int(self.conductor.frozen),
+                      "form": self.plan.form if self.plan is not None
+                      else self.conductor.form_name}
         for part in PARTS:
             state[f"parts.{part}.mute"] = int(self.mix.mute.get(part, False))
             state[f"parts.{part}.level"] = self.mix.level.get(part, 1.0)
-        health = self.health
-        state["status.health"] = (f"fallback {health.bars_fallback} "
-                                  f"late {self._late_count()} "
-                                  f"underruns {self._underruns()}"
-                                  + (f" vocal missed {self.vocals.health.missed}"
-                                     if self.vocals is not None else "")
-                                  + (f" midi gone {','.join(sorted(self._missing_ports))}"
-                                     if self._missing_ports else ""))
+        state["status.health"] = live_counts(self).text()
         return state
 
-    def _late_count(self) -> int:
-        if self.sender is None:
-            return 0
-        return int(self.sender.stats().get("late", 0))
-
-    def _underruns(self) -> int:
-        if self.audio_engine is None:
-            return 0
-        return int(self.audio_engine.stats().underruns)
-
     # ---- the one way out --------------------------------------------------------------
-    def _collect_health(self) -> None:
-        health = self.health
-        if self.audio_engine is not None:
-            stats = self.audio_engine.stats().as_dict()
-            health.audio = {k: stats[k] for k in ("path", "underruns", "callback_overruns",
-                                                  "callback_us_p99", "callback_us_max",
-                                                  "events_late", "errors")}
-        if self.sender is not None:
-            stats = self.sender.stats()
-            health.midi = {"sent": stats["sent"], "late": stats["late"],
-                           "dropped": stats["dropped"], "lost": stats["lost"],
-                           "reopens": stats["reopens"]} | stats["lateness"]
-        if self.generator is not None:
-            health.generation = self.generator.health.to_dict()
-        if self.dispatcher is not None:
-            health.osc = dict(self.dispatcher.stats)
-            if self.osc_server is not None:  # datagrams read, reading paused, kernel drops
-                health.osc |= {k: v for k, v in self.osc_server.stats.items()
-                               if k in ("received", "read_pauses", "kernel_dropped",
-                                        "receiver_cpu_ms")}
-        if self.vocals is not None:
-            health.voice = self.vocals.health.to_dict() | {"singer": self.vocals.info}
-        if self.link_lock is not None:
-            health.link = self.link_lock.stats()
-
     def _close_recorder(self) -> None:
         if self.recorder is not None:
             self.recorder.close((self.bar_index + 1) * 4)
@@ -844,17 +631,17 @@ class Show:
 
     def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
-            self._collect_health()
+            collect(self)
         errors = []
         for name, action in (("midi", lambda: self.sender and self.sender.stop()),
                              ("ports", self._close_ports),
-                             ("port watch", self._port_probes.clear),
+                             ("port watch", self.port_watch.close),
                              ("audio", lambda: self.audio_engine and self.audio_engine.stop()),
                              ("osc", lambda: self.osc_server and self.osc_server.close()),
                              ("dns-sd", lambda: self.advertisement
                               and self.advertisement.close()),
                              ("generator", lambda: self.generator and self.generator.close()),
-                             ("voice", lambda: self.vocals and self.vocals.close()),
+                             ("voice", self.singing.close),
                              ("recorder", self._close_recorder),
                              ("clock in", lambda: self.follower and self.follower.close()),
                              ("link", self._close_link),

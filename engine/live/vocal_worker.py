@@ -14,15 +14,13 @@ that its deadline allows on the machine as busy as the last renders found it
 
 A phrase whose audio is not in the show's hands before its first sample is due (less a
 safety margin) is dropped and counted, never played late: the show checks that when the
-audio arrives (see ``Show._sing``).
+audio arrives (see :class:`~engine.live.singing.Singing`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import multiprocessing
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.live.priority import lower_worker_priority
+from engine.live.worker_process import WorkerProcess, as_worker
 from engine.lyrics.phrase import PhrasePlan, SungNote, SungSyllable
 from engine.patch import Patch, build_patch
 
@@ -85,8 +83,7 @@ def _time(singer: Any, steps: int | None = None) -> float:
 
 def _init(patch_dict: dict[str, Any], model_dir: str | None, rate: int) -> dict[str, Any]:
     global _SINGER, _RATE, _TRANSPOSE, _LOAD_ERROR
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the show stops the worker itself
-    lower_worker_priority()
+    as_worker()  # Ctrl-C is the show's (it stops the worker itself); the CPU too
     from engine.voice.choose import load_singer
 
     patch = build_patch(patch_dict, "<voice worker>")
@@ -228,14 +225,12 @@ class VocalWorker:
         self.model_dir = str(model_dir) if model_dir else None
         self.health = VocalHealth()
         self.info: dict[str, Any] = {}
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: WorkerProcess | None = None
 
     def start(self) -> dict[str, Any]:
         """Start the worker, load the singer and time it (blocking: before the show)."""
-        context = multiprocessing.get_context("spawn")
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=context, initializer=_init,
-            initargs=(self.patch.to_dict(), self.model_dir, self.sample_rate))
+        self._pool = WorkerProcess(_init, (self.patch.to_dict(), self.model_dir,
+                                           self.sample_rate)).start()
         try:
             self.info = self._pool.submit(_probe, self.patch.voice.steps == 0).result(
                 timeout=START_TIMEOUT_S)
@@ -266,14 +261,5 @@ class VocalWorker:
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        processes = list(getattr(pool, "_processes", {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(0.5)
-            if process.is_alive():
-                process.kill()
+        if pool is not None:
+            pool.stop()

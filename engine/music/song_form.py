@@ -40,6 +40,8 @@ Walking the form
 section it glides from wherever the walk is to that section's anchor for this pass over
 ``settings.glide_bars`` bars (the very first bar of the song jumps there instead); inside a
 section the walker drifts around the anchor. It returns ``(z, FormPosition, motion)``.
+``choose_form(other)`` swaps the form at the next section boundary: that bar is the other
+form's first bar (its pass 0), glided into like any section start.
 
 numpy only: this module is part of the runtime.
 """
@@ -279,6 +281,12 @@ class SectionWalk:
         self._section_start: int | None = None   # form bar where the current section began
         self._last_form_bar: int | None = None
         self._skip_pending: str | None = None
+        self._form_pending: SongForm | None = None
+
+    @property
+    def form_pending(self) -> SongForm | None:
+        """The form chosen to take over at the next section boundary, if any."""
+        return self._form_pending
 
     def z_for_bar(self, bar_index: int) -> tuple[np.ndarray, FormPosition, str]:
         """``(z, position, motion)`` for performance bar ``bar_index``; one call per bar."""
@@ -292,8 +300,15 @@ class SectionWalk:
             raise ValueError(f"bar {bar_index} is before the form's start (shift {self.shift}); "
                              "call z_for_bar with increasing bar indices")
         position = self.form.position(form_bar)
+        switched = False
+        if self._form_pending is not None and position.is_section_start:
+            # a new section starts here: the chosen form takes over from its first section
+            self.form, self._form_pending = self._form_pending, None
+            self.shift, form_bar = -bar_index, 0
+            position = self.form.position(0)
+            switched = self._section_start is not None
         start = form_bar - position.bar_in_section
-        if start != self._section_start:
+        if start != self._section_start or switched:
             target = self.anchors.anchor(position.section, position.pass_number)
             if self._section_start is None:
                 self.walker.jump(target)
@@ -311,6 +326,12 @@ class SectionWalk:
     def force_previous_section(self) -> None:
         """The next bar starts the previous section again (and glides to its anchor)."""
         self._skip_pending = "previous"
+
+    def choose_form(self, form: SongForm | None) -> None:
+        """From the next section boundary on, play ``form`` from its first section (its
+        pass 0; it then loops from its own ``loop_from``); None keeps the form playing.
+        A forced section change makes the boundary the next bar."""
+        self._form_pending = form
 
     def force_jump(self, z: np.ndarray | None = None) -> None:
         """Jump to a new region (``z`` or a prior sample) for the rest of this section.

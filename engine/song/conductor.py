@@ -68,6 +68,7 @@ class BarPlan:
     motion: str
     temperature: float
     noise_seed: int
+    form: str = "main"  # the form's name (the event log has it in the control records)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bar": self.index, "section": self.position.section,
@@ -109,15 +110,19 @@ class Conductor:
     def __init__(self, patch: Patch, z_size: int, *, seed: int | None = None) -> None:
         self.patch = patch
         self.seed = patch.song.seed if seed is None else seed
-        form = patch.form
-        self.form = SongForm([(name, form.lengths[name]) for name in form.sections],
-                             loop_from=form.loop_from)
+        lengths = patch.form.lengths
+        self.forms: dict[str, SongForm] = {
+            name: SongForm([(section, lengths[section]) for section in sections],
+                           loop_from=loop_from)
+            for name, (sections, loop_from) in patch.form.named().items()}
+        self.form_name = patch.form.name  # the form of the bars planned so far
+        self._form_names = {id(form): name for name, form in self.forms.items()}
         self.anchors = Anchors(z_size, self.seed, drift=patch.walk.anchor_drift)
         self.settings = WalkSettings(temperature=patch.walk.temperature,
                                      step_size=patch.walk.step_size, wander=patch.walk.wander,
                                      glide_bars=patch.walk.glide_bars)
         self.walker = LatentWalker(z_size, self.settings, seed=self.seed)
-        self.section_walk = SectionWalk(self.form, self.anchors, self.walker)
+        self.section_walk = SectionWalk(self.forms[self.form_name], self.anchors, self.walker)
         self.next_bar = 0
         # Two fixed orthonormal latent directions for the tablet's x/y pad.
         rng = np.random.default_rng([self.seed, 0x5859])
@@ -125,15 +130,93 @@ class Conductor:
         self.xy_basis = basis.T  # (2, Z)
         self.xy = (0.5, 0.5)
 
+    # ---- what the tablet changes (each from the next planned bar) ---------------------
     def set_xy(self, x: float, y: float) -> None:
         """Move along the x/y pad's two latent directions (0.5, 0.5 = no offset); from the
         next planned bar. Full travel tilts z by up to XY_REACH of the prior's radius."""
         self.xy = (min(max(float(x), 0.0), 1.0), min(max(float(y), 0.0), 1.0))
 
+    def set_walk(self, *, step_size: float | None = None, temperature: float | None = None,
+                 wander: float | None = None) -> None:
+        """Change the walk's settings (those given)."""
+        changes = {key: float(value) for key, value in (
+            ("step_size", step_size), ("temperature", temperature), ("wander", wander))
+            if value is not None}
+        self.walker.update(self.walker.settings.replace(**changes))
+
+    def freeze(self, on: bool) -> None:
+        """Hold the walk where it is (the bar's point repeats), or let it move again."""
+        self.walker.freeze(bool(on))
+
+    def drift(self) -> None:
+        """Back to the slow drift around the section's anchor."""
+        self.walker.drift()
+
+    def jump(self) -> None:
+        """Jump to a fresh point for the rest of this section."""
+        self.section_walk.force_jump()
+
+    def glide(self) -> None:
+        """Glide to a fresh point, seeded by the song and the next bar."""
+        rng = np.random.default_rng([self.seed, self.next_bar, 0x61])
+        self.walker.glide_to(to_typical_set(rng.standard_normal(self.walker.dim)))
+
+    def next_section(self) -> None:
+        """The next planned bar starts the next section."""
+        self.section_walk.force_next_section()
+
+    def previous_section(self) -> None:
+        """The next planned bar starts the previous section again."""
+        self.section_walk.force_previous_section()
+
+    def choose_form(self, name: str) -> None:
+        """Play form ``name`` from the next section boundary, from its first section.
+        Choosing the form playing keeps it (and cancels a switch still waiting). Raises
+        KeyError naming the forms there are."""
+        if name not in self.forms:
+            raise KeyError(f"no form {name!r} in this patch; the forms are "
+                           f"{', '.join(self.forms)} (add one as [form.others.{name}])")
+        form = self.forms[name]
+        self.section_walk.choose_form(None if form is self.section_walk.form else form)
+
+    # ---- what the show and its pages read --------------------------------------------
+    @property
+    def form(self) -> SongForm:
+        """The form of the bars planned so far."""
+        return self.section_walk.form
+
+    def playing_form(self, plan: BarPlan | None) -> SongForm:
+        """The form of ``plan`` (the bar playing), else of the bars planned so far."""
+        return self.forms.get(plan.form, self.form) if plan is not None else self.form
+
+    @property
+    def form_pending(self) -> str | None:
+        """The form chosen to take over at the next section boundary, if any."""
+        pending = self.section_walk.form_pending
+        return None if pending is None else self._form_names[id(pending)]
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.walker.frozen)
+
+    @property
+    def walk_settings(self) -> WalkSettings:
+        return self.walker.settings
+
+    def latest_point(self) -> tuple[np.ndarray, np.ndarray]:
+        """The walk's latest point and its anchor (the last bar planned)."""
+        return self.walker.z, self.walker.anchor
+
+    def position_of(self, bar: int) -> FormPosition:
+        """Where performance bar ``bar`` falls in the form planned (right unless a section
+        or form change is still in the bars planned ahead of it)."""
+        return self.form.position(max(0, bar + self.section_walk.shift))
+
     def plan(self) -> BarPlan:
         """The plan of the next bar (call once per bar, in order)."""
         index = self.next_bar
         z, position, motion = self.section_walk.z_for_bar(index)
+        self.form_name = self._form_names[id(self.section_walk.form)]
         self.next_bar += 1
         if self.xy != (0.5, 0.5):
             offset = (np.array(self.xy) - 0.5) * 2.0 * XY_REACH * np.sqrt(len(z))
@@ -141,7 +224,8 @@ class Conductor:
         anchor = self.anchors.anchor(position.section, position.pass_number)
         return BarPlan(index, position, z.astype(np.float32), anchor.astype(np.float32),
                        motion, self.walker.settings.temperature,
-                       _seed(self.seed, position.section, position.bar_in_section))
+                       _seed(self.seed, position.section, position.bar_in_section),
+                       self.form_name)
 
 
 class Composer:

@@ -258,10 +258,13 @@ def test_osc_replies_held_back_show_in_the_health_lines() -> None:
     status = b"/encore/status\x00\x00,\x00\x00\x00"
     for _ in range(25):
         dispatcher.handle_datagram(status, ("10.0.0.5", 9000))
+    from engine.live.show_view import ShowView
+
     show = SimpleNamespace(health=SimpleNamespace(bars_fallback=0, ports_lost=0),
-                           generator=None, clock=None, vocals=None, sender=None,
-                           audio_engine=None, dispatcher=dispatcher)
-    view = _health(show)
+                           generator=None, clock=None, singing=SimpleNamespace(vocals=None),
+                           sender=None, audio_engine=None, dispatcher=dispatcher,
+                           ports_gone=set())
+    view = _health(ShowView(show))
     assert (view.osc_good, view.osc_bad, view.osc_replies_dropped) == (25, 0, 15)
     osc = next(line for line in _health_lines(view) if line.plain.lstrip().startswith("OSC"))
     assert re.search(r"OSC +good 25, bad 0, replies held back 15", osc.plain), osc.plain

@@ -81,9 +81,9 @@ def test_a_killed_voice_worker_is_restarted_and_the_set_keeps_singing(
 
     def kill_at_bar_4(show: Show, _bar) -> None:
         if show.bar_index == 4 and not killed and show.vocals is not None:
-            for process in list(show.vocals._pool._processes.values()):
-                os.kill(process.pid, signal.SIGKILL)
-                killed.append(process.pid)
+            for pid in show.vocals._pool.pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
             sung_before.append(show.vocals.health.sung)
 
     show.on_bar = kill_at_bar_4

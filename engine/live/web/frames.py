@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.live.osc_table import PARTS, TABLE, Control
+from engine.live.show_health import live_counts
 
 TRAIL_BARS = 32     # bars of the walk's trail on the x/y pad
 ROLL_PLAYED = 8     # bars already played in the piano roll
@@ -168,8 +169,9 @@ def state_frame(show: Any, history: StageHistory, *, clients: int = 0,
     plan = show.plan
     position = plan.position if plan is not None else None
     conductor = show.conductor
-    form = [[s.name, s.bars] for s in conductor.form.sections] if conductor is not None \
-        else [[name, patch.form.lengths[name]] for name in patch.form.sections]
+    form = [[s.name, s.bars] for s in conductor.playing_form(plan).sections] \
+        if conductor is not None else [[name, patch.form.lengths[name]]
+                                       for name in patch.form.sections]
     lyric_now, lyric_next = history.lyric_now_next(beat_now)
     return {
         "type": "state",
@@ -209,13 +211,11 @@ def _sync(show: Any) -> str:
 
 def health(show: Any, state: Mapping[str, Any]) -> dict[str, Any]:
     """Underruns, late MIDI events, bars replaced, phrases missed, ports lost."""
+    counts = live_counts(show)
     figures: dict[str, Any] = {
-        "underruns": show._underruns(), "late": show._late_count(),
-        "fallbacks": show.health.bars_fallback, "ports_lost": show.health.ports_lost,
-        "ports_gone": sorted(getattr(show, "_missing_ports", ())),
-        "phrases_missed": show.vocals.health.missed if show.vocals is not None else 0,
+        "underruns": counts.underruns, "late": counts.late, "fallbacks": counts.fallbacks,
+        "ports_lost": counts.ports_lost, "ports_gone": list(counts.ports_gone),
+        "phrases_missed": counts.phrases_missed, "ok": counts.ok,
+        "text": str(state.get("status.health", "")),
     }
-    figures["ok"] = not any(figures[k] for k in ("underruns", "late", "fallbacks",
-                                                  "phrases_missed", "ports_gone"))
-    figures["text"] = str(state.get("status.health", ""))
     return figures

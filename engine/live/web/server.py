@@ -181,7 +181,7 @@ class StageServer:
         self.history = frames.StageHistory()
         self.dispatcher = OscDispatcher.from_settings(
             OscSettings(host=settings.host, allow=settings.allow),
-            apply if apply is not None else show._on_command, state=show.state)
+            apply if apply is not None else show.on_command, state=show.state)
         self.allow = tuple(ipaddress.ip_network(a, strict=False) for a in settings.allow)
         self.stats: dict[str, int] = dict.fromkeys(STATS_KEYS, 0)
         self.clients: list[_Client] = []
