@@ -106,7 +106,7 @@ def _child(args: argparse.Namespace) -> None:
     stream = render._StreamingAudio
     for name, key in (("__init__", "audio"), ("render_until", "audio"), ("close", "audio")):
         setattr(stream, name, timers.wrap(key, getattr(stream, name)))
-    render._synth_events = timers.wrap("events", render._synth_events)
+    render.synth_events = timers.wrap("events", render.synth_events)
     render.soft_clip = timers.wrap("clip", render.soft_clip)
     render.FluidRenderer.render = timers.wrap("synth", render.FluidRenderer.render)
 
