@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.music.encoding import NO_EVENT, NOTE_OFF, PITCH_TO_DRUM, encode_melody
+from engine.music.encoding import PITCH_TO_DRUM, encode_melody
 from engine.music.notes import STEPS_PER_BAR, STEPS_PER_QUARTER, Note
+from export.corpus_music21 import silent_share
 from export.music_eval import Hit, Song, Tone
 
 UNKNOWN = -1
@@ -61,18 +62,6 @@ def _drum_steps(hits: Sequence[Hit], n_steps: int) -> np.ndarray:
         if drum is not None and 0 <= step < n_steps:
             steps[step] |= 1 << drum
     return steps
-
-
-def silent_share(events: np.ndarray) -> float:
-    """Share of steps of a melody-encoded line during which no note sounds."""
-    sounding, silent = False, 0
-    for e in events:
-        if e == NOTE_OFF:
-            sounding = False
-        elif e != NO_EVENT:
-            sounding = True
-        silent += not sounding
-    return silent / len(events)
 
 
 def song_windows(song: Song, bars: int = 4) -> Iterator[np.ndarray]:

@@ -125,12 +125,13 @@ def windows(piece: Piece, bars: int) -> Iterator[np.ndarray]:
             clipped = [Note(max(n.start, 0), n.pitch, n.end, n.velocity) for n in shifted
                        if n.end > 0]
             encoded.append(encode_melody(clipped, length))
-        if any(_silent_share(e) > 0.5 for e in encoded):
+        if any(silent_share(e) > 0.5 for e in encoded):
             continue
         yield np.stack(encoded)
 
 
-def _silent_share(events: np.ndarray) -> float:
+def silent_share(events: np.ndarray) -> float:
+    """Share of steps of a melody-encoded line during which no note sounds."""
     sounding = False
     silent = 0
     for e in events:

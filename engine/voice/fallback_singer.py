@@ -70,7 +70,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import weakref
 from dataclasses import dataclass
 from types import ModuleType
@@ -83,6 +82,7 @@ from engine.lyrics.phrase import PhrasePlan, SungSyllable
 from engine.voice.singer import SungAudio
 from engine.voice.teachers import (
     TEACHER_ORDER,
+    SpareChild,
     Speech,
     Teacher,
     TeacherNotFoundError,
@@ -330,8 +330,7 @@ class _EspeakWorker:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spare: subprocess.Popen[bytes] | None = None
+        self._children = SpareChild(self._spawn)
 
     @staticmethod
     def _spawn() -> subprocess.Popen[bytes]:
@@ -343,11 +342,7 @@ class _EspeakWorker:
             ) -> tuple[dict[str, Any], np.ndarray]:
         """Speak ``words`` (see ``_WORKER_SOURCE``): the reply's header and its audio
         (float64, -1..1, at ``header["sample_rate"]``)."""
-        with self._lock:
-            proc = self._spare
-            if proc is None or proc.poll() is not None:
-                proc = self._spawn()
-            self._spare = self._spawn()
+        proc = self._children.take()
         request = json.dumps({"voice": voice, "params": _ESPEAK_PARAMS,
                               "vowels": "".join(sorted(_ESPEAK_VOWEL_START)), "words": words})
         try:
@@ -372,11 +367,7 @@ class _EspeakWorker:
 
     def close(self) -> None:
         """Stop the spare child (it would also exit by itself when this process ends)."""
-        with self._lock:
-            proc, self._spare = self._spare, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        self._children.close()
 
 
 # --------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -223,6 +224,32 @@ def _assign(words: list[list[tuple[list[str], bool]]],
 # Festival
 
 
+class SpareChild:
+    """A child process started ahead of need, so a phrase does not wait for its start-up:
+    :meth:`take` hands the waiting one over (a fresh one if it died) and starts the next;
+    :meth:`close` stops the one waiting."""
+
+    def __init__(self, spawn: Callable[[], subprocess.Popen]) -> None:
+        self._spawn = spawn
+        self._lock = threading.Lock()
+        self._spare: subprocess.Popen | None = None
+
+    def take(self) -> subprocess.Popen:
+        with self._lock:
+            proc = self._spare
+            if proc is None or proc.poll() is not None:
+                proc = self._spawn()
+            self._spare = self._spawn()
+        return proc
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._spare = self._spare, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 class FestivalTeacher:
     """Festival with the HTS voice ``cmu_us_slt_arctic_hts`` (Debian packages ``festival``
     and ``festvox-us-slt-hts``). A spare ``festival --pipe`` child is started ahead of need,
@@ -242,8 +269,7 @@ class FestivalTeacher:
             raise TeacherNotFoundError(
                 f"festival's voice {_FESTIVAL_VOICE} is not installed: apt-get install "
                 "--no-install-recommends festvox-us-slt-hts")
-        self._lock = threading.Lock()
-        self._spare: subprocess.Popen | None = None
+        self._children = SpareChild(self._spawn)
         probe = self.speak((SungSyllable("ah", "ah", ("aa",), (), True, True),), [[0]])
         if not probe.words or not probe.words[0]:
             raise TeacherNotFoundError("festival spoke nothing: is festvox-us-slt-hts whole?")
@@ -258,11 +284,7 @@ class FestivalTeacher:
 
     def close(self) -> None:
         """Stop the spare child."""
-        with self._lock:
-            proc, self._spare = self._spare, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        self._children.close()
 
     def __del__(self) -> None:  # a spare child would otherwise wait for its stdin to close
         try:
@@ -272,11 +294,7 @@ class FestivalTeacher:
 
     def speak(self, syllables: tuple[SungSyllable, ...], groups: list[list[int]]) -> Speech:
         words = [group_syllables(syllables, g) for g in groups]
-        with self._lock:
-            proc = self._spare
-            if proc is None or proc.poll() is not None:
-                proc = self._spawn()
-            self._spare = self._spawn()
+        proc = self._children.take()
         with tempfile.TemporaryDirectory(prefix="encore-festival-") as tmp:
             wav = Path(tmp) / "speech.wav"
             script = []
