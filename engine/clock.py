@@ -10,6 +10,14 @@ depends only on the tempi of the bars before it (and on any wait put before it b
 :meth:`Clock.realign`, which an external timeline such as Ableton Link asks for when it is
 too far off to be slewed). Negative beats (a count-in) extend the first tempo backwards.
 
+One change moves what is already stamped: :meth:`Clock.retime`, for an external timeline
+whose tempo another app changed in the middle of a bar (Ableton Link). From a 16th step
+still ahead, the beats run evenly to a given bar line at a given time, and from there at
+the given tempi. It returns a :class:`Warp`, old time -> new time (the same beat on the new
+map), which whoever holds events stamped but not yet sent applies to them (the MIDI sender,
+the built-in synth's feed): nothing before the step moves, and everything after it keeps
+its order, so no note-off is lost, doubled or put before its note-on.
+
 Thread safety: the tempo map is an immutable tuple that :meth:`Clock.set_tempo` replaces
 in one assignment, so the MIDI sender thread reads it without a lock while the show loop
 changes tempo. Callers that have already turned beats into deadlines keep those deadlines:
@@ -27,7 +35,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 NS_PER_S = 1_000_000_000
@@ -40,15 +48,23 @@ MAX_BPM = 999.0
 
 @dataclass(frozen=True, slots=True)
 class TempoSegment:
-    """From bar ``bar`` (beat ``bar * 4``, at ``start_ns``) on, ``bpm`` beats a minute."""
+    """From bar ``bar`` (beat ``bar * 4``, at ``start_ns``) on, ``bpm`` beats a minute.
+    ``step``: 16th steps into the bar where it begins (0, a bar line, but for a retime)."""
 
     bar: int
     bpm: float
     start_ns: int
+    step: int = 0
 
     @property
-    def beat(self) -> int:
+    def beat(self) -> float:
+        if self.step:
+            return self.bar * BEATS_PER_BAR + self.step / STEPS_PER_BEAT
         return self.bar * BEATS_PER_BAR
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.bar, self.step)
 
     @property
     def ns_per_beat(self) -> float:
@@ -122,7 +138,7 @@ class Clock:
             raise ValueError(
                 f"bar {at_bar} started {(now - started) / NS_PER_S:.3f} s ago; tempo "
                 f"changes land on a bar line still ahead: use bar {self.next_bar(now)} or later")
-        self._rebuild(at_bar, {at_bar: bpm}, self._waits)
+        self._rebuild(at_bar * BEATS_PER_BAR, {(at_bar, 0): bpm}, self._waits)
 
     def realign(self, at_bar: int, start_ns: int, bpm: float) -> None:
         """Start bar ``at_bar`` at ``start_ns`` instead, at ``bpm``: a wait (silence) of
@@ -140,46 +156,70 @@ class Clock:
                              "early, over the bar before it: realign only waits")
         waits = dict(self._waits)
         waits[at_bar] = start_ns - natural
-        self._rebuild(at_bar, {}, waits)
+        self._rebuild(at_bar * BEATS_PER_BAR, {}, waits)
 
-    def _rebuild(self, from_bar: int, changes: dict[int, float], waits: dict[int, int]) -> None:
-        """Apply tempo ``changes`` and ``waits`` (bar -> ns) from bar ``from_bar`` on; the
+    def retime(self, from_ns: int, bar: int, bar_ns: int, tempi: Mapping[int, float]) -> Warp:
+        """Bend what has not played yet: from the first 16th step at or after ``from_ns``
+        (still ahead) the beats run evenly so that bar ``bar`` starts at ``bar_ns``, and
+        from bar ``bar`` on ``tempi`` (bar -> bpm; it must hold ``bar``) replace every
+        change and wait that was planned after that step. Returns the :class:`Warp` that
+        moves a time stamped on the map before to the same beat on the new one: apply it
+        to every event stamped from the old map and not yet sent."""
+        from_ns = _check_int(from_ns, "from_ns")
+        bar = _check_int(bar, "bar")
+        bar_ns = _check_int(bar_ns, "bar_ns")
+        tempi = {_check_int(b, "a bar of tempi"): _check_bpm(bpm) for b, bpm in tempi.items()}
+        if bar not in tempi or min(tempi) < bar:
+            raise ValueError(f"tempi must start at bar {bar}, got bars {sorted(tempi)}")
+        if from_ns <= self.now_ns():
+            raise ValueError("a retime starts at a time still ahead")
+        pivot_beat = self.step_at_or_after(from_ns)
+        pivot_bar, pivot_step = divmod(round(pivot_beat * STEPS_PER_BEAT), STEPS_PER_BAR)
+        pivot_ns = self.beat_to_ns(pivot_beat)
+        beats_left = bar * BEATS_PER_BAR - pivot_beat
+        if pivot_beat <= 0 or beats_left <= 0 or bar_ns <= pivot_ns:
+            raise ValueError(f"bar {bar} at {bar_ns} ns is not after the step the retime "
+                             f"starts on (beat {pivot_beat:g}, {pivot_ns} ns)")
+        bend = _check_bpm(beats_left * 60 * NS_PER_S / (bar_ns - pivot_ns))
+        before = self._map
+        changes = {(pivot_bar, pivot_step): bend} | {(b, 0): bpm for b, bpm in tempi.items()}
+        waits = {b: ns for b, ns in self._waits.items() if b * BEATS_PER_BAR <= pivot_beat}
+        self._rebuild(pivot_beat, changes, waits, replace=True)
+        return Warp(pivot_ns, before, self._map)
+
+    def _rebuild(self, from_beat: float, changes: dict[tuple[int, int], float],
+                 waits: dict[int, int], *, replace: bool = False) -> None:
+        """Apply tempo ``changes`` ((bar, step) -> bpm) and ``waits`` (bar -> ns) from
+        ``from_beat`` on (``replace``: instead of the changes planned from there); the
         segments before it are kept as they are (a long set adds one a bar when locked to
         Link: only the few ahead are made again)."""
         segments, beats = self._map
-        keep = max(bisect.bisect_left(beats, from_bar * BEATS_PER_BAR), 1)
-        tempi = {seg.bar: seg.bpm for seg in segments[keep:]} | changes
+        keep = max(bisect.bisect_left(beats, from_beat), 1)
+        tempi = {} if replace else {seg.position: seg.bpm for seg in segments[keep:]}
+        tempi |= changes
         new = list(segments[:keep])
-        if 0 in tempi:
-            new[0] = TempoSegment(0, tempi.pop(0), self.start_ns)
-        for bar in sorted(tempi):
+        if (0, 0) in tempi:
+            new[0] = TempoSegment(0, tempi.pop((0, 0)), self.start_ns)
+        for bar, step in sorted(tempi):
             prev = new[-1]
-            start = prev.start_ns + round((bar - prev.bar) * BEATS_PER_BAR * prev.ns_per_beat)
-            new.append(TempoSegment(bar, tempi[bar], start + waits.get(bar, 0)))
+            beat = bar * BEATS_PER_BAR + step / STEPS_PER_BEAT if step else bar * BEATS_PER_BAR
+            start = prev.start_ns + round((beat - prev.beat) * prev.ns_per_beat)
+            wait = 0 if step else waits.get(bar, 0)
+            new.append(TempoSegment(bar, tempi[bar, step], start + wait, step))
         self._waits = waits
         self._map = (tuple(new), beats[:keep] + tuple(seg.beat for seg in new[keep:]))
 
     def _segment_at_beat(self, beat: float) -> TempoSegment:
-        segments, beats = self._map  # one read: a consistent map even if set_tempo runs now
-        return segments[max(bisect.bisect_right(beats, beat) - 1, 0)]
+        return _segment_at_beat(self._map, beat)  # one read: consistent even if changed now
 
     # -- beats <-> ns --------------------------------------------------------------------
 
     def beat_to_ns(self, beat: float) -> int:
-        seg = self._segment_at_beat(beat)
-        return seg.start_ns + round((beat - seg.beat) * seg.ns_per_beat)
+        return _beat_to_ns(self._map, beat)
 
     def ns_to_beat(self, ns: int) -> float:
         """The beat at ``ns``; during a wait (:meth:`realign`) the beat it waits for."""
-        segments = self._map[0]
-        seg, after = segments[0], None
-        for i in range(len(segments) - 1, -1, -1):  # the changes still ahead are few
-            if segments[i].start_ns <= ns:
-                seg = segments[i]
-                after = segments[i + 1] if i + 1 < len(segments) else None
-                break
-        beat = seg.beat + (ns - seg.start_ns) / seg.ns_per_beat
-        return min(beat, after.beat) if after is not None else beat
+        return _ns_to_beat(self._map[0], ns)
 
     def bar_start_ns(self, bar: int) -> int:
         return self.beat_to_ns(bar * BEATS_PER_BAR)
@@ -187,6 +227,10 @@ class Clock:
     def step_to_ns(self, bar: int, step16: float) -> int:
         """When 16th step ``step16`` of ``bar`` sounds (steps past 15 run into later bars)."""
         return self.beat_to_ns(bar * BEATS_PER_BAR + step16 / STEPS_PER_BEAT)
+
+    def step_at_or_after(self, ns: int) -> float:
+        """The beat of the first 16th step at or after ``ns`` (where a retime starts)."""
+        return math.ceil(self.ns_to_beat(ns) * STEPS_PER_BEAT - 1e-6) / STEPS_PER_BEAT
 
     def now_beat(self) -> float:
         return self.ns_to_beat(self.now_ns())
@@ -212,12 +256,58 @@ class Clock:
         first tempo it is ``bar * 60 / bpm * 4`` exactly, the sum a render has always made
         (its audio samples depend on it); after a change it counts from that bar's start."""
         seg = self._segment_at_beat(bar * BEATS_PER_BAR)
-        start = (seg.start_ns - self.start_ns) / NS_PER_S if seg.bar else 0.0
-        return start + (bar - seg.bar) * (60.0 / seg.bpm * STEPS_PER_BAR / STEPS_PER_BEAT)
+        start = (seg.start_ns - self.start_ns) / NS_PER_S if seg.bar or seg.step else 0.0
+        into = bar - seg.bar - seg.step / STEPS_PER_BAR if seg.step else bar - seg.bar
+        return start + into * (60.0 / seg.bpm * STEPS_PER_BAR / STEPS_PER_BEAT)
 
     def __repr__(self) -> str:
-        tempi = ", ".join(f"bar {s.bar}: {s.bpm:g}" for s in self._map[0])
+        tempi = ", ".join(f"bar {s.bar}{f' step {s.step}' if s.step else ''}: {s.bpm:g}"
+                          for s in self._map[0])
         return f"{type(self).__name__}({tempi}; start_ns={self.start_ns})"
+
+
+_Map = tuple[tuple[TempoSegment, ...], tuple[float, ...]]  # segments, and the beat of each
+
+
+def _segment_at_beat(tempo_map: _Map, beat: float) -> TempoSegment:
+    segments, beats = tempo_map
+    return segments[max(bisect.bisect_right(beats, beat) - 1, 0)]
+
+
+def _beat_to_ns(tempo_map: _Map, beat: float) -> int:
+    seg = _segment_at_beat(tempo_map, beat)
+    return seg.start_ns + round((beat - seg.beat) * seg.ns_per_beat)
+
+
+def _ns_to_beat(segments: tuple[TempoSegment, ...], ns: int) -> float:
+    seg, after = segments[0], None
+    for i in range(len(segments) - 1, -1, -1):  # the changes still ahead are few
+        if segments[i].start_ns <= ns:
+            seg = segments[i]
+            after = segments[i + 1] if i + 1 < len(segments) else None
+            break
+    beat = seg.beat + (ns - seg.start_ns) / seg.ns_per_beat
+    return min(beat, after.beat) if after is not None else beat
+
+
+@dataclass(frozen=True, slots=True)
+class Warp:
+    """What :meth:`Clock.retime` did, as a map of time: a time stamped before it goes to
+    ``warp(ns)``, the same beat on the new tempo map. Times before ``from_ns`` stay; later
+    ones keep their order (both maps are increasing), and ``from_ns`` itself stays."""
+
+    from_ns: int
+    before: _Map
+    after: _Map
+
+    def __call__(self, ns: int) -> int:
+        if ns <= self.from_ns:
+            return ns
+        return _beat_to_ns(self.after, _ns_to_beat(self.before[0], ns))
+
+    def beat(self, ns: int) -> float:
+        """The beat an event stamped at ``ns`` (on the map before) is on."""
+        return _ns_to_beat(self.before[0], ns)
 
 
 def _before_the_start() -> int:

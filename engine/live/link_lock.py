@@ -37,13 +37,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.clock import BEATS_PER_BAR, Clock
+from engine.clock import BEATS_PER_BAR, Clock, Warp
 from engine.live.sync import MAX_SLEW, MAX_SLEW_TEMPO_CHANGE, LinkSync, lock_bar
 
 log = logging.getLogger(__name__)
 
 MIN_LEAD_NS = 2_000_000  # a bar closer to its start than this is not bent any more
 PROPOSE_EARLY_NS = 3_000_000  # the loop wakes this early to propose a tempo on a bar line
+RETIME_AHEAD_NS = 20_000_000  # a retime starts this far ahead at least (the MIDI sender's
+# thread takes it in well within; what is due before is sent where it was stamped)
 ERRORS_KEPT = 4096
 
 
@@ -64,7 +66,8 @@ class LinkLock:
         self.max_slew = max_slew
         self.max_slew_tempo_change = max_slew_tempo_change
         self._now_ns = now_ns
-        self._bpm = 0.0
+        self._bpm = 0.0  # the tempo the last fit was made for
+        self._session_bpm = 0.0  # the session's tempo, as last read (or set by us)
         self._proposal: tuple[int, float] | None = None  # (bar, bpm) of our own change
         self._timer: asyncio.TimerHandle | None = None
         self._playing_seen = False
@@ -76,6 +79,8 @@ class LinkLock:
         self.late = 0
         self.failures = 0
         self.tempo_changes = 0
+        self.retimes = 0
+        self._retimed_to = -1  # the bar line the last retime put on the session's
         self._errors_ns: collections.deque[int] = collections.deque(maxlen=ERRORS_KEPT)
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -92,7 +97,7 @@ class LinkLock:
         waited_ms = 1000 * (time.monotonic() - waited)
         session = self.link.timeline()
         start = session.line_at_or_after(max(earliest_ns, self._now_ns() + MIN_LEAD_NS))
-        self._bpm = session.bpm
+        self._bpm = self._session_bpm = session.bpm
         if self.start_stop:
             self.link.on_start_stop(self._on_start_stop)
             if self.link.playing:
@@ -119,11 +124,14 @@ class LinkLock:
             log.warning("Link: bar %d not locked: %s: %s", bar, type(err).__name__, err)
 
     def _lock(self, clock: Clock, bar: int) -> None:
+        if bar < self._retimed_to:  # inside a retime's bend: it ends on the session's line
+            return
         start = clock.bar_start_ns(bar)
         if start <= self._now_ns() + MIN_LEAD_NS:  # the loop came too late to bend it
             self.late += 1
             return
         session = self.link.timeline()
+        self._session_bpm = session.bpm
         own = self._proposal
         max_slew = self.max_slew
         if own is not None and own[0] == bar:  # our change lands here: so does the session's
@@ -153,6 +161,62 @@ class LinkLock:
                         "session's bar line", bar, fit.error_ns / 1e6, wait_ms)
         clock.set_tempo(fit.session_bpm, at_bar=bar + 1)
 
+    # -- tempo from another app, mid-bar --------------------------------------------------
+
+    def follow(self, clock: Clock, not_before_ns: int = 0) -> Warp | None:
+        """When another app has changed the session's tempo: retime what has not played
+        yet so that the next bar line lands on the session's (see the module notes), from
+        ``not_before_ns`` at the earliest (what was handed on unmovably before it stays).
+        Returns the warp for the events stamped and not yet sent, or None (no change, or
+        none that fits: then :meth:`lock` fits the next bar). Call from the loop, often;
+        never raises (a Link error is counted and logged)."""
+        try:
+            return self._follow(clock, not_before_ns)
+        except Exception as err:  # noqa: BLE001 - the show plays on; the next bar is fitted
+            self.failures += 1
+            log.warning("Link: tempo change not followed: %s: %s", type(err).__name__, err)
+            return None
+
+    def _follow(self, clock: Clock, not_before_ns: int) -> Warp | None:
+        if not self._session_bpm:
+            return None  # not joined yet
+        session = self.link.timeline()
+        if abs(session.bpm - self._session_bpm) <= 1e-3:
+            return None
+        own = self._proposal
+        if own is not None and abs(session.bpm - own[1]) <= 1e-3:
+            self._session_bpm = session.bpm
+            return None  # our own proposal, on its bar line: the clock has it already
+        from_ns = max(self._now_ns() + RETIME_AHEAD_NS, not_before_ns)
+        pivot_beat = clock.step_at_or_after(from_ns)
+        pivot_ns = clock.beat_to_ns(pivot_beat)
+        first = int(pivot_beat // BEATS_PER_BAR) + 1
+        for bar in (first, first + 1):  # the next bar line, or if too close the one after
+            beats = bar * BEATS_PER_BAR - pivot_beat
+            fit = lock_bar(bar, pivot_ns, session, beats_per_bar=beats,
+                           max_slew=self.max_slew_tempo_change)
+            if fit.kind == "slew":
+                break
+        else:
+            return None
+        tempi = {bar: session.bpm}
+        if own is not None and own[0] >= bar:  # our own change, still ahead, stays
+            tempi[own[0]] = own[1]
+        old_line = clock.bar_start_ns(bar)
+        warp = clock.retime(pivot_ns, bar, fit.end_ns, tempi)
+        self._bpm = self._session_bpm = session.bpm
+        self._retimed_to = bar
+        self.tempo_changes += 1
+        self.retimes += 1
+        self._errors_ns.append(abs(old_line - fit.end_ns))
+        self._write({"what": "tempo", "bpm": session.bpm, "bar": bar, "retimed": True,
+                     "from_beat": pivot_beat, "bend_bpm": round(fit.bpm, 3),
+                     "moved_ms": round((fit.end_ns - old_line) / 1e6, 3)})
+        log.info("Link: the session moved to %.2f BPM; from beat %g, bar %d is retimed "
+                 "onto its bar line (%+.1f ms)", session.bpm, pivot_beat, bar,
+                 (fit.end_ns - old_line) / 1e6)
+        return warp
+
     # -- tempo from the show ---------------------------------------------------------------
 
     def propose_tempo(self, clock: Clock, bpm: float, at_bar: int) -> None:
@@ -180,6 +244,7 @@ class LinkLock:
             self.failures += 1
             log.warning("Link: tempo %.2f not proposed: %s", bpm, err)
             return
+        self._session_bpm = bpm  # the session's tempo now: ours
         self._write({"what": "proposed tempo", "bpm": bpm, "bar": bar,
                      "late_ms": round(late_ms, 3)})
 
@@ -198,11 +263,12 @@ class LinkLock:
     # -- the end ---------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Bars fitted, slewed, realigned, too late to bend; how far off the session each
-        bar's end would have been without the fit (ms: median, max)."""
+        """Bars fitted, slewed, realigned, retimed mid-bar, too late to bend; how far off
+        the session each bar's end would have been without the fit (ms: median, max)."""
         errors = list(self._errors_ns)
         return {"peers_at_start": self.peers_at_start, "bpm": self._bpm, "bars": self.bars,
-                "slews": self.slews, "realigns": self.realigns, "late": self.late,
+                "slews": self.slews, "realigns": self.realigns, "retimes": self.retimes,
+                "late": self.late,
                 "failures": self.failures, "tempo_changes": self.tempo_changes,
                 "error_ms_p50": round(statistics.median(errors) / 1e6, 3) if errors else None,
                 "error_ms_max": round(max(errors) / 1e6, 3) if errors else None}

@@ -21,6 +21,13 @@ MIDI clock out (:meth:`~MidiSender.start_clock`): 24 ticks a beat, tick ``n`` at
 ``clock.beat_to_ns(beat0 + n / 24)``: computed from the tempo map for each tick, never
 by adding up intervals, so it does not drift and follows tempo changes on bar lines.
 
+A retime (:meth:`~engine.clock.Clock.retime`: an Ableton Link session whose tempo another
+app changed mid-bar) moves what is queued and not yet sent: :meth:`~MidiSender.retime`
+applies its :class:`~engine.clock.Warp` to every deadline after its start, on the sender
+thread, in order with what was scheduled before it (all of it stamped from the old map);
+the pending clock tick is computed again from its beat. The warp keeps the order of
+everything it moves, so each note-off still follows its note-on, once.
+
 Signals and locks. Python runs signal handlers in the main thread, between bytecodes of
 whatever the main thread was doing. If a handler took a lock the interrupted code held,
 the show would hang. So nothing a handler calls takes such a lock:
@@ -67,7 +74,7 @@ from engine.live.midi_ports import (
 )
 
 if TYPE_CHECKING:
-    from engine.clock import Clock
+    from engine.clock import Clock, Warp
 
 __all__ = ["MidiSender", "NoteTable"]
 
@@ -94,6 +101,7 @@ MAX_SONG_POSITION = 0x3FFF  # 14 bits of 16th notes
 _Event = tuple[int, int, int, str, bytes, int]
 
 _PANIC, _STOP, _CLOCK_START, _CLOCK_STOP = "panic", "stop", "clock start", "clock stop"
+_RETIME = "retime"
 _MISSING = "missing"
 
 
@@ -175,6 +183,8 @@ class MidiSender:
         self._ticks = 0
         self._panics = 0
         self._crashes = 0
+        self._retimes = 0
+        self._retimed = 0  # events moved by retimes
         self._errors = dict.fromkeys(self._ports, 0)
         self._lost = dict.fromkeys(self._ports, 0)
         self._reopened = dict.fromkeys(self._ports, 0)
@@ -245,6 +255,13 @@ class MidiSender:
                              f"still ahead: use bar {self.clock.next_bar()} or later")
         self._post(_Command(_CLOCK_START, port_name, from_bar))
 
+    def retime(self, warp: Warp) -> None:
+        """The clock was retimed (:meth:`~engine.clock.Clock.retime`): every event queued
+        before now that is due after ``warp.from_ns`` goes to the same beat on the new
+        map. Safe from any thread; call it right after the retime, before scheduling
+        anything stamped from the new map."""
+        self._post(_Command(_RETIME, warp))
+
     def stop_clock(self) -> None:
         """Send MIDI Stop (0xFC) now and no more clock ticks."""
         self._post(_Command(_CLOCK_STOP))
@@ -310,7 +327,8 @@ class MidiSender:
 
         A plain dict, ready for JSON: ``sent``, ``late`` (over ``late_threshold_ns``),
         ``dropped`` (stale note-ons), ``refused`` (scheduled after stop), ``clock_ticks``,
-        ``panics``, ``crashes``, and per port ``errors``, ``lost`` and ``reopens``;
+        ``panics``, ``crashes``, ``retimes`` (and ``retimed``, the events they moved),
+        and per port ``errors``, ``lost`` and ``reopens``;
         ``broken`` lists the ports waiting to be reopened.
         """
         n = min(self._sent, self._ring_mask + 1)
@@ -324,6 +342,7 @@ class MidiSender:
         return dict(
             sent=self._sent, late=self._late, dropped=self._dropped, refused=self._refused,
             clock_ticks=self._ticks, panics=self._panics, crashes=self._crashes,
+            retimes=self._retimes, retimed=self._retimed,
             errors=dict(self._errors), lost=dict(self._lost), reopens=dict(self._reopened),
             broken=sorted(self._broken), lateness=lateness)
 
@@ -497,6 +516,8 @@ class MidiSender:
                 self._clock_start(*command.args)
             elif command.kind == _CLOCK_STOP:
                 self._halt_clock()
+            elif command.kind == _RETIME:
+                self._retime_here(*command.args)
             elif command.kind == _MISSING:
                 name = command.args[0]
                 if name in self._ports:
@@ -504,6 +525,29 @@ class MidiSender:
             return False
         finally:
             command.done.set()
+
+    def _retime_here(self, warp: Warp) -> None:
+        """Move every event due after the warp's start (sender thread)."""
+        heap = self._heap
+        latency = self._latency_ns
+        moved = 0
+        for i, (send_ns, order, seq, port_name, message, tick_run) in enumerate(heap):
+            if tick_run:
+                if tick_run != self._clock_run:
+                    continue  # a tick of a stopped clock: skipped when due
+                beat = self._clock_beat0 + self._clock_tick / PPQN  # the one tick pending
+                new = self.clock.beat_to_ns(beat) - latency[port_name]
+            else:
+                deadline = send_ns + latency[port_name]
+                if deadline <= warp.from_ns:
+                    continue
+                new = warp(deadline) - latency[port_name]
+            if new != send_ns:
+                heap[i] = (new, order, seq, port_name, message, tick_run)
+                moved += 1
+        heapq.heapify(heap)
+        self._retimes += 1
+        self._retimed += moved
 
     def _panic_here(self) -> None:
         heap = self._heap

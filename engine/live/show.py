@@ -138,6 +138,7 @@ class Show:
         self.follower: Any = None
         self.link: Any = None
         self.link_lock: LinkLock | None = None
+        self.synth_feed: Any = None  # with Link: the built-in synth's events, held to be retimed
         self.web: Any = None  # the stage page (engine.live.web), when [web] is on
         self.ahead: list[tuple[BarPlan, asyncio.Task]] = []  # bars composed ahead
         self.next_up: tuple[BarPlan, asyncio.Task] | None = None  # the next of them
@@ -311,6 +312,10 @@ class Show:
         if self.link is not None:  # peers first, then bar 0 on the session's bar line
             self.link_lock = LinkLock(self.link, patch.live, self.event_log, self.stop)
             start_ns, bpm = await self.link_lock.join(start_ns)
+            if self.audio_engine is not None:  # a retime must still be able to move them
+                from engine.live.synth_feed import SynthFeed
+
+                self.synth_feed = SynthFeed(self.audio_engine)
         self.clock = Clock(bpm, start_ns=start_ns)
         if ports:
             self.sender = MidiSender(self.clock, ports).start()
@@ -333,16 +338,18 @@ class Show:
                     self.generator.realize(next_plan))))
             self._apply_pending("bar")
             self._follow_tempo()
+            self._follow_link()
             if self.link_lock is not None:  # fit this bar to the session before stamping it
                 self.link_lock.lock(self.clock, plan.index)
             self._push(plan, bar, fresh)
             if self.bars is not None and plan.index + 1 >= self.bars:
-                await self._sleep_until(self.clock.bar_start_ns(plan.index + 1))
+                await self._sleep_until(lambda end=plan.index + 1: self.clock.bar_start_ns(end))
                 break
             plan, task = queue.pop(0)
             self.next_up = (plan, task)  # composed (or composing), waiting for its bar line
-            push_at = self.clock.bar_start_ns(plan.index) - self._push_lead_ns()
-            if await self._sleep_until(push_at):
+            # (a retime moves the bar line: it is read again on each wake)
+            if await self._sleep_until(lambda bar=plan.index: self.clock.bar_start_ns(bar)
+                                       - self._push_lead_ns()):
                 task.cancel()
                 break
             if task.done() and not task.cancelled():  # a worker restart cancels requests
@@ -361,13 +368,15 @@ class Show:
         bar_ns = int(60 / self.clock.bpm * 4 * NS)
         return min(bar_ns // 2, int(0.25 * NS))
 
-    async def _sleep_until(self, deadline_ns: int) -> bool:
-        """Sleep until ``deadline_ns`` (monotonic); True when the show was stopped."""
+    async def _sleep_until(self, deadline_ns: int | Callable[[], int]) -> bool:
+        """Sleep until ``deadline_ns`` (monotonic; a callable is asked again on each wake);
+        True when the show was stopped."""
         assert self.stop_event is not None
         while True:
             if self.stop_event.is_set():
                 return True
-            remaining = (deadline_ns - time.monotonic_ns()) / NS
+            deadline = deadline_ns() if callable(deadline_ns) else deadline_ns
+            remaining = (deadline - time.monotonic_ns()) / NS
             if remaining <= 0:
                 return False
             try:
@@ -375,6 +384,30 @@ class Show:
                 return True
             except TimeoutError:
                 self._apply_pending("beat")
+                self._follow_link()
+
+    def _follow_link(self) -> None:
+        """With Link, on each wake: the built-in synth gets what is due soon, and when
+        another app has changed the session's tempo, what is stamped and not yet sent is
+        retimed onto the session's bar line (:meth:`LinkLock.follow`)."""
+        if self.link_lock is None or self.clock is None:
+            return
+        feed = self.synth_feed
+        if feed is not None:
+            feed.feed()
+        warp = self.link_lock.follow(self.clock, feed.committed_ns + 1 if feed else 0)
+        if warp is None:
+            return
+        if self.sender is not None:
+            self.sender.retime(warp)
+        if feed is not None:
+            feed.retime(warp)
+        if self.recorder is not None:  # the bend and the new tempo into song.mid
+            pivot = warp.beat(warp.from_ns)
+            for segment in self.clock.tempo_map:
+                if segment.beat >= pivot:
+                    self.recorder.midi.tempo(segment.beat, segment.bpm)
+                    self._recorded_bpm = segment.bpm
 
     def _open_sync(self) -> None:
         from engine.live import sync
@@ -489,9 +522,17 @@ class Show:
         if port is not None and self.sender is not None:
             self.sender.schedule_note(port, channel, pitch, velocity, start_ns, end_ns)
         elif self.audio_engine is not None:
+            self._to_synth(start_ns, "note_on", channel, pitch, velocity)
+            self._to_synth(end_ns, "note_off", channel, pitch)
+
+    def _to_synth(self, ns: int, kind: str, channel: int, data1: int = 0,
+                  data2: int = 0) -> None:
+        """One message to the built-in synth at ``ns``: through the feed with Link."""
+        if self.synth_feed is not None:
+            self.synth_feed.schedule(ns, kind, channel, data1, data2)
+        else:
             engine = self.audio_engine
-            engine.schedule(engine.ns_to_frame(start_ns), "note_on", channel, pitch, velocity)
-            engine.schedule(engine.ns_to_frame(end_ns), "note_off", channel, pitch)
+            engine.schedule(engine.ns_to_frame(ns), kind, channel, data1, data2)
 
     # ---- control --------------------------------------------------------------------
     async def _start_osc(self) -> None:
@@ -587,12 +628,13 @@ class Show:
         if port is not None and self.sender is not None:
             self.sender.schedule(at, port, bytes((0xB0 | settings.channel - 1, CC_VOLUME, value)))
         elif self.audio_engine is not None:
-            self.audio_engine.schedule(self.audio_engine.ns_to_frame(at), "cc",
-                                       settings.channel - 1, CC_VOLUME, value)
+            self._to_synth(at, "cc", settings.channel - 1, CC_VOLUME, value)
 
     def panic(self) -> None:
         if self.sender is not None:
             self.sender.panic(wait=False)
+        if self.synth_feed is not None:
+            self.synth_feed.drop()
         if self.audio_engine is not None:
             self.audio_engine.panic()
 

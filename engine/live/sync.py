@@ -521,7 +521,8 @@ class BarLock(NamedTuple):
     its tempo is ``bpm``, so that it ends on a session bar line) or "realign" (it waits
     until ``start_ns``, the session's next bar line, and plays at the session tempo).
     ``error_ns``: how far the bar's end would have been from the nearest session bar line
-    without the fit (positive: late); ``session_bpm``: the tempo from the next bar on."""
+    without the fit (positive: late); ``session_bpm``: the tempo from the next bar on;
+    ``end_ns``: the session bar line it ends on."""
 
     bar: int
     kind: str
@@ -529,10 +530,11 @@ class BarLock(NamedTuple):
     bpm: float
     session_bpm: float
     error_ns: int
+    end_ns: int = 0
 
 
 def lock_bar(bar: int, start_ns: int, session: SessionTimeline, *,
-             beats_per_bar: int = 4, max_slew: float = MAX_SLEW) -> BarLock:
+             beats_per_bar: float = 4, max_slew: float = MAX_SLEW) -> BarLock:
     """Fit bar ``bar``, which starts at ``start_ns`` (fixed: the bar before it is stamped),
     to the session: at the session's tempo it would end ``error_ns`` off the nearest
     session bar line. It ends on that line, or on the one after it, or the one before,
@@ -540,7 +542,8 @@ def lock_bar(bar: int, start_ns: int, session: SessionTimeline, *,
     slower to the next line than 80% faster to the nearest). Within ``max_slew`` (a
     factor) of the session's tempo the bar plays at that tempo (a slew: nothing bunches,
     nothing waits); further off, it waits for the session's next bar line and plays at its
-    tempo (a gap, never an overlap)."""
+    tempo (a gap, never an overlap). ``beats_per_bar`` may be a fraction: the rest of a
+    bar from a step inside it (a retime, :meth:`~engine.live.link_lock.LinkLock.follow`)."""
     bar_ns = beats_per_bar * session.ns_per_beat
     natural_end = start_ns + round(bar_ns)
     nearest = session.nearest_line(natural_end)
@@ -551,9 +554,9 @@ def lock_bar(bar: int, start_ns: int, session: SessionTimeline, *,
     factor = bar_ns / (end - start_ns)  # the bar's tempo over the session's
     bpm = session.bpm * factor
     if 1 / max_slew <= factor <= max_slew and MIN_BPM <= bpm <= MAX_BPM:
-        return BarLock(bar, "slew", start_ns, bpm, session.bpm, error)
-    return BarLock(bar, "realign", session.line_at_or_after(start_ns), session.bpm,
-                   session.bpm, error)
+        return BarLock(bar, "slew", start_ns, bpm, session.bpm, error, end)
+    line = session.line_at_or_after(start_ns)
+    return BarLock(bar, "realign", line, session.bpm, session.bpm, error, line + round(bar_ns))
 
 
 class LinkSync:

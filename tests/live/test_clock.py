@@ -145,3 +145,48 @@ def test_a_tempo_change_every_bar_keeps_the_bars_before_it() -> None:
         starts.append(clock.bar_start_ns(bar))
     assert [clock.bar_start_ns(bar) for bar in range(1, 200)] == starts
     assert len(clock.tempo_map) == 201
+
+
+# -- retime: a tempo change in the middle of a bar (Ableton Link) ----
+
+
+def test_retime_bends_the_rest_of_the_bar_onto_a_given_line() -> None:
+    now = FakeNow(0)
+    clock = Clock(100, start_ns=0, now_ns=now)  # 2.4 s bars
+    clock.set_tempo(100, at_bar=1)
+    clock.set_tempo(97, at_bar=2)  # planned before the retime: replaced by it
+    steps = [(bar, step) for bar in range(4) for step in range(16)]
+    stamped = {pos: clock.step_to_ns(*pos) for pos in steps}
+    now.ns = 1200 * MS  # half way into bar 0
+    warp = clock.retime(now.ns + 20 * MS, 1, 2000 * MS, {1: 120.0})
+    assert clock.step_at_or_after(now.ns + 20 * MS) == 2.25  # 1.35 s: beat 2.25
+    assert warp.from_ns == 1350 * MS
+    assert clock.bar_start_ns(1) == 2000 * MS and clock.bar_start_ns(2) == 4000 * MS
+    assert clock.bpm_at(8) == 120.0 and clock.bpm_at(12) == 120.0  # bar 2's 97 is gone
+    for pos, ns in stamped.items():  # what was stamped goes where the new map has it
+        assert abs(warp(ns) - clock.step_to_ns(*pos)) <= 1, pos
+        if ns <= warp.from_ns:
+            assert warp(ns) == ns  # nothing before the step moves
+    moved = [warp(stamped[pos]) for pos in steps]
+    assert moved == sorted(moved) and len(set(moved)) == len(moved)  # order kept
+    assert clock.seconds_at_bar(1.5) == pytest.approx(2.0 + 1.0)  # 2 beats at 120
+    assert "step 9" in repr(clock)
+
+
+def test_retime_keeps_a_wait_before_the_step_and_refuses_the_past() -> None:
+    now = FakeNow(0)
+    clock = Clock(120, start_ns=0, now_ns=now)  # 2 s bars
+    clock.realign(1, 2100 * MS, 120)  # bar 1 waits 0.1 s
+    now.ns = 2500 * MS
+    warp = clock.retime(2600 * MS, 2, 4000 * MS, {2: 110.0, 5: 90.0})
+    assert clock.bar_start_ns(1) == 2100 * MS and clock.bar_start_ns(2) == 4000 * MS
+    assert clock.bpm_at(4 * 5) == 90.0 and clock.bpm_at(4 * 4) == 110.0
+    assert warp(2 * NS_PER_S) == 2 * NS_PER_S
+    with pytest.raises(ValueError, match="ahead"):
+        clock.retime(now.ns, 3, 7 * NS_PER_S, {3: 100.0})
+    with pytest.raises(ValueError, match="tempi must start"):
+        clock.retime(now.ns + MS, 3, 7 * NS_PER_S, {4: 100.0})
+    with pytest.raises(ValueError, match="not after"):  # the step is beat 5, at 2.55 s
+        clock.retime(now.ns + 10 * MS, 2, 2550 * MS, {2: 100.0})
+    with pytest.raises(ValueError, match="bpm"):  # 3 beats in 0.15 s: absurdly fast
+        clock.retime(now.ns + 10 * MS, 2, 2700 * MS, {2: 100.0})

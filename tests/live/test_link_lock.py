@@ -209,3 +209,87 @@ def test_link_without_the_extra_is_refused_naming_the_key(monkeypatch) -> None:
     with pytest.raises(ValueError) as info:
         show._open_sync()
     assert "[live] link = true" in str(info.value) and LINK_EXTRA_MESSAGE in str(info.value)
+
+
+POLL = 50 * MS  # the show loop looks at the session at least this often
+
+
+def play_following(link: FakeLink, now: list[int], lock: LinkLock, bars: int,
+                   changes_at: list[int]) -> tuple[Clock, list[tuple[float, int]], list]:
+    """As the show plays: each bar fitted and stamped LEAD before it starts (every 16th
+    step, kept as (beat, ns) the way the MIDI sender holds them), and between, every
+    POLL, :meth:`LinkLock.follow`, whose warps move what is stamped. The polls fall on the
+    given change times too (plus POLL), as a loop that wakes then would."""
+    start, bpm = asyncio.run(lock.join(now[0] + 500 * MS))
+    clock = Clock(bpm, start_ns=start, now_ns=lambda: now[0])
+    stamped: list[tuple[float, int]] = []
+    warps = []
+
+    def follow() -> None:
+        nonlocal stamped
+        warp = lock.follow(clock)
+        if warp is not None:
+            warps.append(warp)
+            stamped = [(beat, warp(ns)) for beat, ns in stamped]
+
+    for bar in range(bars):
+        while True:
+            push_at = clock.bar_start_ns(bar) - LEAD
+            wake = min([now[0] + POLL] + [c + POLL for c in changes_at if c + POLL > now[0]])
+            if wake >= push_at:
+                break
+            now[0] = wake
+            follow()
+        now[0] = max(now[0], push_at)
+        follow()
+        lock.lock(clock, bar)
+        stamped += [(bar * 4 + step / 4, clock.step_to_ns(bar, step)) for step in range(16)]
+    return clock, stamped, warps
+
+
+@pytest.mark.parametrize("into_bar", [0.1, 0.5, 0.85, 0.97])
+def test_a_tempo_change_mid_bar_is_followed_on_the_next_bar_line(into_bar: float) -> None:
+    """Another app moves the session from 100 to 130 BPM somewhere in a bar: the rest of
+    that bar (and the next, if it was stamped already) is retimed so that the next bar
+    line falls on the session's; only a change that comes too close to the line for that
+    is put right on the line after it. Everything already stamped moves with the clock,
+    in order."""
+    now = [0]
+    bar_ns = round(2.4 * S)  # 100 BPM
+    change = 7 * bar_ns + round(into_bar * bar_ns)
+    link = FakeLink(100.0, now, [(change, 130.0)])
+    log = Log()
+    lock = LinkLock(link, LIVE, log, now_ns=lambda: now[0])
+    clock, stamped, warps = play_following(link, now, lock, 16, [change])
+    first = next(bar for bar in range(20) if clock.bar_start_ns(bar) > change)
+    locked_from = first if into_bar < 0.9 else first + 1  # 0.97: 72 ms before the line
+    for bar in range(1, 17):
+        if bar < first or bar >= locked_from:
+            assert abs(off_ms(link, clock, bar)) < 0.001, (bar, off_ms(link, clock, bar))
+    assert clock.bar_start_ns(locked_from) - change <= 2 * bar_ns
+    assert len(warps) == 1 and lock.retimes == 1 and lock.tempo_changes == 1
+    assert lock.realigns == 0
+    record = next(r for r in log.records if r["what"] == "tempo")
+    assert record["bpm"] == 130.0 and record["retimed"] and record["bar"] == locked_from
+    assert 130 / 1.5 <= record["bend_bpm"] <= 130 * 1.5
+    assert clock.bpm_at(4 * 15) == pytest.approx(130.0)
+    for beat, ns in stamped:  # every stamped event is where the clock now has its beat
+        assert abs(ns - clock.beat_to_ns(beat)) <= 2, beat
+    times = [ns for _beat, ns in stamped]
+    assert times == sorted(times)
+    # nothing that had sounded by the time of the retime moved
+    assert all(ns == warps[0](ns) for ns in times if ns <= warps[0].from_ns)
+
+
+def test_our_own_tempo_proposal_is_not_followed_as_another_apps() -> None:
+    now = [0]
+    link = FakeLink(120.0, now, [])
+    lock = LinkLock(link, LIVE, Log(), now_ns=lambda: now[0])
+    clock, _stamped, warps = play_following(link, now, lock, 4, [])
+    lock._proposal = (4, 90.0)  # what propose_tempo leaves, before its bar line
+    clock.set_tempo(90.0, at_bar=4)
+    lock._bpm = 90.0  # lock(4) fits the bar to the session as it will be then
+    assert lock.follow(clock) is None  # the session still has 120: nothing to follow
+    link._lines.append(link._lines[-1].retimed(90.0, clock.bar_start_ns(4)))
+    now[0] = clock.bar_start_ns(4) + 10 * MS  # our proposal went out on the line
+    assert lock.follow(clock) is None and lock.retimes == 0 and not warps

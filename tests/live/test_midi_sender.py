@@ -308,3 +308,48 @@ def test_a_vanished_port_is_counted_and_reopened_by_name() -> None:
     assert values == sorted(values) and values[-1] == 99  # flowing again after the reopen
     assert stats["lost"]["usb"] == 100 - len(values)
     assert isinstance(port.messages, list) and issubclass(MidiPortError, OSError)
+
+
+def test_a_retime_moves_what_is_queued_and_the_clock_ticks() -> None:
+    """Two bars of notes and MIDI clock are queued; the clock is retimed in the middle of
+    the first (as when a Link session's tempo changes mid-bar): everything after the
+    retime's step is sent where the new map puts its beat, in order, each note-off after
+    its note-on; the per-port latency offset still applies."""
+    ports = {"a": MemoryPort("a"), "b": MemoryPort("b", latency_ms=10)}
+    clock = Clock(240, start_ns=time.monotonic_ns() + 150 * MS)  # 1 s bars
+    old = Clock(240, start_ns=clock.start_ns)  # the map the notes were stamped on
+    steps = range(32)  # two bars of 16ths
+    with MidiSender(clock, ports) as sender:
+        sender.start_clock("a", from_bar=0)
+        for n in steps:
+            start = clock.beat_to_ns(n / 4)
+            for name in ports:
+                sender.schedule_note(name, 0, 40 + n, 100, start, start + 30 * MS)
+        wait_until(clock.start_ns + 300 * MS)
+        warp = clock.retime(time.monotonic_ns() + 20 * MS, 1, clock.start_ns + 1200 * MS,
+                            {1: 200.0})  # bar 1 at 1.2 s, 200 BPM from there
+        sender.retime(warp)
+        wait_until(clock.bar_start_ns(2) + 100 * MS)
+        sender.stop_clock()
+        time.sleep(0.05)
+        stats = sender.stats()
+    assert stats["retimes"] == 1 and stats["retimed"] > 2 * 24
+    pivot = warp.from_ns
+    for name, port in ports.items():
+        sent = [(t, m) for t, m in port.messages if m[0] & 0xF0 in (ON, OFF)]
+        assert unmatched_notes([m for _t, m in sent]) == Counter()
+        ons = [(t, m[1] - 40) for t, m in sent if m[0] & 0xF0 == ON]
+        assert [n for _t, n in ons] == list(steps)  # every note, once, in order
+        offset = 10 * MS if name == "b" else 0
+        errors = []
+        for t, n in ons:
+            wanted, before = clock.beat_to_ns(n / 4), old.beat_to_ns(n / 4)
+            if before > pivot + 10 * MS:  # moved: nearer the new map than the old
+                assert abs(t + offset - wanted) < abs(t + offset - before), (name, n)
+            errors.append((t + offset - wanted) / MS)
+        assert statistics.median(errors) < 2, (name, errors)
+    ticks = [t for t, m in ports["a"].messages if m == b"\xf8"]
+    assert len(ticks) >= 2 * 96
+    errors = [(t - clock.beat_to_ns(n / 24)) / MS for n, t in enumerate(ticks[:192])]
+    assert statistics.median(errors) < 1, errors
+    assert abs(ticks[96] - clock.bar_start_ns(1)) < 3 * MS
