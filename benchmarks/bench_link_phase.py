@@ -9,8 +9,10 @@ joins; a third of the way in it moves to 120 BPM, two thirds of the way in to 90
 in the middle of a bar.
 
 Prints, for the downbeats from bar 1 on: the phase error p50 / p99 / max (absolute, ms)
-over all of them; over all but the relock bars (the first two bar lines after each tempo
-change: the bar under way was stamped at the old tempo); that, less the downbeat ticks
+over all of them; the first two bar lines after each tempo change, one by one (Encore
+retimes the bar under way onto the session's line, so the first is locked already); over
+all but those (the "relock bars", for a figure comparable with a tree that locked only
+from the second bar line after a change); that, less the downbeat ticks
 Encore's MIDI sender sent late in a burst (the machine held it up); each bar's placement
 (the median error of its first beat's 24 ticks, unless the tempo changed in that beat);
 every beat's tick; lost ticks, ticks
@@ -128,6 +130,7 @@ def summarize(name: str, result: dict) -> None:
             tick["bpm"] * 24)
 
     downbeats, settled, on_time, placement, beats = [], [], [], [], []
+    relock: dict[int, list[float]] = {}  # change -> its first two bar lines' errors
     late = 0
     for tick in peer["ticks"]:
         if tick["index"] % 24:
@@ -144,6 +147,7 @@ def summarize(name: str, result: dict) -> None:
         lines_since = sum(1 for d in peer["ticks"] if d["index"] % 96 == 0
                           and after and after[-1] < d["us"] <= tick["us"])
         if after and lines_since <= 2:
+            relock.setdefault(len(after), []).append(error_ms(tick))
             continue
         settled.append(error_ms(tick))
         if not sent_late(tick):
@@ -159,6 +163,9 @@ def summarize(name: str, result: dict) -> None:
           f"lost ticks {peer['lost_ticks']}, beats sent late in a burst {late}, "
           f"realigns {realigns}")
     print(f"  downbeats, all:                    {quantiles(downbeats)}")
+    for n, errors in sorted(relock.items()):
+        lines = ", ".join(f"{e:+.3f} ms" for e in errors)
+        print(f"  the bar lines after change {n}:      {lines}")
     print(f"  downbeats, relock bars out:        {quantiles(settled)}")
     print(f"  ... and ticks sent late out:       {quantiles(on_time)}")
     print(f"  bar placement (first beat median): {quantiles(placement)}")
