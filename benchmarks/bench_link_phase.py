@@ -16,7 +16,10 @@ from the second bar line after a change); that, less the downbeat ticks
 Encore's MIDI sender sent late in a burst (the machine held it up); each bar's placement
 (the median error of its first beat's 24 ticks, unless the tempo changed in that beat);
 every beat's tick; lost ticks, ticks
-sent late, realigns.
+sent late, realigns. Then the same downbeats measured from the session's nearest tick
+(1/24 beat) instead of from the bar line their number puts them on: immune to a tick
+lost on the way or misnumbered by the peer (each shifts every later downbeat by whole
+ticks: 42 ms at 120 BPM), blind to an error of a whole tick or more.
 
     sudo .venv/bin/python benchmarks/bench_link_phase.py --seconds 300
     sudo .venv/bin/python benchmarks/bench_link_phase.py --seconds 60 --baseline-root ../old
@@ -129,8 +132,14 @@ def summarize(name: str, result: dict) -> None:
         return bool(following) and following["us"] - tick["us"] < 0.5 * 60e6 / (
             tick["bpm"] * 24)
 
+    def tick_error_ms(tick: dict) -> float:  # from the session's nearest tick
+        ticks = tick["phase"] * 24
+        return (ticks - round(ticks)) / 24 * 60000 / tick["bpm"]
+
     downbeats, settled, on_time, placement, beats = [], [], [], [], []
+    by_tick: list[float] = []
     relock: dict[int, list[float]] = {}  # change -> its first two bar lines' errors
+    relock_by_tick: dict[int, list[float]] = {}
     late = 0
     for tick in peer["ticks"]:
         if tick["index"] % 24:
@@ -142,12 +151,14 @@ def summarize(name: str, result: dict) -> None:
         if tick["index"] % 96:
             continue
         downbeats.append(error_ms(tick))
+        by_tick.append(tick_error_ms(tick))
         # relock bars: the first two bar lines after a tempo change
         after = [c for c in changes if c < tick["us"]]
         lines_since = sum(1 for d in peer["ticks"] if d["index"] % 96 == 0
                           and after and after[-1] < d["us"] <= tick["us"])
         if after and lines_since <= 2:
             relock.setdefault(len(after), []).append(error_ms(tick))
+            relock_by_tick.setdefault(len(after), []).append(tick_error_ms(tick))
             continue
         settled.append(error_ms(tick))
         if not sent_late(tick):
@@ -170,6 +181,10 @@ def summarize(name: str, result: dict) -> None:
     print(f"  ... and ticks sent late out:       {quantiles(on_time)}")
     print(f"  bar placement (first beat median): {quantiles(placement)}")
     print(f"  every beat:                        {quantiles(beats)}")
+    print(f"  downbeats from the nearest tick:   {quantiles(by_tick)}")
+    for n, errors in sorted(relock_by_tick.items()):
+        lines = ", ".join(f"{e:+.3f} ms" for e in errors)
+        print(f"  ... the bar lines after change {n}:  {lines}")
 
 
 def main() -> None:

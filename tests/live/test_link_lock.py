@@ -293,3 +293,4 @@ def test_our_own_tempo_proposal_is_not_followed_as_another_apps() -> None:
     link._lines.append(link._lines[-1].retimed(90.0, clock.bar_start_ns(4)))
     now[0] = clock.bar_start_ns(4) + 10 * MS  # our proposal went out on the line
     assert lock.follow(clock) is None and lock.retimes == 0 and not warps
+

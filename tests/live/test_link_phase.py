@@ -177,8 +177,9 @@ class Downbeat(NamedTuple):
     error_ms: float  # from the session's nearest bar line
     bpm: float  # the session's tempo then
     placement_ms: float  # the median error of the bar's first 24 ticks (its first beat)
-    sent_late: bool  # the tick came in a burst with the next, or alone late between two
-    # on time: Encore's sender was held up (the loaded machine), not its clock
+    sent_late: bool  # the tick came in a burst (with the next or the one before), or alone
+    # late between two on time: Encore's sender was held up (the loaded machine), not its
+    # clock
 
 
 class LinkSet:
@@ -209,9 +210,10 @@ class LinkSet:
             self.downbeats.append(Downbeat(
                 tick["index"] // 96, tick["us"], error_ms(tick), tick["bpm"],
                 statistics.median(first_beat),
-                following is not None and (
-                    following["us"] - tick["us"] < 0.5 * interval_us
-                    or before is not None and tick["us"] - before["us"] > 1.25 * interval_us
+                following is not None and before is not None and (
+                    following["us"] - tick["us"] < 0.5 * interval_us  # a burst
+                    or tick["us"] - before["us"] < 0.5 * interval_us  # the end of one
+                    or tick["us"] - before["us"] > 1.25 * interval_us
                     and following["us"] - tick["us"] < 0.75 * interval_us)))
 
     def change_us(self, bpm: float) -> float:
