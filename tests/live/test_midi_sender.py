@@ -63,6 +63,20 @@ def blame_xruns(receiver) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def blame_late_sends(stats: dict) -> Iterator[None]:
+    """A failed timing check when the sender itself counted late sends (its thread was
+    held up: a loaded machine) is an expected failure; with no late send it is a real one."""
+    try:
+        yield
+    except AssertionError as exc:
+        if stats["late"]:
+            pytest.xfail(f"the sender reported {stats['late']} late send(s) (max "
+                         f"{stats['lateness']['max_us'] / 1e3:.1f} ms): this machine held "
+                         f"its thread up: {exc}")
+        raise
+
+
 @pytest.fixture
 def short_gil_switch() -> Iterator[None]:
     """The JACK receiver is a Python callback in this process: at -p 64 it must get the
@@ -246,9 +260,15 @@ def test_midi_clock_ticks_follow_the_tempo_map() -> None:
         wait_until(clock.bar_start_ns(1) + 300 * MS)
         sender.stop_clock()
         time.sleep(0.05)
+        stats = sender.stats()
     assert port.sent()[0] == b"\xfa" and port.sent()[-1] == b"\xfc"
     ticks = [t for t, m in port.messages if m == b"\xf8"]
     assert len(ticks) >= 96 + 30
+    with blame_late_sends(stats):
+        assert_ticks_follow(clock, ticks)
+
+
+def assert_ticks_follow(clock: Clock, ticks: list[int]) -> None:
     bar0 = [(b - a) / MS for a, b in zip(ticks[:96], ticks[1:97], strict=True)]
     bar1 = [(b - a) / MS for a, b in zip(ticks[96:-1], ticks[97:], strict=True)]
     print(f"tick spacing median {statistics.median(bar0):.3f} ms (want 10.417), "
@@ -269,11 +289,13 @@ def test_midi_clock_from_a_later_bar_sends_song_position_then_continue() -> None
             sender.start_clock("sync", from_bar=2)
         sender.start_clock("sync", from_bar=3)
         wait_until(clock.bar_start_ns(3) + 50 * MS)
+        stats = sender.stats()
     sent = port.sent()
     assert sent[:3] == [bytes((0xF2, 48, 0)), b"\xfb", b"\xf8"]  # 3 bars = 48 sixteenths
     assert sent[-1] == b"\xfc"  # stop() stops the clock too
     start = [t for t, m in port.messages if m == b"\xfb"][0]
-    assert abs(start - clock.bar_start_ns(3)) < 3 * MS
+    with blame_late_sends(stats):
+        assert abs(start - clock.bar_start_ns(3)) < 3 * MS
 
 
 class FlakyPort(MemoryPort):
@@ -339,17 +361,20 @@ def test_a_retime_moves_what_is_queued_and_the_clock_ticks() -> None:
         sent = [(t, m) for t, m in port.messages if m[0] & 0xF0 in (ON, OFF)]
         assert unmatched_notes([m for _t, m in sent]) == Counter()
         ons = [(t, m[1] - 40) for t, m in sent if m[0] & 0xF0 == ON]
-        assert [n for _t, n in ons] == list(steps)  # every note, once, in order
+        with blame_late_sends(stats):  # a note-on held up > 50 ms is dropped, by design
+            assert [n for _t, n in ons] == list(steps)  # every note, once, in order
         offset = 10 * MS if name == "b" else 0
         errors = []
-        for t, n in ons:
-            wanted, before = clock.beat_to_ns(n / 4), old.beat_to_ns(n / 4)
-            if before > pivot + 10 * MS:  # moved: nearer the new map than the old
-                assert abs(t + offset - wanted) < abs(t + offset - before), (name, n)
-            errors.append((t + offset - wanted) / MS)
-        assert statistics.median(errors) < 2, (name, errors)
+        with blame_late_sends(stats):
+            for t, n in ons:
+                wanted, before = clock.beat_to_ns(n / 4), old.beat_to_ns(n / 4)
+                if before > pivot + 10 * MS:  # moved: nearer the new map than the old
+                    assert abs(t + offset - wanted) < abs(t + offset - before), (name, n)
+                errors.append((t + offset - wanted) / MS)
+            assert statistics.median(errors) < 2, (name, errors)
     ticks = [t for t, m in ports["a"].messages if m == b"\xf8"]
     assert len(ticks) >= 2 * 96
     errors = [(t - clock.beat_to_ns(n / 24)) / MS for n, t in enumerate(ticks[:192])]
-    assert statistics.median(errors) < 1, errors
-    assert abs(ticks[96] - clock.bar_start_ns(1)) < 3 * MS
+    with blame_late_sends(stats):
+        assert statistics.median(errors) < 1, errors
+        assert abs(ticks[96] - clock.bar_start_ns(1)) < 3 * MS
