@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from engine.lyrics.gpt2_runner import GPT2Lyricist, sample, top_k_indices
+from engine.lyrics.huge_pages import huge_pages
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "about: night\n"
@@ -325,6 +326,21 @@ def test_weights_asked_for_that_the_folder_lacks_are_refused(tiny_gpt2_onnx_dir:
     assert GPT2Lyricist.load(folder).weights == "int8"
     with pytest.raises(FileNotFoundError, match="no float graph"):
         GPT2Lyricist.load(folder, weights="float")
+
+
+def test_weights_in_huge_pages_give_the_same_lines(tiny_gpt2_onnx_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.lyrics.gpt2_runner as runner
+
+    plain = GPT2Lyricist.load(tiny_gpt2_onnx_dir).generate_lines(
+        PROMPT, 4, np.random.default_rng(3))
+    advised = []
+    monkeypatch.setattr(runner, "HUGE_PAGES_FROM", 0)  # the tiny model counted as big
+    monkeypatch.setattr(runner, "huge_pages", lambda regions: advised.append(
+        sum(end - start for start, end in regions)) or huge_pages(regions))
+    again = GPT2Lyricist.load(tiny_gpt2_onnx_dir).generate_lines(
+        PROMPT, 4, np.random.default_rng(3))
+    assert len(advised) == 1 and again == plain
 
 
 def test_the_runtime_imports_no_torch_or_transformers() -> None:
