@@ -252,7 +252,7 @@ class GPT2Lyricist:
         except Exception as err:  # onnxruntime raises its own types (Fail, InvalidGraph)
             raise ValueError(f"{path}: ONNX Runtime cannot load it ({err}); "
                              f"{HOW_TO_MAKE}") from err
-        if before is not None:  # a big model: its weights in 2 MiB pages, ~20 % faster a step
+        if before is not None:  # a big model: its weights in 2 MiB pages, 16-25 % faster a step
             huge_pages(anonymous_regions() - before)
         _check_io(path, session, config)
         _check_token_ids(folder / CONFIG_FILE, config)

@@ -13,8 +13,8 @@ anonymous memory regions that appeared while it loaded are advised ``MADV_HUGEPA
 collapsed into 2 MiB pages at once (``MADV_COLLAPSE``, Linux 6.1+; older kernels collapse
 them in the background). This changes how the memory is mapped, never what it holds; any
 failure (another system, an old kernel, a region gone meanwhile) leaves things as they were.
-Measured on gpt2's shape, 1 thread: 30 -> 23.5 ms a float32 step, 10.1 -> 8.4 ms int8
-(benchmarks/bench_lyrics_gpt2.py's notes); the collapse costs about 1 s per 200 MB once.
+Measured on gpt2's shape, 1 thread, CPU time, three alternating pairs on a shared machine:
+30 -> 22.5 ms a float32 step, 10.0 -> 8.4 ms int8; the collapse costs 0.5-5 s once, at load.
 """
 
 from __future__ import annotations
