@@ -357,8 +357,8 @@ def decode_floor(hf_dir: Path, medians: dict[str, dict[str, float]], new: int,
         _BANDWIDTH.update(read_bandwidth())
     weights = bytes_per_step(hf_dir)
     fast, slow = _BANDWIDTH["huge"], _BANDWIDTH["4k"]
-    lines = [f"  read bandwidth (1 core, best of 7 over 1 GiB, CPU time): {fast / 1e9:.1f} GB/s with 2 MiB "
-             f"pages, {slow / 1e9:.1f} GB/s with 4 KiB pages"]
+    lines = [f"  read bandwidth (1 core, best of 7 over 1 GiB, CPU time): {fast / 1e9:.1f} "
+             f"GB/s with 2 MiB pages, {slow / 1e9:.1f} GB/s with 4 KiB pages"]
     l3 = last_level_cache()
     if l3 and weights["float32"] < l3:
         lines.append(f"  the weights ({weights['float32'] / 1e6:.0f} MB) fit in the "
