@@ -424,7 +424,7 @@ def int8_cost(work: Path, n_blocks: int = 64, block: int = 128) -> None:
               for i in range(0, n_blocks * (block - 1), block - 1)]
     shipped, int8 = perplexity(SHIPPED, blocks), perplexity(paths["ours-int8"], blocks, "int8")
     print(f"shipped model, held-out verse ({n_blocks} blocks of {block} tokens): perplexity "
-          f"{shipped:.2f} as shipped, {int8:.2f} with int8 weights ({int8 / shipped - 1:+.1%})")
+          f"{shipped:.2f} as shipped, {int8:.2f} with int8 weights ({int8 / shipped - 1:+.2%})")
 
 
 def main(argv: list[str] | None = None) -> int:
