@@ -165,6 +165,12 @@ def test_cli_converts_and_prints_parity(tiny_gpt2_hf_dir: Path, tmp_path: Path,
         assert f"wrote {out / name}" in printed
     assert "logits max |diff|" in printed and "identical: True" in printed
     assert GPT2Lyricist.load(out).config["n_layer"] == 2
+    assert "model_int8.onnx" not in printed  # a small model: no int8 file unless asked
+    int8_out = tmp_path / "with_int8"
+    assert main(["convert", "gpt2", str(tiny_gpt2_hf_dir), str(int8_out), "--int8"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {int8_out / 'model_int8.onnx'}" in printed and "int8 weights:" in printed
+    assert GPT2Lyricist.load(int8_out).weights == "int8"
 
 
 def test_cli_convert_of_a_missing_folder_exits_2(tmp_path: Path, capsys) -> None:
