@@ -12,7 +12,8 @@ here), seed 0, the shipped tokenizer padded with placeholder tokens to 50,257 so
 engine sees the same vocabulary. Every engine runs the same weights:
 
 - ``ours``: ``GPT2Lyricist`` on ``export_gpt2(..., half_weights=False)`` (float32);
-- ``ours-int8``: ``export_gpt2(..., int8=True)`` (int8 weight matrices);
+- ``ours-int8``: the ``model_int8.onnx`` that ``export_gpt2(..., int8=True)`` writes beside
+  the float graph (int8 weight matrices, ONNX Runtime dynamic quantization);
 - ``transformers``: ``model.generate()`` (PyTorch eager, its own cache);
 - ``ct2`` / ``ct2-int8``: CTranslate2 ``Generator`` on the converted folder, compute type
   float32 / int8 (the ``bench`` extra: ``pip install ctranslate2``); ``end_token=[]`` so
@@ -29,6 +30,14 @@ Figures, per shape and thread count (torch, ONNX Runtime and CTranslate2 intra-o
   128, 512 (not past the model's positions);
 - ``8x25``: 8 candidate lines of 25 tokens sampled in one batch (top-k 40, top-p 0.95,
   temperature 0.9, repetition penalty 1.2), every line forced to 25 tokens.
+
+Each table is printed by wall time and, at 1 thread, by process CPU time (the work itself:
+on a shared machine another process holding the core inflates wall time, not CPU time).
+Under them: this core's streaming read bandwidth (numpy over 1 GiB, with 2 MiB and with
+4 KiB pages), the bytes of weights a batch-1 decode step must read, hence the "bandwidth
+floor ms/step" of float32 and int8 weights, and each engine's measured step against it
+(greedy time minus ttft@32, over the 63 steps): the floor bounds how much faster than
+transformers any float32 engine can decode at batch 1.
 
 The engines alternate inside every repetition (the order rotates), so a load change on the
 shared machine hits all of them alike; each cell is the median of --runs repetitions with
@@ -106,7 +115,7 @@ def prepare(shape: str, work: Path, want_ct2: bool) -> dict[str, Path]:
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         if not (paths["ours"] / "encore_gpt2.json").is_file():
-            export_gpt2(paths["hf"], paths["ours"], half_weights=False)
+            export_gpt2(paths["hf"], paths["ours"], half_weights=False, int8=False)
         if not (paths["ours-int8"] / "encore_gpt2.json").is_file():
             export_gpt2(paths["hf"], paths["ours-int8"], int8=True)
     if want_ct2:
@@ -120,8 +129,8 @@ def prepare(shape: str, work: Path, want_ct2: bool) -> dict[str, Path]:
 
 # ---- the engines -----------------------------------------------------------------------------
 class Ours:
-    def __init__(self, folder: Path, threads: int):
-        self.lyricist = GPT2Lyricist.load(folder, threads=threads,
+    def __init__(self, folder: Path, threads: int, weights: str):
+        self.lyricist = GPT2Lyricist.load(folder, threads=threads, weights=weights,
                                           providers=["CPUExecutionProvider"])
 
     def first_token(self, ids: list[int]) -> int:
@@ -193,22 +202,26 @@ class CTranslate2:
 
 # ---- timing ----------------------------------------------------------------------------------
 def alternate(engines: dict[str, object], call: Callable[[object], object],
-              runs: int) -> dict[str, list[float]]:
-    """Seconds of ``call(engine)`` per engine: one warm-up each, then ``runs`` rounds, the
-    engines' order rotating every round."""
+              runs: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall, process CPU) seconds of ``call(engine)`` per engine: one warm-up each, then
+    ``runs`` rounds, the engines' order rotating every round. CPU time counts every thread of
+    this process (CTranslate2 computes in its own), and not the time another process held
+    the core: at 1 thread it is the work itself, steadier than wall time on a shared
+    machine."""
     names = list(engines)
     for name in names:
         call(engines[name])
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for r in range(runs):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             call(engines[name])
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
 
 def cell(values: list[float], scale: float = 1.0, rate: bool = False) -> str:
+    """median [min-max] of ``values`` (seconds) times ``scale``, or ``scale`` over them."""
     figures = [scale / v for v in values] if rate else [v * scale for v in values]
     med = statistics.median(figures)
     return f"{med:8.1f} [{min(figures):.0f}-{max(figures):.0f}]"
@@ -221,8 +234,8 @@ def random_ids(n: int, vocab: int, seed: int) -> list[int]:
 def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int,
                 quick: bool) -> tuple[list[str], dict[str, dict[str, float]]]:
     model, tokenizer = load_hf(paths["hf"])
-    engines: dict[str, object] = {"ours": Ours(paths["ours"], threads),
-                                  "ours-int8": Ours(paths["ours-int8"], threads),
+    engines: dict[str, object] = {"ours": Ours(paths["ours"], threads, "float"),
+                                  "ours-int8": Ours(paths["ours-int8"], threads, "int8"),
                                   "transformers": Transformers(model, threads)}
     if "ct2" in paths:
         tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
@@ -230,6 +243,7 @@ def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int,
         engines["ct2"] = CTranslate2(paths["ct2"], threads, "float32", tokens)
         engines["ct2-int8"] = CTranslate2(paths["ct2"], threads, "int8", tokens)
     ours: Ours = engines["ours"]  # type: ignore[assignment]
+    huge = huge_pages_mib()
     vocab = min(len(tokenizer), model.config.vocab_size)
     n_positions = ours.lyricist.n_positions
     new = 8 if quick else GREEDY_NEW
@@ -261,32 +275,149 @@ def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int,
     names = list(engines)
     out = [f"{shape}, {threads} thread(s): greedy tokens equal to transformers' before the "
            "first difference: " + ", ".join(f"{n} {agreement[n]}/{new}" for n in names)]
-    out.append(f"{'':14}" + "".join(f"{n:>22}" for n in names))
-    medians: dict[str, dict[str, float]] = {}
-    for metric, times in rows.items():
-        rate = metric == "tok/s"
-        scale = float(new) if rate else 1000.0
-        out.append(f"{metric:14}" + "".join(f"{cell(times[n], scale, rate):>22}" for n in names))
-        medians[metric] = {n: statistics.median(times[n]) for n in names}
+    if huge is not None:
+        out.append(f"memory in 2 MiB pages after loading every engine: {huge} MiB (ours asks "
+                   "for its weights; the others' stay in 4 KiB pages)")
+    clocks = ("wall", "cpu") if threads == 1 else ("wall",)
+    medians: dict[str, dict[str, dict[str, float]]] = {clock: {} for clock in clocks}
+    for k, clock in enumerate(clocks):
+        out.append(f"{clock + ' time':14}" + "".join(f"{n:>22}" for n in names))
+        for metric, times in rows.items():
+            rate = metric == "tok/s"
+            scale = float(new) if rate else 1000.0
+            values = {n: [t[k] for t in times[n]] for n in names}
+            out.append(f"{metric:14}" + "".join(f"{cell(values[n], scale, rate):>22}"
+                                                for n in names))
+            medians[clock][metric] = {n: statistics.median(values[n]) for n in names}
+    out += decode_floor(paths["hf"], medians[clocks[-1]], new, names)
     return out, medians
 
 
-def ratios(medians: dict[str, dict[str, float]]) -> list[str]:
-    """Speed of ours against transformers and the fastest peer, float32 and int8."""
+# ---- the memory-bandwidth floor of batch-1 decoding ----------------------------------------
+def read_bandwidth(gib: float = 1.0, runs: int = 7) -> dict[str, float]:
+    """This core's streaming read speed, bytes/s (best of ``runs`` passes over ``gib`` GiB,
+    by this thread's CPU time; another process's reads still share the memory bus):
+    ``huge`` from numpy's own array (numpy asks Linux for 2 MiB pages for big arrays),
+    ``4k`` from an anonymous mmap left at the 4 KiB pages that malloc gives ONNX Runtime,
+    transformers and CTranslate2 here (Linux's transparent huge pages: "madvise" mode)."""
+    import mmap
+
+    n = int(gib * 2**30) // 8
+    huge = np.ones(n, np.uint64)
+    small_map = mmap.mmap(-1, n * 8)
+    small = np.frombuffer(small_map, np.uint64)
+    small[:] = 1
+    best = {}
+    for name, array in (("huge", huge), ("4k", small)):
+        times = []
+        for _ in range(runs):
+            start = time.thread_time()  # CPU time: not the time another process held the core
+            np.bitwise_or.reduce(array)
+            times.append(time.thread_time() - start)
+        best[name] = array.nbytes / min(times)
+    del array, small, huge
+    small_map.close()
+    return best
+
+
+def bytes_per_step(hf_dir: Path) -> dict[str, float]:
+    """Bytes of weights one batch-1 decode step reads: every weight matrix once (the tied
+    embedding as the LM head), biases and norms; not the position table (one row)."""
+    from safetensors import safe_open
+
+    matrices = other = 0
+    with safe_open(str(hf_dir / "model.safetensors"), "np") as f:
+        for key in f.keys():
+            shape = f.get_slice(key).get_shape()
+            size = int(np.prod(shape))
+            if key.endswith("wpe.weight") or key.startswith("lm_head"):
+                continue  # one row read; the LM head is the tied wte
+            if len(shape) == 2:
+                matrices += size
+            else:
+                other += size
+    return {"float32": 4.0 * (matrices + other), "int8": matrices + 4.0 * other}
+
+
+def huge_pages_mib() -> int | None:
+    """This process's anonymous memory in 2 MiB pages (Linux), MiB; None elsewhere."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1]) // 1024
+    return None
+
+
+def last_level_cache() -> int:
+    """Bytes of the largest CPU cache Linux lists (0 when it lists none)."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip()
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        if text[:-1].isdigit() and text[-1] in units:
+            sizes.append(int(text[:-1]) * units[text[-1]])
+    return max(sizes, default=0)
+
+
+_BANDWIDTH: dict[str, float] = {}
+
+
+def decode_floor(hf_dir: Path, medians: dict[str, dict[str, float]], new: int,
+                 names: list[str]) -> list[str]:
+    """The bandwidth floor of a batch-1 decode step (weights read / streaming speed) and each
+    engine's step: (greedy - ttft@32) / (new - 1), from the medians."""
+    if not _BANDWIDTH:
+        _BANDWIDTH.update(read_bandwidth())
+    weights = bytes_per_step(hf_dir)
+    fast, slow = _BANDWIDTH["huge"], _BANDWIDTH["4k"]
+    lines = [f"  read bandwidth (1 core, best of 7 over 1 GiB, CPU time): {fast / 1e9:.1f} "
+             f"GB/s with 2 MiB pages, {slow / 1e9:.1f} GB/s with 4 KiB pages"]
+    l3 = last_level_cache()
+    if l3 and weights["float32"] < l3:
+        lines.append(f"  the weights ({weights['float32'] / 1e6:.0f} MB) fit in the "
+                     f"{l3 / 2**20:.0f} MiB last-level cache: a step is not bound by memory "
+                     "and the floor below is no bound")
+    floor = {k: 1000 * b / fast for k, b in weights.items()}
+    lines.append("  bandwidth floor ms/step: " + ", ".join(
+        f"{k} {floor[k]:.1f} ({weights[k] / 1e6:.0f} MB/step; {1000 * weights[k] / slow:.1f} at "
+        "4 KiB pages)" for k in weights))
+    if "tok/s" not in medians or f"ttft@{GREEDY_PROMPT} ms" not in medians:
+        return lines
+    step = {n: 1000 * (medians["tok/s"][n] - medians[f"ttft@{GREEDY_PROMPT} ms"][n])
+            / (new - 1) for n in names}
+    kind = {n: "int8" if n.endswith("int8") else "float32" for n in names}
+    lines.append("  decode ms/step (greedy - ttft@32, medians): " + ", ".join(
+        f"{n} {step[n]:.1f} ({step[n] / floor[kind[n]]:.2f}x floor)" for n in names))
+    if "transformers" in step:
+        goal = step["transformers"] / 3
+        lines.append(f"  3x transformers at float32 needs {goal:.1f} ms/step: "
+                     f"{goal / floor['float32']:.2f}x the float32 floor, "
+                     f"{goal / floor['int8']:.2f}x the int8 floor")
+    return lines
+
+
+def ratios(medians: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Speed of ours against transformers and the fastest peer, float32 and int8, by each
+    clock measured."""
     out = []
-    for metric, times in medians.items():
-        parts = [f"vs transformers {times['transformers'] / times['ours']:.2f}x"]
-        if "ct2" in times:
-            parts.append(f"vs ct2 {times['ct2'] / times['ours']:.2f}x")
-            parts.append(f"int8 vs ct2-int8 {times['ct2-int8'] / times['ours-int8']:.2f}x")
-        parts.append(f"int8 vs transformers {times['transformers'] / times['ours-int8']:.2f}x")
-        out.append(f"  {metric:14} ours " + ", ".join(parts))
+    for clock, table in medians.items():
+        for metric, times in table.items():
+            parts = [f"vs transformers {times['transformers'] / times['ours']:.2f}x"]
+            if "ct2" in times:
+                parts.append(f"vs ct2 {times['ct2'] / times['ours']:.2f}x")
+                parts.append(f"int8 vs ct2-int8 {times['ct2-int8'] / times['ours-int8']:.2f}x")
+            parts.append(f"int8 vs transformers "
+                         f"{times['transformers'] / times['ours-int8']:.2f}x")
+            out.append(f"  {clock:4} {metric:14} ours " + ", ".join(parts))
     return out
 
 
 # ---- the int8 cost -------------------------------------------------------------------------
-def perplexity(folder: Path, blocks: list[list[int]]) -> float:
-    lyricist = GPT2Lyricist.load(folder, providers=["CPUExecutionProvider"])
+def perplexity(folder: Path, blocks: list[list[int]], weights: str = "float") -> float:
+    lyricist = GPT2Lyricist.load(folder, providers=["CPUExecutionProvider"], weights=weights)
     total, count = 0.0, 0
     for ids in blocks:
         logits = lyricist.new_cache(1, len(ids)).run(np.asarray([ids]), all_logits=True)[0]
@@ -307,9 +438,9 @@ def int8_cost(work: Path, n_blocks: int = 64, block: int = 128) -> None:
     ids = lyricist.encode(text)
     blocks = [[lyricist.eos_id, *ids[i:i + block - 1]]
               for i in range(0, n_blocks * (block - 1), block - 1)]
-    shipped, int8 = perplexity(SHIPPED, blocks), perplexity(paths["ours-int8"], blocks)
+    shipped, int8 = perplexity(SHIPPED, blocks), perplexity(paths["ours-int8"], blocks, "int8")
     print(f"shipped model, held-out verse ({n_blocks} blocks of {block} tokens): perplexity "
-          f"{shipped:.2f} as shipped, {int8:.2f} with int8 weights ({int8 / shipped - 1:+.1%})")
+          f"{shipped:.2f} as shipped, {int8:.2f} with int8 weights ({int8 / shipped - 1:+.2%})")
 
 
 def main(argv: list[str] | None = None) -> int:

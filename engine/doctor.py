@@ -318,6 +318,20 @@ def providers_of(obj: object, depth: int = 3) -> str:
     return ", ".join(f"{name} {p}" for name, p in found.items())
 
 
+def _held(obj: object, attr: str, depth: int = 3) -> object:
+    """``attr`` of ``obj`` or of the first object held under :data:`_SESSION_HOLDERS` that
+    has it (e.g. the GPT-2 lyricist's ``weights``: "float" or "int8"); None if none has."""
+    if hasattr(obj, attr) or depth == 0:
+        return getattr(obj, attr, None)
+    for holder in _SESSION_HOLDERS:
+        inner = getattr(obj, holder, None)
+        if inner is not None and inner is not obj:
+            found = _held(inner, attr, depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
 def bar_seconds(patch: Patch) -> float:
     """A bar's length at the patch's tempo (4 beats)."""
     return 240.0 / patch.song.tempo
@@ -408,12 +422,15 @@ def check_lyrics(patch: Patch, model_dir: str | Path | None) -> Check:
     source = settings.model or ("lyrics_gpt2" if settings.source == "gpt2" else "markov")
     provider = providers_of(writer)
     source += f", {provider}" if provider else ""
+    weights = _held(writer, "weights")
+    source += f", {weights} weights" if isinstance(weights, str) else ""
     detail = (f"{settings.source} ({source}): a fitted line of {beats} notes in "
               f"{1000 * seconds:.0f} ms ({settings.candidates} candidates), {share:.2f} of a "
               "bar")
     budget = lookahead_bars(patch)
-    fix = ('lower [lyrics] candidates, use a smaller or int8 model (`encore convert gpt2 '
-           '--int8`), or source = "markov" (fast)')
+    fix = ('lower [lyrics] candidates, use a smaller model or one with int8 weights '
+           '(`encore convert gpt2 --int8` writes model_int8.onnx, which the lyricist prefers), '
+           'or source = "markov" (fast)')
     if share >= budget:
         return Check("lyrics", "FAIL", detail + f": over the {budget} bar(s) composed ahead",
                      fix, seconds)

@@ -18,7 +18,8 @@ transformers = pytest.importorskip("transformers")
 
 from engine.cli import main  # noqa: E402
 from engine.lyrics.gpt2_runner import GPT2Lyricist  # noqa: E402
-from export.gpt2_onnx import PARITY_TOLERANCE, export_gpt2  # noqa: E402
+from engine.output_files import OutputExistsError  # noqa: E402
+from export.gpt2_onnx import INT8_MODEL_FILE, PARITY_TOLERANCE, export_gpt2  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::Warning:torch"),
               pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad"),
@@ -164,6 +165,12 @@ def test_cli_converts_and_prints_parity(tiny_gpt2_hf_dir: Path, tmp_path: Path,
         assert f"wrote {out / name}" in printed
     assert "logits max |diff|" in printed and "identical: True" in printed
     assert GPT2Lyricist.load(out).config["n_layer"] == 2
+    assert "model_int8.onnx" not in printed  # a small model: no int8 file unless asked
+    int8_out = tmp_path / "with_int8"
+    assert main(["convert", "gpt2", str(tiny_gpt2_hf_dir), str(int8_out), "--int8"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {int8_out / 'model_int8.onnx'}" in printed and "int8 weights:" in printed
+    assert GPT2Lyricist.load(int8_out).weights == "int8"
 
 
 def test_cli_convert_of_a_missing_folder_exits_2(tmp_path: Path, capsys) -> None:
@@ -296,21 +303,52 @@ def test_an_unsupported_activation_is_refused(tiny_gpt2_hf_dir: Path, tmp_path: 
 
 
 def test_int8_weights_load_and_stay_close_to_the_float_graph(tiny_gpt2_hf_dir: Path,
-                                                             tiny_gpt2_onnx_dir: Path,
                                                              tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
-    config = export_gpt2(tiny_gpt2_hf_dir, tmp_path / "int8", int8=True)
-    assert config["weights"] == "int8" and config["parity"]["greedy_identical"]
+    out = tmp_path / "int8"
+    config = export_gpt2(tiny_gpt2_hf_dir, out, int8=True)
+    assert config["weights"] == "float16" and config["parity"]["greedy_identical"]
     figures = config["int8"]
+    assert figures["file"] == INT8_MODEL_FILE
     assert 0 < figures["logits_max_abs_diff_vs_float"] < 0.1 * figures["reference_logits_max_abs"]
     assert 0 <= figures["greedy_tokens_before_first_difference"] <= figures["greedy_tokens"] == 32
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8" / "model.onnx")).graph.node}
+    ops = {node.op_type for node in onnx.load(str(out / INT8_MODEL_FILE)).graph.node}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
-    assert not (tmp_path / "int8" / "float32_model.onnx").exists()
-    runner = GPT2Lyricist.load(tmp_path / "int8")
-    float_runner = GPT2Lyricist.load(tiny_gpt2_onnx_dir)
+    float_ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulInteger" not in float_ops  # the float graph is kept as it was
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.onnx", INT8_MODEL_FILE, "tokenizer.json", "encore_gpt2.json", "hf_config.json"])
+    runner = GPT2Lyricist.load(out)  # auto: the int8 graph
+    float_runner = GPT2Lyricist.load(out, weights="float")
+    assert (runner.weights, float_runner.weights) == ("int8", "float")
     ids = np.asarray([runner.context_ids("about: moon\nthe night is long")])
     quantized = runner.new_cache(1, ids.shape[1]).run(ids)
     reference = float_runner.new_cache(1, ids.shape[1]).run(ids)
-    assert np.abs(quantized - reference).max() < 0.1 * np.abs(reference).max()
+    assert 0 < np.abs(quantized - reference).max() < 0.1 * np.abs(reference).max()
     assert len(runner.generate_lines("about: moon\n", 3, np.random.default_rng(0))) == 3
+
+
+def test_int8_is_written_by_default_only_for_big_models(tiny_gpt2_hf_dir: Path,
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import export.gpt2_onnx as gpt2_onnx
+
+    small = export_gpt2(tiny_gpt2_hf_dir, tmp_path / "small")
+    assert "int8" not in small and not (tmp_path / "small" / INT8_MODEL_FILE).exists()
+    # the same tiny model counted as big: the threshold decides, nothing else
+    monkeypatch.setattr(gpt2_onnx, "INT8_AUTO_PARAMETERS", 1)
+    big = export_gpt2(tiny_gpt2_hf_dir, tmp_path / "big")
+    assert big["int8"]["file"] == INT8_MODEL_FILE
+    assert (tmp_path / "big" / INT8_MODEL_FILE).is_file()
+    assert not export_gpt2(tiny_gpt2_hf_dir, tmp_path / "never", int8=False).get("int8")
+
+
+def test_an_int8_file_already_there_is_never_replaced(tiny_gpt2_hf_dir: Path,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / INT8_MODEL_FILE).write_bytes(b"mine")
+    with pytest.raises(OutputExistsError):
+        export_gpt2(tiny_gpt2_hf_dir, out, int8=True)
+    assert (out / INT8_MODEL_FILE).read_bytes() == b"mine"
+    assert sorted(p.name for p in out.iterdir()) == [INT8_MODEL_FILE]

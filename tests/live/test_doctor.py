@@ -111,7 +111,7 @@ def test_providers_of_names_the_provider_each_model_got(tiny_trio, tiny_gpt2_onn
     onnxruntime-gpu finds a GPU), none for a model without a session."""
     import onnxruntime as ort
 
-    from engine.doctor import providers_of
+    from engine.doctor import _held, providers_of
     from engine.lyrics.gpt2_runner import GPT2Lyricist
 
     expected = "CUDA" if "CUDAExecutionProvider" in ort.get_available_providers() else "CPU"
@@ -125,6 +125,8 @@ def test_providers_of_names_the_provider_each_model_got(tiny_trio, tiny_gpt2_onn
 
     assert providers_of(Holder(Holder(lyricist))) == expected
     assert providers_of(object()) == ""
+    assert _held(Holder(Holder(lyricist)), "weights") == "float"  # the lyrics line names it
+    assert _held(object(), "weights") is None
 
 
 def test_the_audio_path_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

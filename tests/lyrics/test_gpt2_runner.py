@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from engine.lyrics.gpt2_runner import GPT2Lyricist, sample, top_k_indices
+from engine.lyrics.huge_pages import huge_pages
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "about: night\n"
@@ -295,6 +296,51 @@ def test_a_folder_of_the_first_format_is_told_to_convert_again(tiny_gpt2_onnx_di
     (folder / "encore_gpt2.json").write_text(json.dumps({**config, "version": 1}))
     with pytest.raises(ValueError, match="version 1, this runner reads \\[2\\].*convert"):
         GPT2Lyricist.load(folder)
+
+
+def test_auto_weights_open_the_int8_graph_when_the_folder_has_one(tiny_gpt2_onnx_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    folder = _copy(tiny_gpt2_onnx_dir, tmp_path)
+    assert GPT2Lyricist.load(folder).weights == "float"  # no int8 file: the float graph
+    # a damaged int8 file shows which graph each choice opens
+    (folder / "model_int8.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ValueError, match="model_int8.onnx: ONNX Runtime cannot load it"):
+        GPT2Lyricist.load(folder)
+    assert GPT2Lyricist.load(folder, weights="float").weights == "float"
+    shutil.copyfile(folder / "model.onnx", folder / "model_int8.onnx")  # the same contract
+    lyricist = GPT2Lyricist.load(folder)
+    assert lyricist.weights == "int8" and "int8 weights" in repr(lyricist)
+    assert len(lyricist.generate_lines(PROMPT, 2, np.random.default_rng(0))) == 2
+
+
+def test_weights_asked_for_that_the_folder_lacks_are_refused(tiny_gpt2_onnx_dir: Path,
+                                                             tmp_path: Path) -> None:
+    folder = _copy(tiny_gpt2_onnx_dir, tmp_path)
+    with pytest.raises(FileNotFoundError, match="no int8 weights.*--int8"):
+        GPT2Lyricist.load(folder, weights="int8")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        GPT2Lyricist.load(folder, weights="int4")
+    # a folder whose model.onnx itself is the int8 graph (written by an earlier --int8)
+    config = json.loads((folder / "encore_gpt2.json").read_text())
+    (folder / "encore_gpt2.json").write_text(json.dumps({**config, "weights": "int8"}))
+    assert GPT2Lyricist.load(folder).weights == "int8"
+    with pytest.raises(FileNotFoundError, match="no float graph"):
+        GPT2Lyricist.load(folder, weights="float")
+
+
+def test_weights_in_huge_pages_give_the_same_lines(tiny_gpt2_onnx_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.lyrics.gpt2_runner as runner
+
+    plain = GPT2Lyricist.load(tiny_gpt2_onnx_dir).generate_lines(
+        PROMPT, 4, np.random.default_rng(3))
+    advised = []
+    monkeypatch.setattr(runner, "HUGE_PAGES_FROM", 0)  # the tiny model counted as big
+    monkeypatch.setattr(runner, "huge_pages", lambda regions: advised.append(
+        sum(end - start for start, end in regions)) or huge_pages(regions))
+    again = GPT2Lyricist.load(tiny_gpt2_onnx_dir).generate_lines(
+        PROMPT, 4, np.random.default_rng(3))
+    assert len(advised) == 1 and again == plain
 
 
 def test_the_runtime_imports_no_torch_or_transformers() -> None:
