@@ -2,6 +2,7 @@
 
     python benchmarks/bench_audio_core.py                  # 30 s a run, -p 256 and -p 128
     python benchmarks/bench_audio_core.py --seconds 10 --periods 256 --repeats 1  # quick
+    python benchmarks/bench_audio_core.py --seconds 2 --periods 256 --loads processes  # a check
 
 A JACK dummy server of its own (``jackd -n encore-bench-core -d dummy -r 48000 -p P``,
 started detached, stopped by PID; every process of the benchmark gets
@@ -233,8 +234,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--periods", type=int, nargs="+", default=[256, 128])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--loads", nargs="+", choices=[load.split()[-1] for load in LOADS],
+                        default=[load.split()[-1] for load in LOADS],
+                        help="which loads to run (default: all three): quiet, thread (a "
+                             "busy thread), processes (two busy processes and the C floor)")
     parser.add_argument("--json", help="write every run's figures here")
     args = parser.parse_args()
+    loads = [load for load in LOADS if load.split()[-1] in args.loads]
     if shutil.which("jackd") is None:
         raise SystemExit("jackd is not installed (apt-get install jackd2)")
     floor_client = shutil.which("jack_simple_client")
@@ -249,7 +255,7 @@ def main() -> None:
         for period in args.periods:
             jackd = Jack(period, tmp / "jackd.log")
             try:
-                for load in LOADS:
+                for load in loads:
                     for r in range(args.repeats):
                         order = ("core", "python") if r % 2 == 0 else ("python", "core")
                         for kind in order:
@@ -268,7 +274,7 @@ def main() -> None:
                 jackd.stop()
     print("\nsummary (median over repeats): underruns | server xruns | callback p99/max us")
     for period in args.periods:
-        for load in LOADS:
+        for load in loads:
             parts = []
             for kind in ("core", "python", "jack_simple_client"):
                 rs = [r for r in results if r["period"] == period and r["load"] == load

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_music_eval.py                      # 2 patches x 6 seeds x 64 bars
     python benchmarks/bench_music_eval.py --seeds 1 2 --chorales 20 --renders /tmp/r
+    python benchmarks/bench_music_eval.py --seeds 1 --bars 8 --chorales 2 --folk 2 \
+        --drum-windows 10 --band 3                            # a quick check that it runs
 
 The protocol is Yang & Lerch 2018 (mgeval), implemented in ``export/music_eval.py``: every
 song is cut into whole 4-bar segments (silent ones left out); per segment the melody and
@@ -281,6 +283,8 @@ def main() -> int:
     parser.add_argument("--chorales", type=int, default=60, help="Bach chorales to read")
     parser.add_argument("--folk", type=int, default=60, help="folk tunes to read (0: none)")
     parser.add_argument("--drum-windows", type=int, default=300)
+    parser.add_argument("--band", type=int, default=None,
+                        help="Freedoom pieces to read (default: all of them)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     grooves = library()
@@ -298,7 +302,7 @@ def main() -> int:
     from export.freedoom_corpus import LICENCE, WadError, load_songs
 
     try:
-        band = load_songs()
+        band = load_songs(limit=args.band)
     except WadError as exc:
         print(f"band set skipped: {exc}", file=sys.stderr)
         band = []

@@ -7,11 +7,23 @@ the runtime under test never imports it):
   segments, like the shipped ``trio_4bar``); ``tiny_trio`` is a runner on it;
 - ``tiny_mel_dir``: a folder with ``tiny_mel`` (melody only, 2 bars), for refusals of
   models that are not trios.
+
+The ONNX export of the unrolled decoder takes tens of seconds (the exporter's passes over
+~30 000 nodes), so the two files are kept in pytest's cache folder (``.pytest_cache``), under
+a key that hashes everything the export reads: the exporting code, this file, the seed, the
+config and the torch and onnx versions. A later session copies them from there; any change
+to one of those exports afresh. ``-p no:cacheprovider`` (or ``make clean``) exports every
+time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,28 +36,80 @@ def _encore_cache_in_tmp(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ENCORE_CACHE", str(tmp_path_factory.getbasetemp() / "encore-cache"))
 
 
-def _export(out: Path, seed: int, **config) -> Path:
+REPO = Path(__file__).resolve().parents[1]
+# what the export reads: a change to any of these exports afresh
+EXPORT_SOURCES = ("export/musicvae.py", "export/musicvae_onnx.py", "engine/music/encoding.py",
+                  "tests/conftest.py")
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """PyTorch on one thread meanwhile: the ONNX export of a tiny model (thousands of tiny
+    ops) took a quarter less CPU and a fifth less time so than on two threads here."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _export_key(seed: int, config: dict) -> str:
+    import onnx
+    import torch
+
+    digest = hashlib.sha256()
+    for name in EXPORT_SOURCES:
+        digest.update(name.encode() + b"\0" + (REPO / name).read_bytes() + b"\0")
+    digest.update(repr((seed, sorted(config.items()), torch.__version__,
+                        onnx.__version__)).encode())
+    return digest.hexdigest()[:32]
+
+
+def _export(out: Path, seed: int, config: pytest.Config, **model) -> Path:
+    """Export a random-weight MusicVAE of ``model``'s config (seeded) into ``out``, or copy
+    the files a former session exported from the same sources (see the module's notes)."""
     torch = pytest.importorskip("torch")
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    kept = (cache.mkdir("encore-tiny-models") / _export_key(seed, model)
+            if cache is not None else None)
+    names = [f"{model['name']}.encoder.onnx", f"{model['name']}.decoder.onnx"]
+    if kept is not None and all((kept / name).is_file() for name in names):
+        for name in names:
+            shutil.copyfile(kept / name, out / name)
+        return out
     from export.musicvae import MusicVAE, MusicVAEConfig
     from export.musicvae_onnx import export_all
 
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_torch_thread():
         warnings.simplefilter("ignore")  # the ONNX exporter's notes
-        export_all(MusicVAE(MusicVAEConfig(**config)).eval(), out)
+        export_all(MusicVAE(MusicVAEConfig(**model)).eval(), out)
+    if kept is not None:  # written aside, then renamed: a session stopped midway keeps none
+        shutil.rmtree(kept, ignore_errors=True)  # an incomplete copy (a file taken away)
+        aside = kept.with_name(f"{kept.name}.{os.getpid()}")
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir()
+        for name in names:
+            shutil.copyfile(out / name, aside / name)
+        with contextlib.suppress(OSError):  # another session kept the same files first
+            aside.rename(kept)
+        shutil.rmtree(aside, ignore_errors=True)
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return _export(tmp_path_factory.mktemp("tiny_trio"), 0, name="tiny_trio",
+def tiny_model_dir(tmp_path_factory, pytestconfig) -> Path:
+    return _export(tmp_path_factory.mktemp("tiny_trio"), 0, pytestconfig, name="tiny_trio",
                    parts=("melody", "bass", "drums"), bars=4, enc_size=8, z_size=8,
                    dec_size=8, dec_layers=2, conductor_size=8, conductor_layers=2)
 
 
 @pytest.fixture(scope="session")
-def tiny_mel_dir(tmp_path_factory) -> Path:
-    return _export(tmp_path_factory.mktemp("tiny_mel"), 1, name="tiny_mel",
+def tiny_mel_dir(tmp_path_factory, pytestconfig) -> Path:
+    return _export(tmp_path_factory.mktemp("tiny_mel"), 1, pytestconfig, name="tiny_mel",
                    parts=("melody",), bars=2, enc_size=8, z_size=4, dec_size=8,
                    dec_layers=2)
 

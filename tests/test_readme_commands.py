@@ -862,8 +862,11 @@ TABLE: dict[str, Run] = {
         why="12 s of song instead of hours (its --live is not run)", check=expect("PASS")),
     ".venv/bin/python -m engine.live.audio_core": Run(check=expect("audio core:")),
     ".venv/bin/python benchmarks/bench_audio_core.py": Run(
-        runs=".venv/bin/python benchmarks/bench_audio_core.py --seconds 2 --periods 256",
-        why="2 s a run at one period instead of 30 s at two", check=expect("summary")),
+        runs=".venv/bin/python benchmarks/bench_audio_core.py --seconds 2 --periods 256 "
+             "--loads processes",
+        why="2 s a run at one period instead of 30 s at two; one load of the three (two "
+            "busy processes: both paths and the C client's floor)",
+        check=expect("summary", "busy processes  core", "C client xruns")),
     ".venv/bin/python benchmarks/bench_web_timing.py": Run(
         runs=".venv/bin/python benchmarks/bench_web_timing.py --midi-only --blocks 1 "
              "--block-bars 1",
@@ -879,8 +882,9 @@ TABLE: dict[str, Run] = {
         check=expect("signal-to-difference")),
     ".venv/bin/python benchmarks/bench_music_eval.py": Run(
         runs=".venv/bin/python benchmarks/bench_music_eval.py --patches default --seeds 1 "
-             "--bars 8 --chorales 2 --folk 2 --drum-windows 10",
-        why="one 8-bar render of one patch, 2 chorales, 2 folk tunes, 10 drum windows",
+             "--bars 8 --chorales 2 --folk 2 --drum-windows 10 --band 3",
+        why="one 8-bar render of one patch, 2 chorales, 2 folk tunes, 3 Freedoom pieces, "
+            "10 drum windows",
         check=expect("Goals (Encore, default)")),
 }
 RUNS = [command for command, run in TABLE.items() if not run.same_as]

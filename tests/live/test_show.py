@@ -205,6 +205,38 @@ def blame_missed_cycles(receiver: Receiver, error: AssertionError) -> None:
     raise error
 
 
+def worker_start_s(stage: Stage, model_dir: Path) -> float:
+    """Seconds a fresh generation worker takes, on this machine now, to start and load the
+    show's model: the same start the show makes after a restart, timed alone."""
+    from engine.live.generator import BarGenerator
+
+    generator = BarGenerator(stage.patch, model_dir=model_dir)
+    started = time.monotonic()
+    try:
+        generator.describe()
+    finally:
+        generator.close()
+    return time.monotonic() - started
+
+
+def blame_a_slow_start(stage: Stage, model_dir: Path, window_s: float,
+                       error: AssertionError) -> None:
+    """No fresh bar came back within the ``window_s`` seconds the set left the new worker.
+    When a fresh worker now needs over half that window just to start and load its model
+    (a quiet machine needs a fraction of it), the machine did not keep up: an expected
+    failure, with the figures; otherwise the restart is broken: a real failure."""
+    took = worker_start_s(stage, model_dir)
+    health = stage.show.health
+    figures = (f"a fresh worker took {took:.1f} s to start now, the new one had "
+               f"{window_s:.1f} s; load average {os.getloadavg()[0]:.1f}; the show's loop "
+               f"held up to {health.loop_lag_ms_max:.0f} ms, pushes up to "
+               f"{health.push_late_ms_max:.0f} ms late")
+    print(figures)
+    if 2 * took > window_s:
+        pytest.xfail(f"this machine is too slow now: {figures}: {error}")
+    raise AssertionError(f"{error} ({figures})") from error
+
+
 # ---- the show ----------------------------------------------------------------------------
 def write_patch(tmp_path: Path, *, tempo: float = TEMPO, extra: str = "") -> Path:
     path = tmp_path / "stage.toml"
@@ -511,9 +543,12 @@ def test_a_killed_worker_is_replaced_and_the_music_keeps_the_grid(
     new worker starts, fresh bars come back, and no beat is missed meanwhile."""
     before = set(multiprocessing.active_children())
     killed: list[int] = []
+    restarted_at: list[float] = []  # monotonic s of the first bar line after the restart
     limit = 12  # bars; the show ends on the line after the first fresh bar after a fallback
 
     def kill_the_worker(show: Show, bar) -> None:
+        if show.generator.health.restarts and not restarted_at:
+            restarted_at.append(time.monotonic())
         if show.bar_index == 1:  # bar 2 has just been handed to the worker
             for process in new_children(before):
                 os.kill(process.pid, signal.SIGKILL)
@@ -523,6 +558,7 @@ def test_a_killed_worker_is_replaced_and_the_music_keeps_the_grid(
 
     stage = Stage(tmp_path, tiny_model_dir, bars=limit, osc=False, on_bar=kill_the_worker)
     health = asyncio.run(stage.show.run())
+    ended_at = time.monotonic()
     events = receiver.settle()
     assert len(killed) == 1
     generation = stage.show.generator.health
@@ -531,7 +567,11 @@ def test_a_killed_worker_is_replaced_and_the_music_keeps_the_grid(
     print(f"fallback bars {fallbacks} of {bars}; generator {generation}")
     assert [p.bar for p in stage.pushed] == list(range(bars))
     assert fallbacks and fallbacks[0] == 2 and health.bars_fallback == len(fallbacks)
-    assert fallbacks == list(range(2, bars - 1)), "no fresh bar from the new worker"
+    try:
+        assert fallbacks == list(range(2, bars - 1)), "no fresh bar from the new worker"
+    except AssertionError as error:
+        assert restarted_at, "the worker was never restarted"
+        blame_a_slow_start(stage, tiny_model_dir, ended_at - restarted_at[0], error)
     assert generation.errors >= 1 and generation.restarts >= 1
     assert generation.fallbacks >= len(fallbacks)
     # the fallback bars replay the last good bar, re-stamped on their own bar lines
@@ -575,9 +615,12 @@ def test_a_hung_worker_is_replaced_and_the_music_keeps_the_grid(
     and replaced; fallback bars keep the grid meanwhile, then fresh bars come back."""
     before = set(multiprocessing.active_children())
     hung: list[int] = []
+    restarted_at: list[float] = []  # monotonic s of the first bar line after the restart
     limit = 12
 
     def hang_the_worker(show: Show, bar) -> None:
+        if show.generator.health.restarts and not restarted_at:
+            restarted_at.append(time.monotonic())
         if show.bar_index == 0:  # bar 1 is about to be handed to the worker
             for process in new_children(before):
                 os.kill(process.pid, signal.SIGSTOP)
@@ -592,6 +635,7 @@ def test_a_hung_worker_is_replaced_and_the_music_keeps_the_grid(
         for pid in hung:  # a stopped process ignores SIGTERM: the pool would wait forever
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    ended_at = time.monotonic()
     events = receiver.settle()
     assert len(hung) == 1
     generation = stage.show.generator.health
@@ -599,8 +643,11 @@ def test_a_hung_worker_is_replaced_and_the_music_keeps_the_grid(
     bars = len(stage.pushed)
     print(f"fallback bars {fallbacks} of {bars}; {generation}")
     assert [p.bar for p in stage.pushed] == list(range(bars))
-    assert fallbacks == list(range(1, bars - 1)), "no fresh bar from a new worker"
     assert generation.timeouts >= 1 and generation.restarts >= 1
+    try:
+        assert fallbacks == list(range(1, bars - 1)), "no fresh bar from a new worker"
+    except AssertionError as error:
+        blame_a_slow_start(stage, tiny_model_dir, ended_at - restarted_at[0], error)
     assert stage.show.health.bars_fallback == len(fallbacks)
     assert all(stage.pushed[b].notes == stage.pushed[0].notes for b in fallbacks)
     clock = stage.show.clock
