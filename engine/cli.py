@@ -300,9 +300,9 @@ def _cmd_convert_gpt2(args: argparse.Namespace) -> None:
     from engine.lyrics.gpt2_runner import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE
 
     hf_folder = _import_export("export.hf_folder")  # before torch and transformers load:
-    hf_folder.check_hf_folder(args.hf_dir)  # a bad folder is refused in milliseconds
     claim(args.out, (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, hf_folder.HF_CONFIG_FILE),
           named=True, fix="convert into a new folder, or move the old model away first")
+    hf_folder.check_hf_folder(args.hf_dir)  # a bad folder is refused in milliseconds
     export_gpt2 = _import_export("export.gpt2_onnx").export_gpt2
     config = export_gpt2(args.hf_dir, args.out, opset=args.opset, tolerance=args.tolerance,
                          int8=args.int8)

@@ -21,10 +21,8 @@ permitted.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -33,7 +31,6 @@ SHOW_NICENESS = -10
 WORKER_NICENESS = 5
 AUTOGROUP = Path("/proc/self/autogroup")
 """Linux: this process's scheduling group and its nice ("/autogroup-42 nice 0")."""
-PR_SET_PDEATHSIG = 1
 
 
 def thread_nice() -> int:
@@ -80,14 +77,14 @@ def set_group_nice(value: int) -> int | None:
 
 def lower_worker_priority() -> int:
     """In a model worker process: a session of its own (so a scheduling group apart from
-    the show's, see the module's note; it dies with the show, which no longer shares a
-    terminal's hangup with it), then :data:`WORKER_NICENESS` below the show, whatever the
-    nice value inherited from it (the show's -10 gives 5, a show run under ``nice 10``
-    gives 15). Returns the value in force."""
+    the show's, see the module's note; it no longer shares the terminal's hangup with the
+    show, so :func:`engine.live.worker_process.as_worker` ends it with the show), then
+    :data:`WORKER_NICENESS` below the show, whatever the nice value inherited from it (the
+    show's -10 gives 5, a show run under ``nice 10`` gives 15). Returns the value in
+    force."""
     try:
         os.setsid()
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - a group leader, or not Linux
+    except (OSError, AttributeError):  # pragma: no cover - a group leader, or not POSIX
         pass
     target = min(19, max(WORKER_NICENESS, thread_nice() + WORKER_NICENESS))
     try:
