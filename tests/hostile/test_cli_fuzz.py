@@ -3,8 +3,8 @@ the command a user would run, in a child under the memory limit (1 GiB more than
 imports) and an alarm; the command either succeeds or exits with status 2 and one
 ``encore: error:`` line naming the file, never a traceback, and no command hangs (30 s:
 the 5 s rule for a refusal is measured through the real commands by
-``benchmarks/bench_hostile_files.py --cli``). The six readers' children run side by side
-(each test waits for its own), so the file takes about its longest child, not their sum.
+``benchmarks/bench_hostile_files.py --cli``). The six readers' children run side by side,
+two at a time (each test waits for its own), so the file takes about half their sum.
 
 Readers and commands: a patch (``encore render --patch``), a Markov model, a GPT-2
 folder (config and tokenizer) and a voicebank (dsconfig.yaml, character.txt) named by a
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -390,21 +391,52 @@ READERS = {"patches": _patches, "markov": _markov, "gpt2": _gpt2, "voicebank": _
            "logs": _logs, "magenta": _magenta}
 
 
+class _Children:
+    """The readers' children, at most ``at_once`` running at a time (one per core: more
+    only makes each command slower), started in the tests' order as earlier ones end."""
+
+    def __init__(self, bounded, builds: dict, at_once: int) -> None:
+        self.bounded, self.pending, self.at_once = bounded, list(builds.items()), at_once
+        self.started: dict = {}
+        self._fill()
+
+    def _fill(self) -> None:
+        running = [c for c in self.started.values() if c.process.poll() is None]
+        while self.pending and len(running) < self.at_once:
+            name, (body, timeout) = self.pending.pop(0)
+            self.started[name] = self.bounded.start(CLI_PRELUDE, textwrap.dedent(body) + DONE,
+                                                    timeout=timeout)
+            running.append(self.started[name])
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.started or any(n == name for n, _ in self.pending)
+
+    def __getitem__(self, name: str):
+        self._fill()
+        while name not in self.started:  # wait for a running one to end, then start more
+            running = [c for c in self.started.values() if c.process.poll() is None]
+            if running:
+                running[0].process.wait()
+            self._fill()
+        child = self.started[name]
+        child.process.wait()
+        self._fill()
+        return child
+
+
 @pytest.fixture(scope="module")
-def children(bounded, tmp_path_factory, fuzz_models, base_log):
-    """Each reader's child, started side by side (they wait on the CPU, not on each other;
-    each test below waits for its own)."""
-    started = {}
+def children(bounded, tmp_path_factory, fuzz_models, base_log) -> _Children:
+    """Each reader's child, two (the cores here) side by side: they wait on the CPU, not
+    on each other; each test below waits for its own."""
+    builds = {}
     for name, build in READERS.items():
         if name == "magenta" and importlib.util.find_spec("torch") is None:
             continue  # the converter needs the export extra
         tmp = tmp_path_factory.mktemp(f"fuzz_{name}")
         given = {"patches": (fuzz_models,), "markov": (fuzz_models,), "gpt2": (fuzz_models,),
                  "voicebank": (fuzz_models,), "logs": (base_log,), "magenta": ()}[name]
-        body, timeout = build(tmp, *given)
-        started[name] = bounded.start(CLI_PRELUDE, textwrap.dedent(body) + DONE,
-                                      timeout=timeout)
-    return started
+        builds[name] = build(tmp, *given)
+    return _Children(bounded, builds, at_once=min(2, os.cpu_count() or 1))
 
 
 def test_fuzz_patches_through_render(children) -> None:
