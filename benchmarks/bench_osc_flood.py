@@ -238,6 +238,10 @@ def run_once(kind: str, tree: Path, args: argparse.Namespace, tmp: Path,
     set_dir = tmp / f"set_{number}"
     command = [sys.executable, "-m", "engine.cli", "live", "--patch", str(patch),
                "--record", str(set_dir)]
+    trace_path, probe_path = tmp / f"trace_{number}.json", tmp / f"probe_{number}.json"
+    if args.trace:  # the same command under the tracer (benchmarks/loop_trace.py)
+        command[1:4] = [str(Path(__file__).resolve().parent / "loop_trace.py"), "show",
+                        str(trace_path), "--", "live"]
     out_path, err_path = tmp / f"live_{number}.out", tmp / f"live_{number}.err"
     env = os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(tree)}
     with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -254,9 +258,15 @@ def run_once(kind: str, tree: Path, args: argparse.Namespace, tmp: Path,
         queue: Any = multiprocessing.Queue()
         stream = multiprocessing.Process(target=sender, args=(
             kind, address, args.seconds, args.rate * 1e6, args.valid_rate, queue))
+        probe = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent
+                                  / "loop_trace.py"), "probe", str(probe_path),
+                                  str(args.seconds)], env=env, start_new_session=True
+                                 ) if args.trace else None
         stream.start()
         sent, total, took = queue.get(timeout=args.seconds + 60)
         stream.join(timeout=10)
+        if probe is not None:
+            probe.wait(timeout=60)
         time.sleep(LAND_S)
         after = ask_state(tablet, address, 5.0)
         result |= {"sent": sent, "mb_per_s": total / 1e6 / took, "before": before,
@@ -271,7 +281,49 @@ def run_once(kind: str, tree: Path, args: argparse.Namespace, tmp: Path,
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() \
         else []
     result["controls"] = [r for r in records if r.get("type") == "control"]
+    if args.trace and trace_path.exists() and probe_path.exists():
+        result["trace"] = json.loads(trace_path.read_text())
+        result["probe"] = json.loads(probe_path.read_text())
+        stacks = trace_path.with_suffix(".stacks")
+        if stacks.exists() and stacks.stat().st_size:  # kept: the temporary folder goes
+            kept = Path(tempfile.gettempdir()) / f"bench_osc_flood_stacks_{os.getpid()}_{number}"
+            kept.write_text(stacks.read_text(errors="replace"))
+            result["stacks"] = str(kept)
     return result
+
+
+def held_by(result: dict[str, Any], over_ms: float = 10.0) -> str:
+    """The show's loop lags over ``over_ms`` while the probe ran, each put beside the probe's
+    lags and the show's collections that overlap it: what held the loop."""
+    trace, probe = result.get("trace"), result.get("probe")
+    if not trace or not probe:
+        return "no trace"
+    probe_lags = probe["lags"]
+    if not probe_lags:
+        return "the probe saw no lag"
+    first = min(t - lag / 1000 for t, lag in probe_lags)
+    last = max(t for t, _ in probe_lags)
+
+    def overlaps(t: float, lag: float, others: list, took_at: int) -> float:
+        """The longest of ``others`` overlapping the interval [t - lag, t]."""
+        a, b = t - lag / 1000, t
+        return max((o[took_at] for o in others
+                    if o[0] - o[took_at] / 1000 < b and o[0] > a), default=0.0)
+
+    show_lags = [(t, lag) for t, lag in trace["lags"] if lag > over_ms and first <= t <= last]
+    both = [(t, lag) for t, lag in show_lags if overlaps(t, lag, probe_lags, 1) > over_ms / 2]
+    by_gc = [(t, lag) for t, lag in show_lags if overlaps(t, lag, trace["gc"], 2) > 1.0]
+    alone = [(t, lag) for t, lag in show_lags
+             if (t, lag) not in both and (t, lag) not in by_gc]
+    probe_max = max(lag for _, lag in probe_lags)
+    probe_over = sum(lag > over_ms for _, lag in probe_lags)
+    gc_max = max((took for _, _, took in trace["gc"]), default=0.0)
+    worst = max((lag for _, lag in alone), default=0.0)
+    return (f"show lags > {over_ms:g} ms: {len(show_lags)} (max "
+            f"{max((lag for _, lag in show_lags), default=0):.1f}); the trivial probe's: "
+            f"{probe_over} (max {probe_max:.1f}); show lags during a probe lag: {len(both)}, "
+            f"during a collection: {len(by_gc)} (longest collection {gc_max:.1f} ms, "
+            f"{len(trace['gc'])} >= 2 ms), with neither: {len(alone)} (max {worst:.1f})")
 
 
 def _wait_for_show(show: subprocess.Popen, tablet: socket.socket,
@@ -339,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--runs", default="control,hostile,valid",
                         help="which runs, in order, each round (default control,hostile,valid)")
+    parser.add_argument("--trace", action="store_true",
+                        help="run the show under benchmarks/loop_trace.py and a trivial loop "
+                             "beside it: what held the loop (the machine, a collection, ...)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout: its hostile run is added to each round")
     args = parser.parse_args(argv)
@@ -368,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                             targets[record["target"]] = targets.get(record["target"], 0) + 1
                         print(f"  valid: {valid_landed(result)}; control records per target "
                               f"{targets}", flush=True)
+                    if args.trace:
+                        print(f"  held by: {held_by(result)}; stacks at lags > "
+                              f"{40:g} ms: {result.get('stacks', 'none')}", flush=True)
                     if not result.get("health"):
                         print("  no stopped line; stderr: " + result["stderr_tail"])
     print("\n" + bench_soak._table(list(summary(results[0])),

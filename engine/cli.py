@@ -80,6 +80,7 @@ def _positive_int(text: str) -> int:
 # ---- render ---------------------------------------------------------------------------
 def _cmd_render(args: argparse.Namespace) -> None:
     from engine.patch import load_patch
+    from engine.song.preflight import check_song_files
     from engine.song.render import render_song
 
     patch = load_patch(args.patch, validate_files=not args.no_audio)
@@ -88,6 +89,7 @@ def _cmd_render(args: argparse.Namespace) -> None:
         patch = _with_model(patch, args.model)
     out = claim(args.out if args.out is not None else Path("out"), RENDER_FILES,
                 named=args.out is not None)
+    check_song_files(patch, args.model_dir, audio=not args.no_audio)  # before any model
     result = render_song(patch, out, bars=bars, seed=args.seed, audio=not args.no_audio,
                          model_dir=args.model_dir)
     written = ", ".join(str(p) for p in (result.midi, result.wav, result.log) if p)
@@ -122,6 +124,7 @@ def _cmd_live(args: argparse.Namespace) -> None:
 
     from engine.live.show import run_show
     from engine.patch import load_patch
+    from engine.song.preflight import check_song_files
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     patch = load_patch(args.patch, validate_files=not args.no_audio)
@@ -140,6 +143,7 @@ def _cmd_live(args: argparse.Namespace) -> None:
         claim(args.record, RECORD_FILES, named=True, fix="a set is recorded there; give a new "
               "folder to --record, or leave it out for a new sets/<date> folder")
         if args.record is not None else new_set_dir(Path("sets")))
+    check_song_files(patch, args.model_dir, audio=not args.no_audio)  # before any worker
     if record is not None:
         print(f"recording the set's event log to {record}/song.jsonl")
     print(f"encore live: {patch.song.title}, {patch.song.tempo:g} BPM; Ctrl-C stops "
@@ -293,6 +297,12 @@ def _cmd_train_musicvae(args: argparse.Namespace) -> None:
 
 
 def _cmd_convert_gpt2(args: argparse.Namespace) -> None:
+    from engine.lyrics.gpt2_runner import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE
+
+    hf_folder = _import_export("export.hf_folder")  # before torch and transformers load:
+    claim(args.out, (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, hf_folder.HF_CONFIG_FILE),
+          named=True, fix="convert into a new folder, or move the old model away first")
+    hf_folder.check_hf_folder(args.hf_dir)  # a bad folder is refused in milliseconds
     export_gpt2 = _import_export("export.gpt2_onnx").export_gpt2
     config = export_gpt2(args.hf_dir, args.out, opset=args.opset, tolerance=args.tolerance,
                          int8=args.int8)
@@ -329,9 +339,13 @@ def _cmd_train_voice(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_musicvae(args: argparse.Namespace) -> None:
+    from engine.untrusted import check_file
+
     if not args.checkpoint.exists():
         raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint; train one with "
                                 "`encore train musicvae --out DIR` (DIR/last.pt)")
+    check_file(args.checkpoint, "give the .pt file `encore train musicvae` wrote")  # before
+    # torch loads (seconds): a FIFO or a folder is refused at once
     load_checkpoint = _import_export("export.musicvae").load_checkpoint
     export_all = _import_export("export.musicvae_onnx").export_all
     model, _ = load_checkpoint(args.checkpoint)
@@ -549,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.func(args)
     except _ExportExtraMissingError:
+        parser.exit(2, f"{EXPORT_EXTRA_MESSAGE}\n")
+    except ModuleNotFoundError as err:  # the export extra, imported late by a converter
+        if (err.name or "").split(".")[0] not in _EXPORT_EXTRA_MODULES:
+            raise
         parser.exit(2, f"{EXPORT_EXTRA_MESSAGE}\n")
     except _TrainersMissingError:
         parser.exit(2, f"encore: error: `encore {args.command}` needs the trainers (PyTorch), "

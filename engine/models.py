@@ -21,8 +21,8 @@ import onnxruntime as ort
 from engine.shipped import shipped_folder
 from engine.untrusted import UntrustedFileError, check_file
 
-__all__ = ["MAX_MODEL_BYTES", "MODELS_ENV", "SHIPPED_MODELS", "choose_providers", "model_dirs",
-           "open_session", "session_options"]
+__all__ = ["MAX_MODEL_BYTES", "MODELS_ENV", "SHIPPED_MODELS", "check_model_file",
+           "choose_providers", "model_dirs", "open_session", "session_options"]
 
 StrPath = str | PathLike[str]
 
@@ -73,6 +73,17 @@ def session_options(threads: int | None = 1, *, spinning: bool = True) -> ort.Se
     return options
 
 
+def check_model_file(path: StrPath) -> None:
+    """Refuse ``path`` unless it is a regular file of at most :data:`MAX_MODEL_BYTES` (from
+    its ``stat``, nothing read): what :func:`open_session` checks before ONNX Runtime opens
+    a graph, and what a command checks of every graph it will open before it opens any."""
+    size = check_file(path, "give the path of an .onnx file").st_size
+    if size > MAX_MODEL_BYTES:
+        raise UntrustedFileError(path, f"{size / 2**30:.1f} GiB, larger than the "
+                                 f"{MAX_MODEL_BYTES >> 30} GiB of any graph Encore runs",
+                                 "is it the right file?")
+
+
 def open_session(path: StrPath, *, threads: int | None = 1,
                  providers: Sequence[str] | None = None,
                  spinning: bool = True) -> ort.InferenceSession:
@@ -85,10 +96,6 @@ def open_session(path: StrPath, *, threads: int | None = 1,
     FileNotFoundError). ONNX Runtime's own exceptions (Fail, InvalidGraph, ...) pass
     through: each runner turns them into its own error, which names how to make a model it
     can read."""
-    size = check_file(path, "give the path of an .onnx file").st_size
-    if size > MAX_MODEL_BYTES:
-        raise UntrustedFileError(path, f"{size / 2**30:.1f} GiB, larger than the "
-                                 f"{MAX_MODEL_BYTES >> 30} GiB of any graph Encore runs",
-                                 "is it the right file?")
+    check_model_file(path)
     return ort.InferenceSession(str(path), sess_options=session_options(threads, spinning=spinning),
                                 providers=choose_providers(providers))

@@ -37,9 +37,9 @@ import os
 import re
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from engine.music.encoding import (
     DRUM_CLASSES,
@@ -58,8 +58,11 @@ from engine.untrusted import (
     read_bytes,
     read_text,
 )
-from export import musicvae_onnx
-from export.musicvae import MusicVAE, MusicVAEConfig, save_checkpoint
+
+if TYPE_CHECKING:
+    from export.musicvae import MusicVAE
+# torch (and the model code) are imported when the checkpoint has been read: a folder that
+# cannot be converted is refused in milliseconds, not after seconds of imports
 
 StrPath = str | os.PathLike[str]
 
@@ -660,6 +663,10 @@ def to_musicvae(config_json: dict, weights: dict[str, np.ndarray], name: str = "
                       f"{unused[:10]}{' ...' if len(unused) > 10 else ''}", UserWarning,
                       stacklevel=2)
 
+    import torch
+
+    from export.musicvae import MusicVAE, MusicVAEConfig
+
     cfg = MusicVAEConfig(
         name=name, parts=parts, bars=bars, steps_per_bar=steps_per_bar, enc_size=enc_size,
         enc_layers=enc_layers, z_size=z_size, dec_size=dec_size, dec_layers=dec_layers,
@@ -703,6 +710,11 @@ def convert(dir: StrPath, out_dir: StrPath, name: str | None = None) -> list[Pat
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"model name {name!r}: use letters, digits, '_', '-' and '.' only")
     config, weights = read_checkpoint(folder)
+    import torch
+
+    from export import musicvae_onnx
+    from export.musicvae import save_checkpoint
+
     try:
         model = to_musicvae(config, weights, name=name)
     except ValueError as err:  # the config and weights disagree: name the folder they are in

@@ -108,11 +108,20 @@ def test_export_of_missing_checkpoint_exits_2(tmp_path: Path, capsys) -> None:
 def test_pytorch_commands_without_torch_say_what_to_install(tmp_path: Path, monkeypatch,
                                                              capsys) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ModuleNotFoundError
-    monkeypatch.delitem(sys.modules, "export.convert_magenta_js", raising=False)
+    for module in ("export.convert_magenta_js", "export.musicvae"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"PK\x03\x04")
+    with pytest.raises(SystemExit) as info:
+        main(["export", "musicvae", str(checkpoint), str(tmp_path / "out")])
+    assert info.value.code == 2
+    assert "pip install -e '.[export]'" in capsys.readouterr().err
+    # the files given are read before torch is needed: an empty folder is refused for what
+    # it lacks, with or without torch
     with pytest.raises(SystemExit) as info:
         main(["convert", "magenta-js", str(tmp_path), str(tmp_path / "out")])
     assert info.value.code == 2
-    assert "pip install -e '.[export]'" in capsys.readouterr().err
+    assert "config.json" in capsys.readouterr().err
 
 
 def test_train_passes_its_options_through(capsys) -> None:

@@ -7,17 +7,30 @@ loop, the recorder) run at :data:`SHOW_NICENESS` where the system allows it (roo
 CAP_SYS_NICE, or an RLIMIT_NICE such as the one distributions give the ``audio`` group),
 and the model workers :data:`WORKER_NICENESS` steps below the show, so model work never
 takes the CPU from the threads that keep time.
+
+Nice values only rank threads within one scheduling group: where Linux groups processes by
+session (``/proc/sys/kernel/sched_autogroup_enabled``, the default of many distributions),
+the CPU is first shared between sessions and only then, by nice, within each. A worker in
+the show's session makes the show's group a heavy one, and the scheduler then lets the
+show's loop wait, on a busy machine, behind other sessions' programs for tens of
+milliseconds at a time (measured: benchmarks/bench_osc_flood.py --trace). So each worker
+starts a session (and so a group) of its own (:func:`lower_worker_priority`), and the show
+asks for its group's nice to be :data:`SHOW_NICENESS` too (:func:`set_group_nice`), where
+permitted.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 SHOW_NICENESS = -10
 WORKER_NICENESS = 5
+AUTOGROUP = Path("/proc/self/autogroup")
+"""Linux: this process's scheduling group and its nice ("/autogroup-42 nice 0")."""
 
 
 def thread_nice() -> int:
@@ -41,10 +54,38 @@ def set_thread_nice(value: int) -> int:
     return thread_nice()
 
 
+def group_nice() -> int | None:
+    """The nice value of this process's scheduling group (None where there is none)."""
+    try:
+        return int(AUTOGROUP.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def set_group_nice(value: int) -> int | None:
+    """Set the nice value of this process's scheduling group (its session's, where Linux
+    groups by session) and return the value in force, None where there are no groups; a
+    lower value than allowed (no CAP_SYS_NICE) leaves it as it was."""
+    if group_nice() is None:
+        return None
+    try:
+        AUTOGROUP.write_text(str(value))
+    except OSError:
+        pass
+    return group_nice()
+
+
 def lower_worker_priority() -> int:
-    """In a model worker process: run :data:`WORKER_NICENESS` below the show, whatever
-    the nice value inherited from it (the show's -10 gives 5, a show run under ``nice 10``
-    gives 15). Returns the value in force."""
+    """In a model worker process: a session of its own (so a scheduling group apart from
+    the show's, see the module's note; it no longer shares the terminal's hangup with the
+    show, so :func:`engine.live.worker_process.as_worker` ends it with the show), then
+    :data:`WORKER_NICENESS` below the show, whatever the nice value inherited from it (the
+    show's -10 gives 5, a show run under ``nice 10`` gives 15). Returns the value in
+    force."""
+    try:
+        os.setsid()
+    except (OSError, AttributeError):  # pragma: no cover - a group leader, or not POSIX
+        pass
     target = min(19, max(WORKER_NICENESS, thread_nice() + WORKER_NICENESS))
     try:
         os.setpriority(os.PRIO_PROCESS, 0, target)

@@ -48,7 +48,13 @@ from engine.live.link_lock import LinkLock
 from engine.live.osc_actions import ACTIONS, NotApplied
 from engine.live.osc_control import Command, OscDispatcher, OscServer
 from engine.live.port_watch import PortWatch
-from engine.live.priority import SHOW_NICENESS, set_thread_nice, thread_nice
+from engine.live.priority import (
+    SHOW_NICENESS,
+    group_nice,
+    set_group_nice,
+    set_thread_nice,
+    thread_nice,
+)
 from engine.live.recorder import SetRecorder, TapRing
 from engine.live.show_health import ShowHealth, collect, live_counts
 from engine.live.singing import Singing
@@ -228,6 +234,8 @@ class Show:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         nice_before = thread_nice()
         self.health.nice = set_thread_nice(SHOW_NICENESS)
+        group_before = group_nice()
+        set_group_nice(SHOW_NICENESS)  # where Linux shares the CPU by session first
         watch = asyncio.ensure_future(self._watch_loop())
         try:
             await self._play()
@@ -237,6 +245,8 @@ class Show:
             await self._close_web()
             sys.setswitchinterval(switch_interval)
             set_thread_nice(nice_before)  # raising the value back is always allowed
+            if group_before is not None:
+                set_group_nice(group_before)
             gc.unfreeze()
             for sig in installed:
                 loop.remove_signal_handler(sig)

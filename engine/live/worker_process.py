@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -33,9 +35,20 @@ worker ignores SIGTERM)."""
 
 
 def as_worker() -> None:
-    """In a worker process, first thing: SIGINT ignored, priority lowered."""
+    """In a worker process, first thing: SIGINT ignored, priority lowered (in a session of
+    its own), and a watch that ends the worker when the show's process ends, however it
+    ends (a closed terminal's hangup no longer reaches the worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lower_worker_priority()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_end_with, args=(parent,), name="encore-end-with-show",
+                         daemon=True).start()
+
+
+def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # the show's process has ended (its sentinel closed)
+    os._exit(0)
 
 
 class WorkerProcess:

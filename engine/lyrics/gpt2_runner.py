@@ -40,7 +40,7 @@ from tokenizers import Tokenizer
 
 from engine.lyrics.gpt2_cache import KVCache, layer_names
 from engine.lyrics.huge_pages import anonymous_regions, huge_pages
-from engine.models import open_session
+from engine.models import check_model_file, open_session
 from engine.untrusted import (
     MiB,
     MissingFileError,
@@ -189,6 +189,35 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def read_folder(folder: Path) -> tuple[dict, Tokenizer]:
+    """The config and the tokenizer of an exported folder, read and checked, and its graph
+    checked as a file (:func:`~engine.models.check_model_file`), without opening it: what
+    :meth:`GPT2Lyricist.load` reads before it opens the graph, and what a command checks
+    before it loads anything (engine/song/preflight.py)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder; {HOW_TO_MAKE}")
+    missing = [n for n in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE)
+               if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: missing {', '.join(missing)}; an exported GPT-2 "
+                                f"folder has {MODEL_FILE}, {TOKENIZER_FILE} and "
+                                f"{CONFIG_FILE}; {HOW_TO_MAKE}")
+    config = read_config(folder)
+    try:
+        text = read_text(folder / TOKENIZER_FILE, 64 * MiB, HOW_TO_MAKE)
+    except UntrustedFileError as err:
+        raise UntrustedFileError(folder / TOKENIZER_FILE, "the tokenizers library cannot "
+                                 f"read it ({err.what})", HOW_TO_MAKE) from None
+    try:
+        tokenizer = Tokenizer.from_str(text)
+    except Exception as err:  # tokenizers raises its own Exception subclass
+        raise ValueError(f"{folder / TOKENIZER_FILE}: the tokenizers library cannot read "
+                         f"it ({excerpt(str(err), 200)}); {HOW_TO_MAKE}") from None
+    check_model_file(folder / MODEL_FILE)
+    return config, tokenizer
+
+
 class GPT2Lyricist:
     """Lines of lyrics from an exported GPT-2 (``GPT2Lyricist.load(folder)``)."""
 
@@ -219,30 +248,13 @@ class GPT2Lyricist:
         graph that does not match the contract, each saying how to make a good folder.
         """
         folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such folder; {HOW_TO_MAKE}")
-        missing = [n for n in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE)
-                   if not (folder / n).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{folder}: missing {', '.join(missing)}; an exported GPT-2 "
-                                    f"folder has {MODEL_FILE}, {TOKENIZER_FILE} and "
-                                    f"{CONFIG_FILE}; {HOW_TO_MAKE}")
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-        config = read_config(folder)
+        config, tokenizer = read_folder(folder)
         weights, path = _weights_file(folder, config, weights)
-        try:
-            text = read_text(folder / TOKENIZER_FILE, 64 * MiB, HOW_TO_MAKE)
-        except UntrustedFileError as err:
-            raise UntrustedFileError(folder / TOKENIZER_FILE, "the tokenizers library cannot "
-                                     f"read it ({err.what})", HOW_TO_MAKE) from None
-        try:
-            tokenizer = Tokenizer.from_str(text)
-        except Exception as err:  # tokenizers raises its own Exception subclass
-            raise ValueError(f"{folder / TOKENIZER_FILE}: the tokenizers library cannot read "
-                             f"it ({excerpt(str(err), 200)}); {HOW_TO_MAKE}") from None
+        check_model_file(path)
         before = anonymous_regions() if path.stat().st_size >= HUGE_PAGES_FROM else None
         try:
             # threads wait asleep, not spinning (see engine.models.session_options)

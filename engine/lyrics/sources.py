@@ -10,12 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.lyrics.markov import START, MarkovLyricist
 from engine.lyrics.syllables import words
 from engine.models import model_dirs
+
+if TYPE_CHECKING:
+    from engine.patch import Lyrics
 
 MARKOV_FILE = "lyrics_markov.json.gz"
 GPT2_FOLDER = "lyrics_gpt2"
@@ -36,6 +40,13 @@ def find_model(name: str, model_dir: str | Path | None = None) -> Path:
         f"lyrics model {name!r} not found (looked in {searched}): give a path, or put it in "
         "one of those folders (encore convert gpt2 DIR OUT writes a GPT-2 one)"
     )
+
+
+def markov_path(settings: Lyrics, model_dir: str | Path | None = None) -> Path:
+    """The Markov model a writer with ``settings`` loads: the lyricist's (``[lyrics] model``
+    with ``source = "markov"``), else the shipped one (the rhyme dictionary's words)."""
+    named = settings.model if settings.source == "markov" and settings.model else MARKOV_FILE
+    return find_model(named, model_dir)
 
 
 class MarkovSource:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.lyrics.phrase import PhrasePlan, SungNote
-from engine.lyrics.sources import GPT2Source, MarkovSource
+from engine.lyrics.sources import GPT2Source, MarkovSource, markov_path
 from engine.lyrics.syllables import Pronouncer
 from engine.lyrics.writer import (
     LineReport,
@@ -90,8 +90,7 @@ def build_writer(settings: Lyrics, seed: int, model_dir: str | Path | None = Non
                                  temperature=settings.temperature, top_k=settings.top_k,
                                  top_p=settings.top_p,
                                  repetition_penalty=settings.repetition_penalty)
-    markov_path = settings.model if settings.source == "markov" and settings.model else None
-    markov = MarkovSource.load(markov_path, model_dir)  # also the rhyme dictionary's words
+    markov = MarkovSource.load(markov_path(settings, model_dir))  # also the rhymes' words
     source = source or markov
     rhymes = RhymeDictionary(word_frequencies_from_counts(markov.model.counts[0]), pronouncer)
     return LyricsWriter(

@@ -70,18 +70,27 @@ def load_singer(settings: Voice, model_dir: str | Path | None = None, *,
         except (OSError, RuntimeError, ImportError) as err:
             log.warning("no voice can sing on this machine (%s): the set is instrumental", err)
             return None
-    path = Path(choice).expanduser()
-    if not path.exists():
-        for folder in model_dirs(model_dir):
-            if (folder / choice).exists():
-                path = folder / choice
-                break
-        else:
-            raise FileNotFoundError(
-                f"[voice] singer = {choice!r}: no such voicebank folder (looked in "
-                f"{', '.join(str(d) for d in model_dirs(model_dir))}); unpack a DiffSinger "
-                'voicebank into models_onnx/ or give its path, or use "fallback"')
+    path = named_voicebank(settings, model_dir)
+    assert path is not None  # not one of the words above
     return _voicebank(path, settings, live)
+
+
+def named_voicebank(settings: Voice, model_dir: str | Path | None = None) -> Path | None:
+    """The voicebank folder ``[voice] singer`` names (a path, or a name in the model
+    folders); None for "off", "fallback" and "auto" (which try what they find)."""
+    choice = settings.singer.strip()
+    if choice in ("off", "fallback", "auto"):
+        return None
+    path = Path(choice).expanduser()
+    if path.exists():
+        return path
+    for folder in model_dirs(model_dir):
+        if (folder / choice).exists():
+            return folder / choice
+    raise FileNotFoundError(
+        f"[voice] singer = {choice!r}: no such voicebank folder (looked in "
+        f"{', '.join(str(d) for d in model_dirs(model_dir))}); unpack a DiffSinger "
+        'voicebank into models_onnx/ or give its path, or use "fallback"')
 
 
 def resample(audio: SungAudio, rate: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from export import convert_magenta_js as cmj
+from export import musicvae_onnx
 from export.convert_magenta_js import convert, read_checkpoint, to_musicvae
 
 MEL, DRUMS, ROLL = 90, 512, 10
@@ -510,8 +510,8 @@ def test_convert_skipped_encoder_exports_decoder_only(tmp_path: Path, monkeypatc
         calls.append(("all", out_dir))
         raise AssertionError("the encoder must not be exported")
 
-    monkeypatch.setattr(cmj.musicvae_onnx, "export_decoder", fake_decoder)
-    monkeypatch.setattr(cmj.musicvae_onnx, "export_all", fake_all)
+    monkeypatch.setattr(musicvae_onnx, "export_decoder", fake_decoder)  # imported late
+    monkeypatch.setattr(musicvae_onnx, "export_all", fake_all)
     config, weights = hier_trio(np.random.default_rng(10))
     write_checkpoint(tmp_path / "trio", config, weights, shard_bytes=1 << 20)
     with pytest.warns(UserWarning, match="decoder-only"):

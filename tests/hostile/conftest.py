@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,33 +67,67 @@ class Outcome:
     output: str
 
 
+class Bounded:
+    """A child started by :func:`start_bounded`; :meth:`result` waits for its verdict."""
+
+    def __init__(self, code: str, timeout: float, cwd: Path | None) -> None:
+        env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+                            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                            "PYTHONWARNINGS": "ignore"}
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.out,
+                                        stderr=self.err, text=True, env=env, cwd=cwd)
+
+    def result(self) -> Outcome:
+        """Fail the test unless the child returned or raised a ValueError/OSError."""
+        try:
+            self.process.wait(timeout=max(0.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"the reader hung: killed after {self.timeout:.0f} s\n"
+                        f"{self._read(self.out)[-4000:]}")
+        stdout, stderr = self._read(self.out), self._read(self.err)
+        output = stdout + stderr
+        if self.process.returncode != 0:
+            code = self.process.returncode
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            shown = "\n".join(line[:300] for line in output.splitlines())  # no 100 kB values
+            pytest.fail(f"the reader crashed ({how}):\n{shown[-6000:]}")
+        lines = stdout.rstrip().splitlines()
+        start = max(i for i, line in enumerate(lines)
+                    if line.startswith(("REFUSED", "ACCEPTED")))
+        head = lines[start].split()
+        if head[0] == "ACCEPTED":
+            return Outcome("ACCEPTED", "", float(head[1]), "", output)
+        message = "\n".join(lines[start + 1:-1])
+        return Outcome("REFUSED", head[1], float(head[2]), message, output)
+
+    @staticmethod
+    def _read(file) -> str:
+        file.seek(0)
+        text = file.read()
+        file.close()
+        return text
+
+
+def start_bounded(imports: str, body: str, *, timeout: float = 60.0,
+                  memory: int = MEMORY_BYTES, cwd: Path | None = None) -> Bounded:
+    """Start ``body`` (Python, after ``imports``) in a child under the limits, and return at
+    once: several children can run side by side (the machine's cores), each waited for by
+    its own test (:meth:`Bounded.result`)."""
+    code = CHILD.format(repo=str(REPO), imports=textwrap.dedent(imports), memory=memory,
+                        body=textwrap.indent(textwrap.dedent(body), "    "))
+    return Bounded(code, timeout, cwd)
+
+
 def run_bounded(imports: str, body: str, *, timeout: float = 60.0,
                 memory: int = MEMORY_BYTES, cwd: Path | None = None) -> Outcome:
     """Run ``body`` (Python, after ``imports``) in a child under the limits; fail the test
     unless it returned or raised a ValueError/OSError."""
-    code = CHILD.format(repo=str(REPO), imports=textwrap.dedent(imports), memory=memory,
-                        body=textwrap.indent(textwrap.dedent(body), "    "))
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-                        "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                        "PYTHONWARNINGS": "ignore"}
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=cwd)
-    except subprocess.TimeoutExpired as err:
-        pytest.fail(f"the reader hung: killed after {timeout:.0f} s\n{err.stdout or ''}")
-    output = done.stdout + done.stderr
-    if done.returncode != 0:
-        how = (f"killed by signal {-done.returncode}" if done.returncode < 0
-               else f"exit status {done.returncode}")
-        shown = "\n".join(line[:300] for line in output.splitlines())  # no 100 kB values
-        pytest.fail(f"the reader crashed ({how}):\n{shown[-6000:]}")
-    lines = done.stdout.rstrip().splitlines()
-    start = max(i for i, line in enumerate(lines) if line.startswith(("REFUSED", "ACCEPTED")))
-    head = lines[start].split()
-    if head[0] == "ACCEPTED":
-        return Outcome("ACCEPTED", "", float(head[1]), "", output)
-    message = "\n".join(lines[start + 1:-1])
-    return Outcome("REFUSED", head[1], float(head[2]), message, output)
+    return start_bounded(imports, body, timeout=timeout, memory=memory, cwd=cwd).result()
 
 
 def refused_bounded(imports: str, body: str, *expected: str, timeout: float = 60.0,
@@ -198,6 +234,7 @@ def bounded():
     """The helpers above, for the test modules (imported by pytest as conftest only)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(run=run_bounded, refused=refused_bounded, fuzz=fuzz_bounded,
+    return SimpleNamespace(run=run_bounded, start=start_bounded, refused=refused_bounded,
+                           fuzz=fuzz_bounded,
                            all_refused=all_refused,
                            fifo=make_fifo, quick_s=QUICK_S)

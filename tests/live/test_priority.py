@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,42 @@ print(got, seen[0], other, back)
     assert child_thread == expected  # inherited by threads started later
     assert earlier_thread == 0       # threads started before keep theirs
     assert back == 0
+
+
+def test_a_worker_has_a_session_of_its_own_and_ends_with_the_show():
+    """A model worker runs in a session (a scheduling group, where Linux groups by session)
+    apart from the show's, and ends when the show's process ends, even killed outright."""
+    code = """
+import os
+from engine.live.worker_process import WorkerProcess, as_worker
+worker = WorkerProcess(as_worker, ()).start()
+sid, pid = worker.submit(os.getsid, 0).result(60), worker.submit(os.getpid).result(60)
+print(os.getsid(0), sid, pid, flush=True)
+os.kill(os.getpid(), 9)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    show_session, worker_session, worker = (int(x) for x in done.stdout.split())
+    assert worker_session != show_session
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        pytest.fail("the worker outlived the show's process")
+
+
+def test_group_nice_is_read_and_set_where_there_are_groups():
+    code = """
+from engine.live.priority import group_nice, set_group_nice
+before = group_nice()
+print(-99 if before is None else before, -99 if before is None else set_group_nice(3))
+"""
+    before, after = run_child(code)
+    if before == -99:
+        pytest.skip("no scheduling groups here (/proc/self/autogroup)")
+    assert after == 3  # raising a value is always allowed
