@@ -180,7 +180,8 @@ class Walk:
         "vary (radians a pass, tethered).", range=(0.0, 0.5))
     groove: Groove = setting(
         "section", "Drums: \"section\" keeps one groove (the section anchor's) through a "
-        "section and changes on its last bar; \"bar\" decodes them with each bar's notes.")
+        "section, varies the last beat of each 4-bar phrase and ends the section with a fill "
+        "chosen from the model's decodes; \"bar\" decodes them with each bar's notes.")
 
 
 _DEFAULT_LENGTHS = {"intro": 4, "verse": 8, "chorus": 8, "bridge": 8, "breakdown": 4,

@@ -32,6 +32,7 @@ from engine.music.arrangement import (
     snap_to_scale,
     transposition_interval,
 )
+from engine.music.groove import choose_fill, splice_fill
 from engine.music.latent_walk import LatentWalker, WalkSettings, to_typical_set
 from engine.music.musicvae_runner import MusicVAERunner
 from engine.music.notes import (
@@ -55,6 +56,7 @@ REGISTERS = {MELODY: (60, 84), BASS: (28, 52)}
 SNAP_STRENGTH = 0.5
 XY_REACH = 0.6
 ANCHOR_DECODES_KEPT = 64
+FILL_CANDIDATES = 16  # decodes of a section's last bar the fill is chosen from
 
 
 @dataclass(frozen=True)
@@ -260,13 +262,30 @@ class Composer:
         return self._anchor_decodes[key]
 
     def _drums(self, plan: BarPlan, own: list[Note]) -> list[Note]:
-        """The bar's drums. ``groove = "section"``: the section's groove (its anchor's
-        4-bar drum phrase) on every bar but the last, which plays the walk's own bar, on
-        its way to the next section: the change into it. ``"bar"``: the walk's own bar."""
-        if self.patch.walk.groove == "bar" or plan.position.bars_left == 1:
+        """The bar's drums. ``groove = "section"``: the section's groove (the first bar of
+        its anchor's drum phrase) on every bar; the last beat of each inner 4-bar phrase
+        varies it with the anchor phrase's own last beat, and the section's last bar ends
+        in a fill chosen from the model's decodes of that bar (``engine.music.groove``).
+        ``"bar"``: the walk's own bar."""
+        if self.patch.walk.groove == "bar":
             return own
         bars = self._anchor_bars(plan)
-        return list(bars[plan.position.bar_in_section % len(bars)].notes(DRUMS))
+        groove = bars[0].notes(DRUMS)
+        if plan.position.bars_left == 1:
+            return list(splice_fill(groove, self._fill(plan)))
+        place = plan.position.bar_in_section % len(bars)
+        if place == len(bars) - 1:
+            return list(splice_fill(groove, bars[place].notes(DRUMS)))
+        return list(groove)
+
+    def _fill(self, plan: BarPlan) -> tuple[Note, ...]:
+        """The strongest fill among FILL_CANDIDATES decodes of the bar's z (other noise
+        draws; the first is the walk's own bar)."""
+        decoded = self.runner.decode(np.repeat(plan.z[None], FILL_CANDIDATES, axis=0),
+                                     temperature=plan.temperature, seed=plan.noise_seed)
+        place = plan.position.bar_in_section % self.runner.bars
+        return choose_fill([decoded[k * self.runner.bars + place].notes(DRUMS)
+                            for k in range(FILL_CANDIDATES)])
 
     def _section_shift(self, plan: BarPlan) -> tuple[int, dict[str, int]]:
         """Key shift and per-part octave shift of a section pass, measured on its anchor."""

@@ -284,15 +284,38 @@ def _drum_rows(bars: list[ArrangedBar]) -> list[tuple]:
     return [tuple((n.start, n.pitch) for n in b.parts["drums"]) for b in bars]
 
 
-def test_a_section_keeps_its_groove_and_changes_on_its_last_bar(tiny_trio) -> None:
-    """groove = "section": bars 4 apart in one pass of a section play the same drums (the
-    anchor's 4-bar phrase), and the last bar plays the walk's own bar, as "bar" does."""
+def test_a_section_keeps_its_groove_and_fills_into_the_next(tiny_trio) -> None:
+    """groove = "section": every bar of a section pass plays one groove (the first bar of
+    its anchor's drum phrase) up to its last beat; the end of the inner 4-bar phrase varies
+    that beat, and the section's last bar ends in the strongest fill among the model's
+    decodes of its z, over the groove's kick. "bar" plays the walk's own bars."""
+    from engine.music.encoding import PITCH_TO_DRUM
+    from engine.music.groove import FILL_FROM, choose_fill, fill_strength
+
     section = load_patch("default")  # intro 4, verse 8, chorus 8, ...
     per_bar = dataclasses.replace(section, walk=dataclasses.replace(section.walk, groove="bar"))
-    grooved, own = _drum_rows(compose(tiny_trio, section, 20)), _drum_rows(
-        compose(tiny_trio, per_bar, 20))
+    conductor = Conductor(section, tiny_trio.z_size)
+    composer = Composer(tiny_trio, section)
+    plans = [conductor.plan() for _ in range(20)]
+    grooved = _drum_rows([composer.realize(p) for p in plans])
+    own = _drum_rows(compose(tiny_trio, per_bar, 20))
     verse = range(4, 12)
-    assert [grooved[b] for b in verse[:3]] == [grooved[b + 4] for b in verse[:3]]
-    assert grooved[11] == own[11] and grooved[3] == own[3]  # last bars of intro and verse
+    groove = grooved[4]
+    assert all(grooved[b] == groove for b in (5, 6, 8, 9, 10))
     assert [own[b] for b in verse[:3]] != [own[b + 4] for b in verse[:3]]  # the walk's bars
-    assert grooved[4:7] != own[4:7]
+    for bar in (7, 11):  # the phrase's end and the section's last bar
+        assert [x for x in grooved[bar] if x[0] < FILL_FROM] == [
+            x for x in groove if x[0] < FILL_FROM]
+        kicks = {x for x in groove if x[0] >= FILL_FROM and PITCH_TO_DRUM[x[1]] == 0}
+        assert kicks <= set(grooved[bar])
+        assert all(PITCH_TO_DRUM[p] in (0, 1, 4, 5, 6, 7) for s, p in grooved[bar]
+                   if s >= FILL_FROM)
+    plan = plans[11]
+    decoded = tiny_trio.decode(np.repeat(plan.z[None], 16, axis=0), plan.temperature,
+                               plan.noise_seed)
+    candidates = [decoded[k * 4 + 3].notes("drums") for k in range(16)]
+    fill = choose_fill(candidates)
+    assert fill_strength(fill) == max(map(fill_strength, candidates))
+    strokes = {(n.start, n.pitch) for n in fill if n.start >= FILL_FROM
+               and PITCH_TO_DRUM[n.pitch] in (1, 4, 5, 6, 7)}
+    assert strokes <= set(grooved[11])
