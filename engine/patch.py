@@ -179,9 +179,12 @@ class Walk:
         0.05, "How far a section's anchor moves each time the form comes round, so repeats "
         "vary (radians a pass, tethered).", range=(0.0, 0.5))
     motif: float = setting(
-        0.25, "Motifs: the third bar of each 4-bar phrase restates its first, decoded from "
+        1.0, "Motifs: the third bar of each 4-bar phrase restates its first, decoded from "
         "the first bar's point moved this far toward its own (0 = the same bar again, 0.25 = "
-        "a varied restatement, 1 = no restatement: every bar its own).", range=(0.0, 1.0))
+        "a varied restatement, 1 = no restatement: every bar its own). Off by default: live, "
+        "with it on, a live set left notes hanging on a MIDI device that was unplugged and "
+        "came back (tests/live/test_show.py), not yet understood.",
+        range=(0.0, 1.0))
     groove: Groove = setting(
         "section", "Drums: \"section\" keeps one groove (the section anchor's) through a "
         "section, varies the last beat of each 4-bar phrase and ends the section with a fill "
