@@ -178,9 +178,17 @@ class Walk:
     anchor_drift: float = setting(
         0.05, "How far a section's anchor moves each time the form comes round, so repeats "
         "vary (radians a pass, tethered).", range=(0.0, 0.5))
+    motif: float = setting(
+        1.0, "Motifs: the third bar of each 4-bar phrase restates its first, decoded from "
+        "the first bar's point moved this far toward its own (0 = the same bar again, 0.25 = "
+        "a varied restatement, 1 = no restatement: every bar its own). Off by default: live, "
+        "with it on, a live set left notes hanging on a MIDI device that was unplugged and "
+        "came back (tests/live/test_show.py), not yet understood.",
+        range=(0.0, 1.0))
     groove: Groove = setting(
         "section", "Drums: \"section\" keeps one groove (the section anchor's) through a "
-        "section and changes on its last bar; \"bar\" decodes them with each bar's notes.")
+        "section, varies the last beat of each 4-bar phrase and ends the section with a fill "
+        "chosen from the model's decodes; \"bar\" decodes them with each bar's notes.")
 
 
 _DEFAULT_LENGTHS = {"intro": 4, "verse": 8, "chorus": 8, "bridge": 8, "breakdown": 4,
@@ -273,6 +281,14 @@ class Part:
     port: str = setting(
         "", 'MIDI output port, any part of its name (e.g. "USB MIDI"); "" plays the part '
         "on the built-in synth only.")
+    gate: float = setting(
+        1.0, "Share of each note's written length the part sounds (1 = as written; 0.5 = "
+        "detached, as band leads play); at least a 16th. The singer sings the written "
+        "lengths.", range=(0.1, 1.0))
+    rest_in: tuple[str, ...] = setting(
+        (), 'Sections this part sits out, e.g. ["intro", "outro"] for a lead that enters '
+        "with the verse; it is still composed (the chords and the singer follow it).",
+        identifier=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +297,8 @@ class Parts:
 
     item: ClassVar[str] = "part"
 
-    melody: Part = setting(help="The lead line.", factory=lambda: Part(program=80, channel=1))
+    melody: Part = setting(help="The lead line.", factory=lambda: Part(
+        program=80, channel=1, gate=0.5, rest_in=("intro", "outro")))
     bass: Part = setting(help="The bass line.", factory=lambda: Part(program=33, channel=2))
     drums: Part = setting(help="The drum kit.", factory=lambda: Part(program=0, channel=10))
     chords: Part = setting(help="Sustained chords under the melody.",

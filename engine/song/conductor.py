@@ -32,7 +32,8 @@ from engine.music.arrangement import (
     snap_to_scale,
     transposition_interval,
 )
-from engine.music.latent_walk import LatentWalker, WalkSettings, to_typical_set
+from engine.music.groove import choose_fill, splice_fill
+from engine.music.latent_walk import LatentWalker, WalkSettings, slerp, to_typical_set
 from engine.music.musicvae_runner import MusicVAERunner
 from engine.music.notes import (
     BASS,
@@ -55,6 +56,9 @@ REGISTERS = {MELODY: (60, 84), BASS: (28, 52)}
 SNAP_STRENGTH = 0.5
 XY_REACH = 0.6
 ANCHOR_DECODES_KEPT = 64
+PHRASE_BARS = 4
+MOTIF_PLACE = 2
+FILL_CANDIDATES = 16  # decodes of a section's last bar the fill is chosen from
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,14 @@ class BarPlan:
     temperature: float
     noise_seed: int
     form: str = "main"  # the form's name (the event log has it in the control records)
+    phrase_bar: int = -1  # the bar of the decoded phrase it plays (-1: its place in the section)
 
     def to_dict(self) -> dict[str, Any]:
         return {"bar": self.index, "section": self.position.section,
                 "pass": self.position.pass_number,
                 "bar_in_section": self.position.bar_in_section, "motion": self.motion,
                 "temperature": self.temperature, "noise_seed": self.noise_seed,
+                "phrase_bar": self.phrase_bar,
                 "z": [round(float(v), 6) for v in self.z],
                 "anchor": [round(float(v), 6) for v in self.anchor]}
 
@@ -124,6 +130,7 @@ class Conductor:
         self.walker = LatentWalker(z_size, self.settings, seed=self.seed)
         self.section_walk = SectionWalk(self.forms[self.form_name], self.anchors, self.walker)
         self.next_bar = 0
+        self._phrase_head: tuple[np.ndarray, int] | None = None
         # Two fixed orthonormal latent directions for the tablet's x/y pad.
         rng = np.random.default_rng([self.seed, 0x5859])
         basis, _ = np.linalg.qr(rng.standard_normal((z_size, 2)))
@@ -222,10 +229,20 @@ class Conductor:
             offset = (np.array(self.xy) - 0.5) * 2.0 * XY_REACH * np.sqrt(len(z))
             z = to_typical_set(z + offset @ self.xy_basis)
         anchor = self.anchors.anchor(position.section, position.pass_number)
+        noise_seed = _seed(self.seed, position.section, position.bar_in_section)
+        phrase_bar = -1
+        place = position.bar_in_section % PHRASE_BARS
+        if place == 0:
+            self._phrase_head = (z, noise_seed)
+        elif (place == MOTIF_PLACE and self._phrase_head is not None
+              and self.patch.walk.motif < 1.0):
+            # the phrase's third bar restates its first: the first bar's point moved a
+            # little toward this bar's own, with the first bar's noise, its place decoded
+            head_z, head_seed = self._phrase_head
+            z, noise_seed, phrase_bar = slerp(head_z, z, self.patch.walk.motif), head_seed, 0
         return BarPlan(index, position, z.astype(np.float32), anchor.astype(np.float32),
-                       motion, self.walker.settings.temperature,
-                       _seed(self.seed, position.section, position.bar_in_section),
-                       self.form_name)
+                       motion, self.walker.settings.temperature, noise_seed,
+                       self.form_name, phrase_bar)
 
 
 class Composer:
@@ -260,13 +277,30 @@ class Composer:
         return self._anchor_decodes[key]
 
     def _drums(self, plan: BarPlan, own: list[Note]) -> list[Note]:
-        """The bar's drums. ``groove = "section"``: the section's groove (its anchor's
-        4-bar drum phrase) on every bar but the last, which plays the walk's own bar, on
-        its way to the next section: the change into it. ``"bar"``: the walk's own bar."""
-        if self.patch.walk.groove == "bar" or plan.position.bars_left == 1:
+        """The bar's drums. ``groove = "section"``: the section's groove (the first bar of
+        its anchor's drum phrase) on every bar; the last beat of each inner 4-bar phrase
+        varies it with the anchor phrase's own last beat, and the section's last bar ends
+        in a fill chosen from the model's decodes of that bar (``engine.music.groove``).
+        ``"bar"``: the walk's own bar."""
+        if self.patch.walk.groove == "bar":
             return own
         bars = self._anchor_bars(plan)
-        return list(bars[plan.position.bar_in_section % len(bars)].notes(DRUMS))
+        groove = bars[0].notes(DRUMS)
+        if plan.position.bars_left == 1:
+            return list(splice_fill(groove, self._fill(plan)))
+        place = plan.position.bar_in_section % len(bars)
+        if place == len(bars) - 1:
+            return list(splice_fill(groove, bars[place].notes(DRUMS)))
+        return list(groove)
+
+    def _fill(self, plan: BarPlan) -> tuple[Note, ...]:
+        """The strongest fill among FILL_CANDIDATES decodes of the bar's z (other noise
+        draws; the first is the walk's own bar)."""
+        decoded = self.runner.decode(np.repeat(plan.z[None], FILL_CANDIDATES, axis=0),
+                                     temperature=plan.temperature, seed=plan.noise_seed)
+        place = plan.position.bar_in_section % self.runner.bars
+        return choose_fill([decoded[k * self.runner.bars + place].notes(DRUMS)
+                            for k in range(FILL_CANDIDATES)])
 
     def _section_shift(self, plan: BarPlan) -> tuple[int, dict[str, int]]:
         """Key shift and per-part octave shift of a section pass, measured on its anchor."""
@@ -290,7 +324,8 @@ class Composer:
 
     def realize(self, plan: BarPlan) -> ArrangedBar:
         parts = self._decode_bar(plan.z, plan.temperature, plan.noise_seed,
-                                 plan.position.bar_in_section)
+                                 plan.position.bar_in_section if plan.phrase_bar < 0
+                                 else plan.phrase_bar)
         shift, octaves = self._section_shift(plan)
         rng = np.random.default_rng(plan.noise_seed + plan.index)
         out: dict[str, tuple[Note, ...]] = {}

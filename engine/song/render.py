@@ -28,7 +28,7 @@ from engine.patch import Patch
 from engine.song.conductor import PARTS, ArrangedBar, Composer, Conductor
 from engine.song.event_log import EventLog
 from engine.song.lyrics_track import LyricsTrack, build_writer, lyric_events, lyric_record
-from engine.song.stamp import synth_events
+from engine.song.stamp import played, synth_events
 from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
 
@@ -203,7 +203,7 @@ def _render(patch: Patch, out: Path, *, bars: int, seed: int | None,
                 log.write(lyric_record(*written))
                 if singer is not None and stream is not None:
                     _sing(singer, written[0], patch, stream, vocals)
-            _collect(arranged, midi_notes)
+            _collect(arranged, patch, midi_notes)
             if stream is not None:
                 stream.add(synth_events(arranged, patch, tempo, muted))
                 stream.render_until(tempo.seconds_at_bar(plan.index + 1 - lag_bars)
@@ -249,7 +249,7 @@ def _sing(singer: Singer, phrase: PhrasePlan, patch: Patch, stream: _StreamingAu
         stream.add_vocal(sung.start_seconds, resample(sung, stream.rate), patch.voice.level)
 
 
-def _collect(arranged: ArrangedBar, into: dict[str, list[Note]]) -> None:
+def _collect(arranged: ArrangedBar, patch: Patch, into: dict[str, list[Note]]) -> None:
     offset = arranged.index * STEPS_PER_BAR
-    for part, notes in arranged.parts.items():
+    for part, notes in played(arranged, patch).items():
         into[part].extend(n.shifted(offset) for n in notes)

@@ -61,7 +61,7 @@ from engine.song.conductor import PARTS, ArrangedBar
 from engine.song.event_log import LOG_VERSION, read_records
 from engine.song.lyrics_track import lyric_events
 from engine.song.render import SAFETY_SECONDS, VocalStats, _StreamingAudio, part_volumes
-from engine.song.stamp import synth_events
+from engine.song.stamp import played, synth_events
 from engine.untrusted import excerpt
 from engine.voice.choose import load_singer, resample
 from engine.voice.singer import Singer
@@ -319,7 +319,7 @@ def _replay(logged: LoggedSet, out: Path, *, audio: bool, vocals: bool,
                                                CC_VOLUME, value)])
                 offset = bar.index * STEPS_PER_BAR
                 audible |= {part for part in PARTS if not mix.mute[part]}
-                for part, notes in bar.parts.items():
+                for part, notes in played(bar, patch).items():
                     if not mix.mute[part]:
                         midi_notes[part].extend(n.shifted(offset) for n in notes)
                 if stream is not None:

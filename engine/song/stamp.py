@@ -3,6 +3,9 @@
 One function for the live show, ``encore render`` and ``encore replay``, so the three play
 the same notes at the same moments:
 
+- :func:`played` is what each part plays of the composed bar: nothing in a section the
+  part rests in, each note at the part's gate (the bar itself, logged and sung, keeps the
+  written notes);
 - :func:`humanize_bar` draws the patch's timing and velocity feel for one bar, seeded by
   ``[humanize.seed, bar]``, part by part in the composer's order (a muted part draws
   nothing, so muting one part never moves another's notes);
@@ -55,13 +58,31 @@ class StampedNote:
     end_beat: float
 
 
+def played(bar: ArrangedBar, patch: Patch) -> dict[str, tuple[Note, ...]]:
+    """Each part's notes as played: none in a section of the part's ``rest_in``; else each
+    note cut to the part's ``gate`` of its written length (at least one step)."""
+    out = {}
+    for part, notes in bar.parts.items():
+        settings = getattr(patch.parts, part)
+        if bar.section in settings.rest_in:
+            out[part] = ()
+        elif settings.gate < 1.0:
+            out[part] = tuple(Note(n.start, n.pitch,
+                                   n.start + max(1, round(n.duration * settings.gate)),
+                                   n.velocity) for n in notes)
+        else:
+            out[part] = notes
+    return out
+
+
 def humanize_bar(bar: ArrangedBar, patch: Patch, bpm: float,
                  muted: Mapping[str, bool]) -> list[HumanPart]:
     """The bar's unmuted parts with the patch's human feel at ``bpm``."""
     rng = np.random.default_rng([patch.humanize.seed, bar.index])
     out = []
+    sounding = played(bar, patch)
     for part in PARTS:
-        notes = bar.parts.get(part, ())
+        notes = sounding.get(part, ())
         if not notes or muted.get(part, False):
             continue
         human = humanize(notes, patch.humanize.timing_ms, patch.humanize.velocity, bpm, rng)

@@ -128,8 +128,9 @@ def test_noise_seeds_repeat_for_the_same_place_in_a_section() -> None:
         assert 0 <= plan.noise_seed < 2**31
     assert max(p.position.pass_number for p in all_plans) >= 2
     assert all(len(s) == 1 for s in seeds.values()), "a section's bar changed noise seed"
-    distinct = {next(iter(s)) for s in seeds.values()}
-    assert len(distinct) == len(seeds), "two places in the form share a noise seed"
+    own = {key: s for key, s in seeds.items() if key[1] % 4 != 2}  # a 3rd bar restates the 1st
+    distinct = {next(iter(s)) for s in own.values()}
+    assert len(distinct) == len(own), "two places in the form share a noise seed"
 
 
 def test_a_returning_section_is_near_its_last_pass() -> None:
@@ -284,15 +285,64 @@ def _drum_rows(bars: list[ArrangedBar]) -> list[tuple]:
     return [tuple((n.start, n.pitch) for n in b.parts["drums"]) for b in bars]
 
 
-def test_a_section_keeps_its_groove_and_changes_on_its_last_bar(tiny_trio) -> None:
-    """groove = "section": bars 4 apart in one pass of a section play the same drums (the
-    anchor's 4-bar phrase), and the last bar plays the walk's own bar, as "bar" does."""
+def test_a_section_keeps_its_groove_and_fills_into_the_next(tiny_trio) -> None:
+    """groove = "section": every bar of a section pass plays one groove (the first bar of
+    its anchor's drum phrase) up to its last beat; the end of the inner 4-bar phrase varies
+    that beat, and the section's last bar ends in the strongest fill among the model's
+    decodes of its z, over the groove's kick. "bar" plays the walk's own bars."""
+    from engine.music.encoding import PITCH_TO_DRUM
+    from engine.music.groove import FILL_FROM, choose_fill, fill_strength
+
     section = load_patch("default")  # intro 4, verse 8, chorus 8, ...
     per_bar = dataclasses.replace(section, walk=dataclasses.replace(section.walk, groove="bar"))
-    grooved, own = _drum_rows(compose(tiny_trio, section, 20)), _drum_rows(
-        compose(tiny_trio, per_bar, 20))
+    conductor = Conductor(section, tiny_trio.z_size)
+    composer = Composer(tiny_trio, section)
+    plans = [conductor.plan() for _ in range(20)]
+    grooved = _drum_rows([composer.realize(p) for p in plans])
+    own = _drum_rows(compose(tiny_trio, per_bar, 20))
     verse = range(4, 12)
-    assert [grooved[b] for b in verse[:3]] == [grooved[b + 4] for b in verse[:3]]
-    assert grooved[11] == own[11] and grooved[3] == own[3]  # last bars of intro and verse
+    groove = grooved[4]
+    assert all(grooved[b] == groove for b in (5, 6, 8, 9, 10))
     assert [own[b] for b in verse[:3]] != [own[b + 4] for b in verse[:3]]  # the walk's bars
-    assert grooved[4:7] != own[4:7]
+    for bar in (7, 11):  # the phrase's end and the section's last bar
+        assert [x for x in grooved[bar] if x[0] < FILL_FROM] == [
+            x for x in groove if x[0] < FILL_FROM]
+        kicks = {x for x in groove if x[0] >= FILL_FROM and PITCH_TO_DRUM[x[1]] == 0}
+        assert kicks <= set(grooved[bar])
+        assert all(PITCH_TO_DRUM[p] in (0, 1, 4, 5, 6, 7) for s, p in grooved[bar]
+                   if s >= FILL_FROM)
+    plan = plans[11]
+    decoded = tiny_trio.decode(np.repeat(plan.z[None], 16, axis=0), plan.temperature,
+                               plan.noise_seed)
+    candidates = [decoded[k * 4 + 3].notes("drums") for k in range(16)]
+    fill = choose_fill(candidates)
+    assert fill_strength(fill) == max(map(fill_strength, candidates))
+    strokes = {(n.start, n.pitch) for n in fill if n.start >= FILL_FROM
+               and PITCH_TO_DRUM[n.pitch] in (1, 4, 5, 6, 7)}
+    assert strokes <= set(grooved[11])
+
+
+def test_the_third_bar_of_a_phrase_restates_its_first(tiny_trio) -> None:
+    """[walk] motif: bar 3 of each 4-bar phrase decodes bar 1's point (moved ``motif`` of
+    the way toward its own) with bar 1's noise, at bar 1's place in the decoded phrase;
+    motif = 1 turns it off."""
+    base = load_patch("default")  # intro 4, verse 8, ...
+
+    def with_motif(value: float) -> list:
+        patch = dataclasses.replace(base, walk=dataclasses.replace(base.walk, motif=value))
+        return plans(patch, 12, z_size=tiny_trio.z_size)
+
+    exact, varied, off = with_motif(0.0), with_motif(0.25), with_motif(1.0)
+    assert [p.phrase_bar for p in off] == [-1] * 12
+    for head, third in ((0, 2), (4, 6), (8, 10)):  # intro, and the verse's two phrases
+        assert exact[third].phrase_bar == varied[third].phrase_bar == 0
+        assert exact[third].noise_seed == exact[head].noise_seed != off[third].noise_seed
+        np.testing.assert_allclose(exact[third].z, exact[head].z)
+        to_head = np.linalg.norm(varied[third].z - varied[head].z)
+        to_own = np.linalg.norm(varied[third].z - off[third].z)
+        assert 0 < to_head < to_own
+    assert all(p.phrase_bar == -1 for i, p in enumerate(exact) if i % 4 != 2)
+    composer = Composer(tiny_trio, base)
+    head, third = exact[4], exact[6]
+    assert composer._decode_bar(head.z, head.temperature, head.noise_seed, 0) == (
+        composer._decode_bar(third.z, third.temperature, third.noise_seed, third.phrase_bar))

@@ -78,3 +78,30 @@ def test_a_long_live_note_ends_where_the_live_steps_end(short_patch: Patch) -> N
     offline = [e for e in synth_events(drone, short_patch, Clock.offline(120.0), LIVE)
                if e.kind == "note_off"]
     assert offline[0].time == pytest.approx(2 * 2.0 + 200 * 0.125 + offset_ns / NS_PER_S)
+
+
+def test_a_part_plays_at_its_gate_and_rests_where_the_patch_asks() -> None:
+    """[parts.X] gate cuts each note to its share of the written length (at least a step);
+    rest_in silences the part in those sections; the bar itself keeps the written notes."""
+    import dataclasses
+
+    from engine.song.stamp import played
+
+    patch = Patch()  # the default lead: gate 0.5, resting in the intro and the outro
+    assert patch.parts.melody.gate == 0.5 and patch.parts.bass.gate == 1.0
+    verse = played(bar(0), patch)
+    assert [(n.start, n.end) for n in verse["melody"]] == [(0, 2), (4, 5), (12, 14)]
+    assert verse["bass"] == NOTES["bass"] and verse["drums"] == NOTES["drums"]
+    assert bar(0).parts["melody"] == NOTES["melody"]  # the written score is untouched
+    intro = played(ArrangedBar(0, "intro", dict(NOTES), 0), patch)
+    assert intro["melody"] == () and intro["bass"] == NOTES["bass"]
+    short = dataclasses.replace(patch, parts=dataclasses.replace(
+        patch.parts, bass=dataclasses.replace(patch.parts.bass, gate=0.1, rest_in=("verse",))))
+    assert played(bar(0), short)["bass"] == ()
+    assert [(n.start, n.end) for n in played(ArrangedBar(0, "chorus", dict(NOTES), 0),
+                                             short)["bass"]] == [(0, 1), (8, 9)]
+    clock = Clock(120.0, start_ns=0, now_ns=lambda: -1)
+    stamped = [n for n in stamp_bar(bar(0), patch, clock, LIVE) if n.part == "melody"]
+    assert [round(n.end_beat - n.start_beat, 6) for n in stamped] == [0.5, 0.25, 0.5]
+    assert not [n for n in stamp_bar(ArrangedBar(0, "intro", dict(NOTES), 0), patch, clock,
+                                     LIVE) if n.part == "melody"]
