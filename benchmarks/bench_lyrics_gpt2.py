@@ -1,9 +1,11 @@
-"""GPT-2 lyricist speed: our ONNX Runtime runner against transformers and CTranslate2, same weights.
+"""GPT-2 lyricist speed: our ONNX Runtime runner against transformers, CTranslate2 and optimum.
 
     python benchmarks/bench_lyrics_gpt2.py                       # all shapes, 1 and 2 threads
     python benchmarks/bench_lyrics_gpt2.py --shapes gpt2 --threads 1 --runs 3
     python benchmarks/bench_lyrics_gpt2.py --shapes shipped --runs 1 --quick   # a smoke run
     python benchmarks/bench_lyrics_gpt2.py --perplexity          # the shipped model's int8 cost
+    python benchmarks/bench_lyrics_gpt2.py --shapes distilgpt2 gpt2 --threads 1 \
+        --optimum-python /tmp/optimum-venv/bin/python             # with optimum (see below)
 
 Shapes: ``shipped`` (models_onnx/lyrics_gpt2, 4x256, 8k vocabulary; its Hugging Face form is
 rebuilt from the exported weights), ``distilgpt2`` (6 layers x 768, 50,257 tokens) and
@@ -19,8 +21,25 @@ engine sees the same vocabulary. Every engine runs the same weights:
   float32 / int8 (the ``bench`` extra: ``pip install ctranslate2``); ``end_token=[]`` so
   that it, too, goes on past end-of-text.
 
-optimum's ``ORTModelForCausalLM`` is not measured: optimum-onnx pins transformers < 4.58,
-older than the export extra's transformers 5 (installing it would downgrade the venv).
+- ``optimum`` / ``optimum-int8`` (only with ``--optimum-python``): optimum's
+  ``ORTModelForCausalLM`` and its ``generate()``, on the ONNX graph optimum exports itself from
+  the same Hugging Face folder (``export=True``, kept in WORK/SHAPE/optimum), and on that graph
+  quantized by optimum's ``ORTQuantizer`` (dynamic int8, per tensor, its AVX-512 VNNI
+  configuration; WORK/SHAPE/optimum/int8), one ONNX Runtime intra-op thread set through its
+  session options. optimum-onnx 0.1.0 pins transformers < 4.58, older than the project's, so
+  it runs in a separate interpreter: ``benchmarks/optimum_peer.py`` in a subprocess, timing
+  each call itself (wall and that process's CPU time), alternating with the others as usual.
+  That interpreter is a side virtual environment that has its own optimum, transformers,
+  tokenizers and huggingface-hub and borrows torch, onnxruntime, numpy and the rest from the
+  project's environment through a ``.pth`` file read after its own site-packages, e.g.::
+
+      python -m venv /tmp/optimum-venv      # the base Python of the project's .venv
+      /tmp/optimum-venv/bin/pip install --no-deps optimum-onnx==0.1.0 optimum==2.1.0 \
+          transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.36.2
+      .venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+          > /tmp/optimum-venv/lib/python3.11/site-packages/zz_project_venv.pth
+
+  (``--no-deps`` so that pip never touches the project's packages.)
 
 Figures, per shape and thread count (torch, ONNX Runtime and CTranslate2 intra-op threads):
 
@@ -200,6 +219,55 @@ class CTranslate2:
             repetition_penalty=SAMPLING["repetition_penalty"], include_prompt_in_result=False)
 
 
+class Optimum:
+    """optimum's ORTModelForCausalLM in its own interpreter (benchmarks/optimum_peer.py),
+    which times every call itself: ``last`` is the (wall, CPU) seconds of the latest one."""
+
+    times_itself = True
+
+    def __init__(self, python: str, hf_dir: Path, onnx_dir: Path, threads: int, weights: str):
+        import json
+        import subprocess
+
+        self.json = json
+        self.log = onnx_dir.parent / f"optimum_{weights}.log"
+        self.process = subprocess.Popen(
+            [python, str(REPO / "benchmarks" / "optimum_peer.py"), str(hf_dir.resolve()),
+             str(onnx_dir.resolve()), str(threads), weights],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True)
+        ready = self._reply()
+        self.versions = ready["versions"]
+        self.last = (0.0, 0.0)
+
+    def _reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            tail = self.log.read_text()[-2000:]
+            raise SystemExit(f"optimum's worker stopped (its log, {self.log}):\n{tail}")
+        return self.json.loads(line)
+
+    def _ask(self, request: dict) -> list[int]:
+        self.process.stdin.write(self.json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        reply = self._reply()
+        self.last = (reply["wall"], reply["cpu"])
+        return reply["ids"]
+
+    def first_token(self, ids: list[int]) -> int:
+        return self._ask({"op": "first", "ids": ids})[0]
+
+    def greedy(self, ids: list[int], n: int) -> list[int]:
+        return self._ask({"op": "greedy", "ids": ids, "n": n})
+
+    def lines(self, ids: list[int], rng: np.random.Generator) -> None:
+        self._ask({"op": "lines", "ids": ids, "lines": LINES, "tokens": LINE_TOKENS,
+                   "seed": int(rng.integers(1 << 31)), "sampling": SAMPLING})
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
 # ---- timing ----------------------------------------------------------------------------------
 def alternate(engines: dict[str, object], call: Callable[[object], object],
               runs: int) -> dict[str, list[tuple[float, float]]]:
@@ -216,7 +284,10 @@ def alternate(engines: dict[str, object], call: Callable[[object], object],
         for name in names[r % len(names):] + names[: r % len(names)]:
             wall, cpu = time.perf_counter(), time.process_time()
             call(engines[name])
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            elapsed = (time.perf_counter() - wall, time.process_time() - cpu)
+            if getattr(engines[name], "times_itself", False):
+                elapsed = engines[name].last  # another process: its own clocks
+            times[name].append(elapsed)
     return times
 
 
@@ -231,8 +302,9 @@ def random_ids(n: int, vocab: int, seed: int) -> list[int]:
     return [0, *np.random.default_rng(seed).integers(1, vocab, n - 1).tolist()]
 
 
-def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int,
-                quick: bool) -> tuple[list[str], dict[str, dict[str, float]]]:
+def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int, quick: bool,
+                optimum_python: str | None = None
+                ) -> tuple[list[str], dict[str, dict[str, float]]]:
     model, tokenizer = load_hf(paths["hf"])
     engines: dict[str, object] = {"ours": Ours(paths["ours"], threads, "float"),
                                   "ours-int8": Ours(paths["ours-int8"], threads, "int8"),
@@ -242,6 +314,10 @@ def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int,
         tokens += [tokens[0]] * (model.config.vocab_size - len(tokens))
         engines["ct2"] = CTranslate2(paths["ct2"], threads, "float32", tokens)
         engines["ct2-int8"] = CTranslate2(paths["ct2"], threads, "int8", tokens)
+    if optimum_python:
+        onnx_dir = paths["hf"].parent / "optimum"
+        engines["optimum"] = Optimum(optimum_python, paths["hf"], onnx_dir, threads, "float")
+        engines["optimum-int8"] = Optimum(optimum_python, paths["hf"], onnx_dir, threads, "int8")
     ours: Ours = engines["ours"]  # type: ignore[assignment]
     huge = huge_pages_mib()
     vocab = min(len(tokenizer), model.config.vocab_size)
@@ -273,8 +349,13 @@ def bench_shape(shape: str, paths: dict[str, Path], threads: int, runs: int,
             engines, lambda e: e.lines(line_prompt, rng), runs)
 
     names = list(engines)
+    for engine in engines.values():
+        if isinstance(engine, Optimum):
+            engine.close()
     out = [f"{shape}, {threads} thread(s): greedy tokens equal to transformers' before the "
            "first difference: " + ", ".join(f"{n} {agreement[n]}/{new}" for n in names)]
+    if optimum_python:
+        out.append(f"optimum: {engines['optimum'].versions}")
     if huge is not None:
         out.append(f"memory in 2 MiB pages after loading every engine: {huge} MiB (ours asks "
                    "for its weights; the others' stay in 4 KiB pages)")
@@ -409,6 +490,10 @@ def ratios(medians: dict[str, dict[str, dict[str, float]]]) -> list[str]:
             if "ct2" in times:
                 parts.append(f"vs ct2 {times['ct2'] / times['ours']:.2f}x")
                 parts.append(f"int8 vs ct2-int8 {times['ct2-int8'] / times['ours-int8']:.2f}x")
+            if "optimum" in times:
+                parts.append(f"vs optimum {times['optimum'] / times['ours']:.2f}x")
+                parts.append(f"int8 vs optimum-int8 "
+                             f"{times['optimum-int8'] / times['ours-int8']:.2f}x")
             parts.append(f"int8 vs transformers "
                          f"{times['transformers'] / times['ours-int8']:.2f}x")
             out.append(f"  {clock:4} {metric:14} ours " + ", ".join(parts))
@@ -454,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the random models and conversions are kept and reused "
                              "(default runs/bench_lyrics_gpt2: ~2.5 GB with every shape)")
     parser.add_argument("--no-ct2", action="store_true", help="skip CTranslate2")
+    parser.add_argument("--optimum-python", metavar="PYTHON",
+                        help="an interpreter with optimum-onnx and its own older transformers "
+                             "(see above): adds optimum and optimum-int8")
     parser.add_argument("--quick", action="store_true", help="8 greedy tokens, ttft@32 only")
     parser.add_argument("--perplexity", action="store_true",
                         help="only the int8 perplexity cost on the shipped model")
@@ -486,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     for shape in args.shapes:
         paths = prepare(shape, args.work, want_ct2)
         for threads in args.threads:
-            lines, medians = bench_shape(shape, paths, threads, args.runs, args.quick)
+            lines, medians = bench_shape(shape, paths, threads, args.runs, args.quick,
+                                         args.optimum_python)
             print("\n".join(lines + ratios(medians)), flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average {load:.2f} at the end")
