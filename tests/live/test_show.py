@@ -735,4 +735,7 @@ def test_a_midi_device_that_goes_away_and_comes_back_is_reopened_by_name(
            .splitlines() if '"what":"midi port"' in line]
     assert [r["state"] for r in log] == ["gone", "back"]
     assert any(is_note_on(e.data) for e in events), "no notes reached the returned device"
-    assert_silenced(events)
+    try:
+        assert_silenced(events)
+    except AssertionError as error:  # JACK drops a missed cycle's MIDI, note-offs too
+        blame_missed_cycles(returned, error)
