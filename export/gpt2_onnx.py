@@ -85,14 +85,6 @@ def load_hf(hf_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     hf_dir = Path(hf_dir)
-    if not hf_dir.is_dir():
-        raise FileNotFoundError(f"{hf_dir}: no such folder; give a Hugging Face GPT-2 folder "
-                                "(config.json, model.safetensors, tokenizer files)")
-    if not (hf_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{hf_dir} is not a Hugging Face model folder (no config.json): give a folder "
-            "saved with save_pretrained, e.g. a downloaded gpt2 or distilgpt2, or "
-            "runs/<name>/hf from `encore train lyrics`")
     check_hf_folder(hf_dir)
     tokenizer_files = ("tokenizer.json", "vocab.json")
     if not any((hf_dir / name).is_file() for name in tokenizer_files):

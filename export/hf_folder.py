@@ -36,6 +36,15 @@ def check_hf_folder(hf_dir: Path) -> None:
     transformers reads them: config.json a JSON object of a GPT-2 with sizes in range, the
     safetensors header readable and large enough for the weights the config declares (so
     a config claiming 100,000 layers is refused, not allocated)."""
+    hf_dir = Path(hf_dir)
+    if not hf_dir.is_dir():
+        raise FileNotFoundError(f"{hf_dir}: no such folder; give a Hugging Face GPT-2 folder "
+                                "(config.json, model.safetensors, tokenizer files)")
+    if not (hf_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{hf_dir} is not a Hugging Face model folder (no config.json): give a folder "
+            "saved with save_pretrained, e.g. a downloaded gpt2 or distilgpt2, or "
+            "runs/<name>/hf from `encore train lyrics`")
     path = hf_dir / "config.json"
     fix = "a GPT-2 folder as save_pretrained writes it (a downloaded gpt2 or distilgpt2)"
     cfg = parse_json(read_text(path, MAX_CONFIG_BYTES, fix), path, fix)
