@@ -69,9 +69,12 @@ def installed(wheel: Path, tmp_path_factory) -> tuple[Path, dict[str, str]]:
         capture_output=True, text=True, check=True).stdout.strip())
     (purelib / "project_deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     # pip itself comes from the project's .venv too, run by the new venv's interpreter, so
-    # the console script it writes starts that interpreter
+    # the console script it writes starts that interpreter; --ignore-installed: pip also
+    # sees the project's own (editable) install through that path and would otherwise
+    # call the wheel "already satisfied" and install nothing
     subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-compile", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "--ignore-installed", "--no-compile", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     return venv, env
 
