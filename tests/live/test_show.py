@@ -39,6 +39,7 @@ import pytest
 from engine.live.osc_control import encode_message
 from engine.live.show import Show
 from engine.patch import load_patch
+from engine.song.stamp import played
 
 jack = pytest.importorskip("jack")
 
@@ -240,8 +241,10 @@ def blame_a_slow_start(stage: Stage, model_dir: Path, window_s: float,
 # ---- the show ----------------------------------------------------------------------------
 def write_patch(tmp_path: Path, *, tempo: float = TEMPO, extra: str = "") -> Path:
     path = tmp_path / "stage.toml"
-    parts = "".join(f'[parts.{part}]\nchannel = {channel}\nport = "{RX_NAME}"\n\n'
-                    for part, channel in CHANNELS.items())
+    # rest_in = []: every part plays in every section (the default lead rests in the
+    # intro), so the show's mechanics are seen from bar 0
+    parts = "".join(f'[parts.{part}]\nchannel = {channel}\nport = "{RX_NAME}"\n'
+                    f'rest_in = []\n\n' for part, channel in CHANNELS.items())
     path.write_text(f"""
 [song]
 tempo = {tempo}
@@ -272,7 +275,7 @@ class Pushed:
     at_ns: int
     mute: dict[str, bool]
     fallback: bool
-    notes: dict[str, list[tuple[int, int]]]  # part -> [(start step, pitch)]
+    notes: dict[str, list[tuple[int, int]]]  # part -> [(start step, pitch)] as played
 
 
 class Stage:
@@ -293,7 +296,8 @@ class Stage:
         self._fallbacks = show.health.bars_fallback
         self.pushed.append(Pushed(
             show.bar_index, time.monotonic_ns(), dict(show.mix.mute), fallback,
-            {part: [(n.start, n.pitch) for n in notes] for part, notes in bar.parts.items()}))
+            {part: [(n.start, n.pitch) for n in notes]  # as played: the part's rest_in
+             for part, notes in played(bar, self.patch).items()}))
         if self._extra is not None:
             self._extra(show, bar)
 
