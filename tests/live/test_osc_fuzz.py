@@ -334,7 +334,10 @@ INTRUDER = [encode_message("/encore/tempo", "f", [60.0]),
 
 # ---- the show ----------------------------------------------------------------------------
 def patch_text() -> str:
-    parts = "".join(f'[parts.{part}]\nchannel = {channel}\nport = "{RX_NAME}"\n\n'
+    # rest_in = []: every part plays in every section (the default lead rests in the
+    # intro), so the notes expected are the bars' written ones from bar 0
+    parts = "".join(f'[parts.{part}]\nchannel = {channel}\nport = "{RX_NAME}"\n'
+                    f'rest_in = []\n\n'
                     for part, channel in CHANNELS.items())
     return f"""
 [song]
